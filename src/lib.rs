@@ -1,0 +1,15 @@
+//! log-etl: Fernet-encrypted logs from an HTTP API into S3 as compact, hourly, gzip'd NDJSON.
+//!
+//! The pure core (no clock, no environment, no I/O beyond spool files) turns source records
+//! into the objects to write; the shell modules fetch, read secrets and store.
+
+pub mod batch;
+pub mod compact;
+pub mod encode;
+pub mod hour;
+pub mod keyring;
+pub mod object_key;
+pub mod payload;
+pub mod pyrepr;
+pub mod record;
+pub mod spool;
