@@ -5,11 +5,17 @@
 
 pub mod batch;
 pub mod compact;
+pub mod config;
 pub mod encode;
 pub mod hour;
 pub mod keyring;
+pub mod local_store;
 pub mod object_key;
 pub mod payload;
+pub mod pipeline;
 pub mod pyrepr;
 pub mod record;
+pub mod response;
+pub mod restore;
 pub mod spool;
+pub mod synth;
