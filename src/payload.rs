@@ -30,12 +30,22 @@ pub fn parse_payload(
     let text = std::str::from_utf8(plaintext).map_err(|e| ParseError::NotUtf8 {
         offset: e.valid_up_to(),
     })?;
-    let value = match serde_json::from_str::<Value>(text) {
-        Ok(value) => {
+    // The server's usual `{'` cannot start JSON: skip the JSON attempt for it.
+    let python_dict = text
+        .trim_start()
+        .strip_prefix('{')
+        .is_some_and(|rest| rest.trim_start().starts_with('\''));
+    let json = if python_dict {
+        None
+    } else {
+        serde_json::from_str::<Value>(text).ok()
+    };
+    let value = match json {
+        Some(value) => {
             check_json_limits(&value, 1, limits)?;
             value
         }
-        Err(_) => pyrepr::parse(text, limits).map_err(ParseError::Syntax)?,
+        None => pyrepr::parse(text, limits).map_err(ParseError::Syntax)?,
     };
     match value {
         Value::Object(map) => Ok(map),

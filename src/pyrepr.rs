@@ -54,6 +54,7 @@ pub enum ReprError {
 /// because JSON cannot hold them.
 pub fn parse(text: &str, limits: ParseLimits) -> Result<Value, ReprError> {
     let mut parser = Parser {
+        text,
         src: text.as_bytes(),
         pos: 0,
         limits,
@@ -67,6 +68,7 @@ pub fn parse(text: &str, limits: ParseLimits) -> Result<Value, ReprError> {
 }
 
 struct Parser<'a> {
+    text: &'a str,
     src: &'a [u8],
     pos: usize,
     limits: ParseLimits,
@@ -321,15 +323,13 @@ impl Parser<'_> {
         let mut out = String::new();
         loop {
             // Copy the plain run up to the next quote, backslash or line break in one go.
-            let run_end = self.src[self.pos..]
-                .iter()
-                .position(|&b| b == quote || b == b'\\' || b == b'\n' || b == b'\r')
+            let run_end = memchr::memchr3(quote, b'\\', b'\n', &self.src[self.pos..])
                 .map(|n| self.pos + n)
                 .ok_or(ReprError::UnexpectedEnd {
                     expected: "the closing quote",
                 })?;
-            // Safe to slice: the input is a &str and the stop bytes are ASCII.
-            out.push_str(as_str(&self.src[self.pos..run_end]));
+            // The stop bytes are ASCII, so both ends are char boundaries.
+            out.push_str(&self.text[self.pos..run_end]);
             self.pos = run_end;
             if out.len() > self.limits.max_string_len {
                 return Err(ReprError::StringTooLong {
@@ -339,7 +339,7 @@ impl Parser<'_> {
             }
             match self.src[self.pos] {
                 b'\\' => self.escape(&mut out)?,
-                b'\n' | b'\r' => return Err(self.unexpected("the closing quote")),
+                b'\n' => return Err(self.unexpected("the closing quote")),
                 _ => {
                     self.pos += 1;
                     return Ok(out);
@@ -428,11 +428,6 @@ impl Parser<'_> {
         self.pos += count;
         Ok(code)
     }
-}
-
-/// Reborrows bytes that came from a `&str` cut at ASCII boundaries.
-fn as_str(bytes: &[u8]) -> &str {
-    std::str::from_utf8(bytes).expect("cut at ASCII boundaries of valid UTF-8")
 }
 
 /// Writes a JSON value as Python's `repr` would write the equivalent object, ASCII only

@@ -3,96 +3,230 @@
 
 use std::io::{self, Read};
 
-use serde::de::{self, Deserializer as _, SeqAccess, Visitor};
 use serde_json::error::Category;
 use serde_json::value::RawValue;
+
+/// Largest single element a streamed response may hold (the file path has no response limit).
+pub const MAX_ELEMENT_BYTES: usize = 256 << 20;
 
 /// Why a response is not a batch of records.
 #[derive(Debug, thiserror::Error)]
 pub enum ResponseError {
     #[error("response is not a JSON array")]
     NotAnArray,
-    #[error("response is not valid JSON (line {line}, column {column})")]
+    #[error("response is not valid JSON ({position})")]
     Malformed {
-        line: usize,
-        column: usize,
+        position: String,
         #[source]
-        source: serde_json::Error,
+        source: Option<serde_json::Error>,
     },
     #[error("response ends before the array is closed")]
-    Truncated(#[source] serde_json::Error),
+    Truncated,
+    #[error("an element at byte {offset} is larger than {max} bytes")]
+    ElementTooLarge { offset: u64, max: usize },
     #[error("reading the response failed")]
     Io(#[source] io::Error),
     #[error("handling a record failed")]
     Sink(#[source] io::Error),
 }
 
-impl ResponseError {
-    fn from_json(err: serde_json::Error) -> Self {
-        match err.classify() {
-            Category::Data => ResponseError::NotAnArray,
-            Category::Eof => ResponseError::Truncated(err),
-            Category::Syntax => ResponseError::Malformed {
-                line: err.line(),
-                column: err.column(),
-                source: err,
-            },
-            Category::Io => ResponseError::Io(err.into()),
-        }
-    }
-}
-
 /// Splits a whole response body into its records, borrowing each from `body`.
 pub fn parse_response(body: &[u8]) -> Result<Vec<&RawValue>, ResponseError> {
-    serde_json::from_slice(body).map_err(ResponseError::from_json)
+    serde_json::from_slice(body).map_err(|err| match err.classify() {
+        Category::Data => ResponseError::NotAnArray,
+        Category::Eof => ResponseError::Truncated,
+        Category::Syntax | Category::Io => ResponseError::Malformed {
+            position: format!("line {}, column {}", err.line(), err.column()),
+            source: Some(err),
+        },
+    })
 }
 
 /// Calls `each` with every element of the JSON array read from `reader`, in order, holding one
-/// element in memory at a time. Returns the number of elements.
+/// element (and one read chunk) in memory at a time. Returns the number of elements.
+///
+/// The array's structure is scanned here, a chunk at a time, and each element is then checked
+/// by serde_json: serde_json's own reader-based path reads byte by byte and was the largest
+/// single cost of processing a saved response.
 pub fn for_each_record<R: Read>(
     reader: R,
-    each: impl FnMut(&RawValue) -> io::Result<()>,
+    mut each: impl FnMut(&RawValue) -> io::Result<()>,
 ) -> Result<u64, ResponseError> {
-    let mut sink_error = None;
-    let mut de =
-        serde_json::Deserializer::from_reader(io::BufReader::with_capacity(1 << 20, reader));
-    let visitor = EachElement {
-        each,
-        sink_error: &mut sink_error,
+    let mut chunks = Chunks {
+        reader,
+        buf: Vec::with_capacity(CHUNK),
+        pos: 0,
+        offset: 0,
+        eof: false,
     };
-    let result = de
-        .deserialize_seq(visitor)
-        .and_then(|n| de.end().map(|()| n));
-    match (result, sink_error) {
-        (_, Some(err)) => Err(ResponseError::Sink(err)),
-        (Ok(n), None) => Ok(n),
-        (Err(err), None) => Err(ResponseError::from_json(err)),
-    }
-}
-
-struct EachElement<'s, F> {
-    each: F,
-    sink_error: &'s mut Option<io::Error>,
-}
-
-impl<'de, F: FnMut(&RawValue) -> io::Result<()>> Visitor<'de> for EachElement<'_, F> {
-    type Value = u64;
-
-    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str("a JSON array of records")
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(mut self, mut seq: A) -> Result<u64, A::Error> {
-        let mut count = 0;
-        while let Some(raw) = seq.next_element::<Box<RawValue>>()? {
-            if let Err(err) = (self.each)(&raw) {
-                *self.sink_error = Some(err);
-                return Err(de::Error::custom("record handler failed"));
-            }
-            count += 1;
+    match chunks.next_non_ws()? {
+        Some(b'[') => chunks.pos += 1,
+        Some(b'{' | b'"' | b'-' | b'0'..=b'9' | b't' | b'f' | b'n') => {
+            return Err(ResponseError::NotAnArray);
         }
-        Ok(count)
+        Some(_) => return Err(chunks.malformed(None)),
+        None => return Err(ResponseError::Truncated),
     }
+    let mut count = 0;
+    if chunks.next_non_ws()? == Some(b']') {
+        chunks.pos += 1;
+    } else {
+        loop {
+            let (start, end) = chunks.element()?;
+            let text = trim_end(&chunks.buf[start..end]);
+            let raw: &RawValue =
+                serde_json::from_slice(text).map_err(|e| ResponseError::Malformed {
+                    position: format!("element at byte {}", chunks.offset + start as u64),
+                    source: Some(e),
+                })?;
+            each(raw).map_err(ResponseError::Sink)?;
+            count += 1;
+            let terminator = chunks.buf[end];
+            chunks.pos = end + 1;
+            if terminator == b']' {
+                break;
+            }
+        }
+    }
+    match chunks.next_non_ws()? {
+        None => Ok(count),
+        Some(_) => Err(chunks.malformed(None)),
+    }
+}
+
+const CHUNK: usize = 1 << 20;
+
+struct Chunks<R> {
+    reader: R,
+    buf: Vec<u8>,
+    pos: usize,
+    /// Bytes of the input before `buf[0]`.
+    offset: u64,
+    eof: bool,
+}
+
+impl<R: Read> Chunks<R> {
+    /// Reads one more chunk onto the end of the buffer; false at end of input.
+    fn read_more(&mut self) -> Result<bool, ResponseError> {
+        if self.eof {
+            return Ok(false);
+        }
+        let old = self.buf.len();
+        self.buf.resize(old + CHUNK, 0);
+        let n = loop {
+            match self.reader.read(&mut self.buf[old..]) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                other => break other.map_err(ResponseError::Io)?,
+            }
+        };
+        self.buf.truncate(old + n);
+        self.eof = n == 0;
+        Ok(n > 0)
+    }
+
+    /// Drops what has been consumed, so the buffer holds only the unread part.
+    fn compact(&mut self) {
+        self.buf.drain(..self.pos);
+        self.offset += self.pos as u64;
+        self.pos = 0;
+    }
+
+    fn next_non_ws(&mut self) -> Result<Option<u8>, ResponseError> {
+        loop {
+            while let Some(&b) = self.buf.get(self.pos) {
+                if !b.is_ascii_whitespace() {
+                    return Ok(Some(b));
+                }
+                self.pos += 1;
+            }
+            self.compact();
+            if !self.read_more()? {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// Finds the next element: `(start, end)` where `buf[end]` is the `,` or `]` after it.
+    fn element(&mut self) -> Result<(usize, usize), ResponseError> {
+        if self.next_non_ws()?.is_none() {
+            return Err(ResponseError::Truncated);
+        }
+        // Keep the buffer from growing without end: only the current element is held.
+        if self.pos >= CHUNK {
+            self.compact();
+        }
+        let start = self.pos;
+        // Open brackets of the element so far, to catch `[{]`.
+        let mut open: Vec<u8> = Vec::new();
+        let (mut i, mut in_string) = (start, false);
+        loop {
+            if i >= self.buf.len() {
+                if self.buf.len() - start > MAX_ELEMENT_BYTES {
+                    return Err(ResponseError::ElementTooLarge {
+                        offset: self.offset + start as u64,
+                        max: MAX_ELEMENT_BYTES,
+                    });
+                }
+                if !self.read_more()? {
+                    return Err(ResponseError::Truncated);
+                }
+                continue;
+            }
+            if in_string {
+                match memchr::memchr2(b'"', b'\\', &self.buf[i..]) {
+                    None => i = self.buf.len(),
+                    // An escape's second byte may not have been read yet.
+                    Some(n) if self.buf[i + n] == b'\\' => {
+                        if i + n + 1 >= self.buf.len() {
+                            i += n;
+                            if !self.read_more()? {
+                                return Err(ResponseError::Truncated);
+                            }
+                        } else {
+                            i += n + 2;
+                        }
+                    }
+                    Some(n) => {
+                        in_string = false;
+                        i += n + 1;
+                    }
+                }
+                continue;
+            }
+            match self.buf[i] {
+                b'"' => in_string = true,
+                b'{' => open.push(b'}'),
+                b'[' => open.push(b']'),
+                b',' | b']' if open.is_empty() => {
+                    if i == start {
+                        return Err(self.malformed(Some(i)));
+                    }
+                    return Ok((start, i));
+                }
+                // The guard pops the matching opener; a mismatch is an error.
+                close @ (b'}' | b']') if open.pop() != Some(close) => {
+                    return Err(self.malformed(Some(i)));
+                }
+                _ => {}
+            }
+            i += 1;
+        }
+    }
+
+    fn malformed(&self, at: Option<usize>) -> ResponseError {
+        ResponseError::Malformed {
+            position: format!("byte {}", self.offset + at.unwrap_or(self.pos) as u64),
+            source: None,
+        }
+    }
+}
+
+fn trim_end(bytes: &[u8]) -> &[u8] {
+    let end = bytes
+        .iter()
+        .rposition(|b| !b.is_ascii_whitespace())
+        .map_or(0, |i| i + 1);
+    &bytes[..end]
 }
 
 #[cfg(test)]
@@ -137,20 +271,48 @@ mod tests {
         ));
         assert!(matches!(
             collect(r#"[{"data": 1},"#),
-            Err(ResponseError::Truncated(_))
+            Err(ResponseError::Truncated)
         ));
         assert!(matches!(
-            parse_response(b"<html>502</html>"),
-            Err(ResponseError::Malformed {
-                line: 1,
-                column: 1,
-                ..
-            })
+            collect(r#"[{"data": "1"#),
+            Err(ResponseError::Truncated)
         ));
+        assert!(matches!(collect(""), Err(ResponseError::Truncated)));
         assert!(matches!(
-            collect("[1] [2]"),
-            Err(ResponseError::Malformed { .. })
+            parse_response(b"[1,"),
+            Err(ResponseError::Truncated)
         ));
+        let err = parse_response(b"<html>502</html>").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "response is not valid JSON (line 1, column 1)"
+        );
+        let err = collect("<html>502</html>").unwrap_err();
+        assert_eq!(err.to_string(), "response is not valid JSON (byte 0)");
+        for bad in ["[1] [2]", "[1,,2]", "[1,]", "[{]", "[}]", "[tru]", "[1 2]"] {
+            assert!(
+                matches!(collect(bad), Err(ResponseError::Malformed { .. })),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn strings_with_brackets_escapes_and_chunk_boundaries_are_split_right() {
+        // Given elements longer than a read chunk, with brackets, commas and escapes in strings
+        let long = "x".repeat(CHUNK + 7);
+        let items = [
+            format!(r#"{{"data": "{long}", "a": "],[{{\\\"}}"}}"#),
+            r#"["\\", {"k": [1, {"z": null}]}]"#.to_owned(),
+            format!(r#""{long}\"""#),
+        ];
+        let text = format!("[{}]", items.join(" ,\n "));
+        // When the array is read as a stream
+        let got = collect(&text).unwrap();
+        // Then each element comes out whole, as serde_json reads the array too
+        assert_eq!(got, items);
+        let whole = parse_response(text.as_bytes()).unwrap();
+        assert_eq!(whole.iter().map(|r| r.get()).collect::<Vec<_>>(), items);
     }
 
     #[test]

@@ -1,0 +1,221 @@
+//! Throughput of the pure pipeline (decrypt → parse → compact → group → gzip) on one core, the
+//! gzip level trade-off, where the time goes per record, and the Python reference on the same
+//! records in the same run. Prints figures; asserts nothing about speed.
+//!
+//!   cargo bench --bench pipeline [-- RECORDS]      (default 100000)
+
+use std::hint::black_box;
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use chrono::{TimeZone, Utc};
+use flate2::Compression;
+use flate2::write::GzEncoder;
+use log_etl::batch::{BatchSettings, encode_batch};
+use log_etl::compact;
+use log_etl::encode::DEFAULT_GZIP_LEVEL;
+use log_etl::keyring::{KeyRing, generate_key};
+use log_etl::object_key::{KeyLayout, PartitionStyle};
+use log_etl::payload::parse_payload;
+use log_etl::pyrepr::ParseLimits;
+use log_etl::synth::{Synth, SynthOptions, response_body};
+use serde_json::value::RawValue;
+use sha2::{Digest, Sha256};
+
+fn main() {
+    let count: usize = std::env::args()
+        .skip(1)
+        .find_map(|a| a.parse().ok())
+        .unwrap_or(100_000);
+    let key = generate_key();
+    let keys = KeyRing::parse(&key).unwrap();
+    let start = Utc.with_ymd_and_hms(2023, 3, 18, 15, 8, 2).unwrap();
+    let items = Synth::new(SynthOptions::default()).batch(&keys, start, count);
+    let records: Vec<Box<RawValue>> = items
+        .iter()
+        .map(|i| RawValue::from_string(i.source.clone()).unwrap())
+        .collect();
+    let run_time = Utc::now();
+    let layout = KeyLayout::new("data", "quarantine", PartitionStyle::Flat).unwrap();
+    println!("log-etl pipeline benchmark: {count} generated records, one core");
+    println!();
+
+    // --- The whole pure pipeline at each gzip level ---------------------------------------
+    let mut by_level = Vec::new();
+    for level in 1..=9u32 {
+        let mut settings = BatchSettings::new(layout.clone());
+        settings.gzip_level = level;
+        let (elapsed, out_bytes) = best_of(3, || {
+            let out = encode_batch(&records, &keys, &settings, run_time).unwrap();
+            assert_eq!(out.stats.records_landed as usize, count);
+            out.stats.bytes_out
+        });
+        by_level.push((level, elapsed, out_bytes));
+    }
+    let level9 = by_level[8].2 as f64;
+    println!("decrypt → parse → compact → group → gzip, by gzip level:");
+    println!("  level  records/s  bytes/record  size vs level 9");
+    for &(level, elapsed, bytes) in &by_level {
+        let mark = if level == DEFAULT_GZIP_LEVEL {
+            "  (default)"
+        } else {
+            ""
+        };
+        println!(
+            "  {level:>5}  {:>9.0}  {:>12.1}  {:>+14.1}%{mark}",
+            count as f64 / elapsed.as_secs_f64(),
+            bytes as f64 / count as f64,
+            (bytes as f64 / level9 - 1.0) * 100.0
+        );
+    }
+    let (_, default_elapsed, default_bytes) = by_level[DEFAULT_GZIP_LEVEL as usize - 1];
+    let rust_rate = count as f64 / default_elapsed.as_secs_f64();
+    println!();
+
+    // --- Where the time goes, per record --------------------------------------------------
+    // Each stage is timed cumulatively (stages 1..=n, each record dropped at once) and the
+    // previous total subtracted, so allocation patterns match the real pipeline.
+    let tokens: Vec<String> = records
+        .iter()
+        .map(|r| {
+            serde_json::from_str::<serde_json::Value>(r.get()).unwrap()["data"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    let per = |d: Duration| d.as_secs_f64() * 1e9 / count as f64;
+    let stage = |depth: u8| {
+        best_of(3, || {
+            let mut ndjson = Vec::with_capacity(if depth >= 5 { count * 300 } else { 0 });
+            for token in &tokens {
+                let plain = keys.decrypt(token).unwrap();
+                if depth < 2 {
+                    black_box(plain);
+                    continue;
+                }
+                let mut record = parse_payload(&plain, ParseLimits::default()).unwrap();
+                if depth >= 3 {
+                    compact::compact(&mut record);
+                }
+                if depth >= 4 {
+                    let line = serde_json::to_vec(&record).unwrap();
+                    if depth >= 5 {
+                        black_box(xxhash_rust::xxh3::xxh3_128(&line));
+                        ndjson.extend_from_slice(&line);
+                        ndjson.push(b'\n');
+                    }
+                }
+                black_box(record);
+            }
+            if depth >= 6 {
+                black_box(Sha256::digest(&ndjson));
+            }
+            if depth >= 7 {
+                black_box(gzip(&ndjson, DEFAULT_GZIP_LEVEL));
+            }
+            ndjson.len()
+        })
+        .0
+    };
+    let totals: Vec<Duration> = (1..=7).map(stage).collect();
+    let names = [
+        "decrypt (base64, HMAC-SHA256, AES-128-CBC)",
+        "parse (Python literal to ordered JSON)",
+        "compact (three fields)",
+        "serialise (NDJSON line)",
+        "dedup hash (xxh3-128) and buffer",
+        "content digest (SHA-256)",
+        "gzip",
+    ];
+    println!("per record, stage by stage (ns):");
+    for (i, name) in names.iter().enumerate() {
+        let prev = if i == 0 {
+            Duration::ZERO
+        } else {
+            totals[i - 1]
+        };
+        println!("  {name:<44} {:>6.0}", per(totals[i].saturating_sub(prev)));
+    }
+    println!("  {:<44} {:>6.0}", "all stages", per(totals[6]));
+    println!(
+        "  {:<44} {:>6.0}",
+        "the pipeline itself (with grouping)",
+        per(default_elapsed)
+    );
+    println!();
+
+    // --- The Python reference on the same records -----------------------------------------
+    let dir = tempfile::tempdir().unwrap();
+    let response = dir.path().join("response.json");
+    std::fs::write(&response, response_body(&items)).unwrap();
+    let out_dir = dir.path().join("reference-out");
+    let reference = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("bench/reference.py");
+    let output = Command::new(python())
+        .arg(&reference)
+        .args([
+            "offline",
+            response.to_str().unwrap(),
+            &key,
+            out_dir.to_str().unwrap(),
+        ])
+        .output()
+        .expect("the Python reference runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let figures: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let py_rate = figures["records_per_s"].as_f64().unwrap();
+    let py_bytes = figures["bytes_out"].as_f64().unwrap();
+    println!(
+        "against the Python reference (cryptography + ast.literal_eval + b64uuid + gzip -9), same records:"
+    );
+    println!(
+        "  log-etl  {rust_rate:>9.0} records/s  {:>6.1} bytes/record",
+        default_bytes as f64 / count as f64
+    );
+    println!(
+        "  python   {py_rate:>9.0} records/s  {:>6.1} bytes/record",
+        py_bytes / count as f64
+    );
+    println!("  speed-up {:.1}x", rust_rate / py_rate);
+}
+
+/// Fastest of `runs` runs, and the last run's result.
+fn best_of<T>(runs: usize, mut f: impl FnMut() -> T) -> (Duration, T) {
+    let mut best = Duration::MAX;
+    let mut last = None;
+    for _ in 0..runs {
+        let (elapsed, value) = timed(&mut f);
+        best = best.min(elapsed);
+        last = Some(value);
+    }
+    (best, last.unwrap())
+}
+
+fn timed<T>(f: impl FnOnce() -> T) -> (Duration, T) {
+    let start = Instant::now();
+    let value = black_box(f());
+    (start.elapsed(), value)
+}
+
+fn gzip(bytes: &[u8], level: u32) -> Vec<u8> {
+    let mut enc = GzEncoder::new(Vec::new(), Compression::new(level));
+    enc.write_all(bytes).unwrap();
+    enc.finish().unwrap()
+}
+
+fn python() -> PathBuf {
+    let path = std::env::var_os("LOG_ETL_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python"));
+    assert!(
+        path.exists(),
+        "Python reference needs scripts/python-env (or LOG_ETL_PYTHON)"
+    );
+    path
+}

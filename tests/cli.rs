@@ -1,0 +1,381 @@
+//! The `log-etl` command end to end on saved responses: what `process` writes is read back
+//! (gunzip, parse, restore) and compared with the records that went in.
+
+mod common;
+
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use common::log_etl;
+use flate2::read::GzDecoder;
+use log_etl::compact;
+use serde_json::{Map, Value};
+
+struct Fixture {
+    dir: tempfile::TempDir,
+    key: String,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        let out = log_etl(&["keygen"], &[]);
+        assert!(out.status.success());
+        Self {
+            dir: tempfile::tempdir().unwrap(),
+            key: String::from_utf8(out.stdout).unwrap().trim().to_owned(),
+        }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// A saved response of `records` records from `start`, and its ground truth.
+    fn generate(
+        &self,
+        records: u32,
+        start: &str,
+        extra: &[&str],
+    ) -> (PathBuf, Vec<Map<String, Value>>) {
+        let (resp, truth) = (self.path("response.json"), self.path("truth.ndjson"));
+        let n = records.to_string();
+        let mut args = vec![
+            "generate",
+            "--records",
+            &n,
+            "--start",
+            start,
+            "--out",
+            resp.to_str().unwrap(),
+            "--truth",
+            truth.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        let out = log_etl(&args, &[("FERNET_KEY", &self.key)]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let truth = fs::read_to_string(truth)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        (resp, truth)
+    }
+
+    fn process(&self, input: &Path, out_dir: &Path) -> (Value, std::process::Output) {
+        let out = log_etl(
+            &[
+                "process",
+                "--input",
+                input.to_str().unwrap(),
+                "--out-dir",
+                out_dir.to_str().unwrap(),
+            ],
+            &[("FERNET_KEY", &self.key)],
+        );
+        let summary = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        (summary, out)
+    }
+}
+
+/// Every file under `root`, relative, sorted.
+fn files_under(root: &Path) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut stack = vec![root.to_owned()];
+    while let Some(dir) = stack.pop() {
+        for entry in fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                found.push(
+                    path.strip_prefix(root)
+                        .unwrap()
+                        .to_str()
+                        .unwrap()
+                        .to_owned(),
+                );
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
+fn gunzip_lines(path: &Path) -> Vec<Map<String, Value>> {
+    let mut text = String::new();
+    GzDecoder::new(fs::File::open(path).unwrap())
+        .read_to_string(&mut text)
+        .unwrap();
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn archives_read_back_are_the_input_records() {
+    // Given a response with unusual-but-valid and undecryptable records
+    let fx = Fixture::new();
+    let (input, truth) = fx.generate(
+        3000,
+        "2023-03-18T14:50:00.000Z",
+        &["--unusual-per-mille", "150", "--bad-per-mille", "20"],
+    );
+    // When it is processed
+    let out_dir = fx.path("out");
+    let (summary, out) = fx.process(&input, &out_dir);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Then gunzipping and restoring every data object gives back exactly the good records, in order
+    let files = files_under(&out_dir);
+    let mut restored = Vec::new();
+    for file in files.iter().filter(|f| f.starts_with("data/")) {
+        assert!(file.ends_with(".json.gz"), "{file}");
+        for mut record in gunzip_lines(&out_dir.join(file)) {
+            compact::restore(&mut record);
+            restored.push(record);
+        }
+    }
+    assert_eq!(restored.len(), truth.len());
+    assert_eq!(restored, truth);
+    // and the quarantine holds the rest, with reasons and the records as received
+    let quarantined: Vec<_> = files
+        .iter()
+        .filter(|f| f.starts_with("quarantine/"))
+        .flat_map(|f| gunzip_lines(&out_dir.join(f)))
+        .collect();
+    assert_eq!(quarantined.len() + truth.len(), 3000);
+    assert!(!quarantined.is_empty());
+    for line in &quarantined {
+        assert_eq!(line["stage"], "decrypt");
+        assert!(line["record"]["data"].is_string());
+        assert!(line["reason"].as_str().unwrap().contains("token"));
+    }
+    assert_eq!(summary["records_in"], 3000);
+    assert_eq!(summary["records_written"], truth.len());
+    assert_eq!(summary["records_quarantined"], quarantined.len());
+    // and `restore` prints the same records
+    let printed = log_etl(&["restore", out_dir.to_str().unwrap()], &[]);
+    assert!(printed.status.success());
+    let printed: Vec<Map<String, Value>> = String::from_utf8(printed.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(printed, truth);
+}
+
+#[test]
+fn records_straddling_an_hour_and_midnight_land_in_separate_objects() {
+    // Given 300 records from 23:59:00 (about 90 s, across midnight into a new year)
+    let fx = Fixture::new();
+    let (input, truth) = fx.generate(300, "2023-12-31T23:59:00.000Z", &[]);
+    let out_dir = fx.path("out");
+    let (summary, out) = fx.process(&input, &out_dir);
+    assert!(out.status.success());
+    // Then there are two objects, one per date + hour, named by their first and last records
+    let files = files_under(&out_dir);
+    assert_eq!(files.len(), 2, "{files:?}");
+    let stamp = |r: &Map<String, Value>| {
+        let d = r["inDate"].as_str().unwrap();
+        format!("{}{}{}", &d[14..16], &d[17..19], &d[20..23])
+    };
+    let split = truth
+        .iter()
+        .position(|r| r["inDate"].as_str().unwrap().starts_with("2024"))
+        .unwrap();
+    let (before, after) = truth.split_at(split);
+    assert!(files[0].starts_with(&format!(
+        "data/2023/12/31/23/{}_{}_",
+        stamp(&before[0]),
+        stamp(before.last().unwrap())
+    )));
+    assert!(files[1].starts_with(&format!(
+        "data/2024/01/01/00/{}_{}_",
+        stamp(&after[0]),
+        stamp(after.last().unwrap())
+    )));
+    assert_eq!(gunzip_lines(&out_dir.join(&files[0])).len(), before.len());
+    assert_eq!(
+        summary["hours"],
+        serde_json::json!(["2023-12-31T23", "2024-01-01T00"])
+    );
+}
+
+#[test]
+fn processing_the_same_response_twice_writes_nothing_new() {
+    let fx = Fixture::new();
+    let (input, _) = fx.generate(500, "2023-03-18T15:58:00.000Z", &["--bad-per-mille", "10"]);
+    let out_dir = fx.path("out");
+    let (first, _) = fx.process(&input, &out_dir);
+    let before: Vec<_> = files_under(&out_dir)
+        .into_iter()
+        .map(|f| (fs::read(out_dir.join(&f)).unwrap(), f))
+        .collect();
+    let (second, out) = fx.process(&input, &out_dir);
+    assert!(out.status.success());
+    let after: Vec<_> = files_under(&out_dir)
+        .into_iter()
+        .map(|f| (fs::read(out_dir.join(&f)).unwrap(), f))
+        .collect();
+    assert_eq!(before, after);
+    assert_eq!(second["objects_written"], 0);
+    assert_eq!(second["objects_already_present"], first["objects_written"]);
+}
+
+#[test]
+fn hive_layout_is_an_option() {
+    let fx = Fixture::new();
+    let (input, _) = fx.generate(10, "2023-03-18T15:08:02.284Z", &[]);
+    let out_dir = fx.path("out");
+    let out = log_etl(
+        &[
+            "process",
+            "--input",
+            input.to_str().unwrap(),
+            "--out-dir",
+            out_dir.to_str().unwrap(),
+        ],
+        &[
+            ("FERNET_KEY", &fx.key),
+            ("PARTITION_STYLE", "hive"),
+            ("KEY_PREFIX", "logs"),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let files = files_under(&out_dir);
+    assert!(
+        files[0].starts_with("logs/year=2023/month=03/day=18/hour=15/0802284_"),
+        "{files:?}"
+    );
+}
+
+#[test]
+fn bad_input_fails_in_one_line_and_leaves_nothing() {
+    let fx = Fixture::new();
+    let (input, _) = fx.generate(50, "2023-03-18T15:08:02.284Z", &[]);
+    let full = fs::read(&input).unwrap();
+    let truncated = fx.path("truncated.json");
+    fs::write(&truncated, &full[..full.len() / 2]).unwrap();
+    let object = fx.path("object.json");
+    fs::write(&object, br#"{"data": "x"}"#).unwrap();
+    let out_dir = fx.path("out");
+    let existing = fx.path("existing");
+    fs::create_dir(&existing).unwrap();
+
+    type Case<'a> = (Vec<&'a str>, Vec<(&'a str, &'a str)>, &'a str);
+    let cases: Vec<Case> = vec![
+        (
+            vec![
+                "--input",
+                truncated.to_str().unwrap(),
+                "--out-dir",
+                out_dir.to_str().unwrap(),
+            ],
+            vec![("FERNET_KEY", &fx.key)],
+            "ends before the array is closed",
+        ),
+        (
+            vec![
+                "--input",
+                object.to_str().unwrap(),
+                "--out-dir",
+                out_dir.to_str().unwrap(),
+            ],
+            vec![("FERNET_KEY", &fx.key)],
+            "not a JSON array",
+        ),
+        (
+            vec![
+                "--input",
+                "/nonexistent/response.json",
+                "--out-dir",
+                out_dir.to_str().unwrap(),
+            ],
+            vec![("FERNET_KEY", &fx.key)],
+            "cannot read /nonexistent/response.json",
+        ),
+        (
+            vec![
+                "--input",
+                input.to_str().unwrap(),
+                "--out-dir",
+                out_dir.to_str().unwrap(),
+            ],
+            vec![],
+            "no Fernet key",
+        ),
+        (
+            vec![
+                "--input",
+                input.to_str().unwrap(),
+                "--out-dir",
+                out_dir.to_str().unwrap(),
+            ],
+            vec![("FERNET_KEY", "c2hvcnQ=")],
+            "not a Fernet key",
+        ),
+        (
+            vec![
+                "--input",
+                truncated.to_str().unwrap(),
+                "--out-dir",
+                existing.to_str().unwrap(),
+            ],
+            vec![("FERNET_KEY", &fx.key)],
+            "ends before the array is closed",
+        ),
+        (
+            vec![
+                "--input",
+                input.to_str().unwrap(),
+                "--out-dir",
+                out_dir.to_str().unwrap(),
+            ],
+            vec![("FERNET_KEY", &fx.key), ("GZIP_LEVEL", "12")],
+            "GZIP_LEVEL",
+        ),
+    ];
+    for (args, env, expected) in cases {
+        let mut full_args = vec!["process"];
+        full_args.extend(args);
+        let out = log_etl(&full_args, &env);
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(out.status.code(), Some(2), "{full_args:?}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(
+            stderr.starts_with("log-etl: error: ") && stderr.contains(expected),
+            "{stderr}"
+        );
+        // no key material in the message
+        assert!(!stderr.contains(&fx.key));
+        assert!(!out_dir.exists(), "{full_args:?} left {out_dir:?}");
+        assert_eq!(
+            fs::read_dir(&existing).unwrap().count(),
+            0,
+            "{full_args:?} left files"
+        );
+    }
+}
+
+#[test]
+fn keygen_prints_a_usable_key() {
+    let out = log_etl(&["keygen"], &[]);
+    let key = String::from_utf8(out.stdout).unwrap();
+    assert!(log_etl::keyring::KeyRing::parse(key.trim()).is_ok());
+    assert_ne!(
+        key,
+        String::from_utf8(log_etl(&["keygen"], &[]).stdout).unwrap()
+    );
+}
