@@ -272,14 +272,14 @@ impl<'a> Batch<'a> {
 
 /// Builds a whole in-memory batch at once (the Lambda's 100 records).
 pub fn encode_batch(
-    records: &[Box<RawValue>],
+    records: &[impl std::borrow::Borrow<RawValue>],
     keys: &KeyRing,
     settings: &BatchSettings,
     run_time: DateTime<Utc>,
 ) -> io::Result<BatchOutput> {
     let mut batch = Batch::new(keys, settings);
     for raw in records {
-        batch.push(raw)?;
+        batch.push(raw.borrow())?;
     }
     batch.finish(run_time)
 }

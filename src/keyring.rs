@@ -126,7 +126,7 @@ fn diagnose(token: &str, keys: usize) -> DecryptError {
     if raw[0] != FERNET_VERSION {
         return DecryptError::BadVersion { found: raw[0] };
     }
-    if (raw.len() - FERNET_OVERHEAD) % AES_BLOCK != 0 {
+    if !(raw.len() - FERNET_OVERHEAD).is_multiple_of(AES_BLOCK) {
         return DecryptError::BadLength;
     }
     DecryptError::NoKeyMatched { keys }

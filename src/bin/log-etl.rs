@@ -1,29 +1,36 @@
-//! The `log-etl` command: process saved responses, restore landed objects, make keys and test data.
+//! The `log-etl` command: the demo, scheduled passes and backfills from the command line, the
+//! log-API simulator, restoring what landed, and making keys and test data. Every command drives
+//! the library's pipeline; nothing here transforms records.
 
 use std::error::Error;
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Write};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use clap::{Parser, Subcommand};
 
-use log_etl::batch::BatchSettings;
 use log_etl::config::{Config, var};
+use log_etl::demo::{self, DemoOptions};
+use log_etl::encode::ObjectEncoding;
 use log_etl::keyring::{self, KeyRing};
 use log_etl::local_store::LocalStore;
-use log_etl::pipeline::{self, Store};
+use log_etl::pipeline::{self, Pipeline, RunError, Store, Target};
 use log_etl::restore;
+use log_etl::s3_store::{self, S3Store};
+use log_etl::simulator::{Simulator, SimulatorOptions};
 use log_etl::spool::SpoolPolicy;
 use log_etl::synth::{Synth, SynthOptions};
+use log_etl::{aws, logging};
 
 #[derive(Parser)]
 #[command(
     name = "log-etl",
     version,
-    about = "Fernet-encrypted logs into compact, hourly, gzip'd NDJSON"
+    about = "Fernet-encrypted logs into compact, hourly, gzip'd NDJSON in S3"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -32,23 +39,69 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Process a saved API response (a JSON array) into objects under a folder, as the Lambda
-    /// would write them to S3. Settings (prefixes, layout, gzip level) come from the environment.
+    /// Try the whole job locally: the log-API simulator, scheduled passes into a folder, and a
+    /// proof that everything served landed exactly once.
+    Demo {
+        /// Folder standing in for the bucket (cleared if it holds an earlier demo).
+        #[arg(long, default_value = "demo-out")]
+        out_dir: PathBuf,
+        /// Scheduled passes to run, half a second apart.
+        #[arg(long, default_value_t = 12)]
+        passes: u32,
+    },
+    /// One scheduled pass, as the Lambda does it, configured by the same environment variables;
+    /// prints the run's summary.
+    Run {
+        /// Write to this folder instead of BUCKET_NAME.
+        #[arg(long)]
+        out_dir: Option<PathBuf>,
+    },
+    /// Process a saved API response (a JSON array of any size, read as a stream) into the
+    /// objects the Lambda would write: under a folder, or into a bucket (backfills).
+    /// Settings (prefixes, layout, gzip level, limits) come from the environment.
     Process {
         /// The saved response.
         #[arg(long)]
         input: PathBuf,
         /// Folder standing in for the bucket.
+        #[arg(long, required_unless_present = "bucket", conflicts_with = "bucket")]
+        out_dir: Option<PathBuf>,
+        /// Bucket to write to (credentials, region and AWS_ENDPOINT_URL from the environment).
         #[arg(long)]
-        out_dir: PathBuf,
+        bucket: Option<String>,
         #[command(flatten)]
         key: KeyArg,
     },
-    /// Print the original records stored in objects (files, or folders searched recursively),
-    /// as NDJSON in the order stored. Quarantine objects under a folder are skipped.
+    /// Print the original records stored in objects, as NDJSON in the order stored. PATHs are
+    /// files, folders (searched recursively) or s3://bucket/prefix; quarantine is skipped.
     Restore {
         #[arg(required = true)]
-        paths: Vec<PathBuf>,
+        paths: Vec<String>,
+    },
+    /// Serve a simulated log API (GET /api/data/log) on 127.0.0.1.
+    Simulate {
+        #[arg(long, default_value_t = 8080)]
+        port: u16,
+        #[arg(long, default_value_t = 100)]
+        batch_size: usize,
+        /// Time between batches (e.g. 180s, 3m, 500ms).
+        #[arg(long, default_value = "180s")]
+        period: humantime::Duration,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Records per thousand with unusual but valid values.
+        #[arg(long, default_value_t = 0)]
+        unusual_per_mille: u32,
+        /// Records per thousand with tokens that cannot be decrypted.
+        #[arg(long, default_value_t = 0)]
+        bad_per_mille: u32,
+        /// Append the records served (NDJSON) to this file: the ground truth.
+        #[arg(long)]
+        truth: Option<PathBuf>,
+        /// File holding the key; created with a new key if it does not exist. Without it the
+        /// key comes from FERNET_KEY.
+        #[arg(long)]
+        key_file: Option<PathBuf>,
     },
     /// Print a new Fernet key.
     Keygen,
@@ -96,7 +149,7 @@ impl KeyArg {
     }
 }
 
-/// A failure to report in one line, with its exit code (2: bad usage or input, 1: the run failed).
+/// A failure reported in one line, with its exit code (2: bad usage or input, 1: the run failed).
 struct CliError {
     code: u8,
     message: String,
@@ -121,6 +174,16 @@ impl CliError {
             message: chain(context, &err),
         }
     }
+    fn run(err: RunError) -> Self {
+        let code = match err {
+            RunError::Config(_) | RunError::Key(_) => 2,
+            _ => 1,
+        };
+        Self {
+            code,
+            message: format!("{}: {}", err.error_type(), err.chain()),
+        }
+    }
 }
 
 /// `context: error: cause: cause…` on one line.
@@ -136,13 +199,45 @@ fn chain(context: &str, err: &dyn Error) -> String {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    logging::init();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a single-threaded runtime starts");
     let result = match cli.command {
+        Command::Demo { out_dir, passes } => runtime.block_on(run_demo(out_dir, passes)),
+        Command::Run { out_dir } => runtime.block_on(run_once(out_dir)),
         Command::Process {
             input,
             out_dir,
+            bucket,
             key,
-        } => process(&input, &out_dir, &key),
-        Command::Restore { paths } => restore_paths(&paths),
+        } => runtime.block_on(process(&input, out_dir.as_deref(), bucket, &key)),
+        Command::Restore { paths } => runtime.block_on(restore_paths(&paths)),
+        Command::Simulate {
+            port,
+            batch_size,
+            period,
+            seed,
+            unusual_per_mille,
+            bad_per_mille,
+            truth,
+            key_file,
+        } => {
+            let options = SimulatorOptions {
+                batch_size,
+                period: Some(period.into()),
+                synth: SynthOptions {
+                    seed,
+                    unusual_per_mille,
+                    bad_per_mille,
+                    ..SynthOptions::default()
+                },
+                truth_file: truth,
+                ..SimulatorOptions::like_the_server(Utc::now())
+            };
+            runtime.block_on(simulate(port, options, key_file.as_deref()))
+        }
         Command::Keygen => {
             println!("{}", keyring::generate_key());
             Ok(())
@@ -172,6 +267,8 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // The reader closed the pipe: nothing to report.
+        Err(err) if err.code == 0 => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("log-etl: error: {}", err.message);
             ExitCode::from(err.code)
@@ -183,33 +280,78 @@ fn config() -> Result<Config, CliError> {
     Config::from_env().map_err(|e| CliError::usage_from("configuration", e))
 }
 
-fn process(input: &Path, out_dir: &Path, key: &KeyArg) -> Result<(), CliError> {
+fn print_json(value: &impl serde::Serialize) {
+    println!("{}", serde_json::to_string(value).expect("serialisable"));
+}
+
+async fn run_demo(out_dir: PathBuf, passes: u32) -> Result<(), CliError> {
+    let options = DemoOptions {
+        out_dir,
+        passes,
+        ..DemoOptions::default()
+    };
+    let mut stdout = io::stdout();
+    demo::run_demo(&options, &mut stdout)
+        .await
+        .map(|_| ())
+        .map_err(|e| CliError::failed("demo", e))
+}
+
+async fn run_once(out_dir: Option<PathBuf>) -> Result<(), CliError> {
+    let config = config()?;
+    let target = out_dir.map_or(Target::Bucket, Target::Folder);
+    let pipeline = Pipeline::from_config(&config, target)
+        .await
+        .map_err(CliError::run)?;
+    // The Lambda's deadline is its timeout; on the command line, allow every fetch attempt its
+    // full timeout plus time to write.
+    let budget = config.fetch.timeout * config.fetch.max_attempts + Duration::from_secs(60);
+    let summary = pipeline
+        .run_pass(Utc::now(), Instant::now() + budget)
+        .await
+        .map_err(CliError::run)?;
+    print_json(&summary);
+    Ok(())
+}
+
+async fn s3_store(config: &Config, bucket: String) -> S3Store {
+    let sdk = aws::sdk_config(config.put_max_attempts).await;
+    S3Store::new(s3_store::client(&sdk), bucket, config.put_max_attempts)
+}
+
+async fn process(
+    input: &Path,
+    out_dir: Option<&Path>,
+    bucket: Option<String>,
+    key: &KeyArg,
+) -> Result<(), CliError> {
     let started = Instant::now();
     let keys = key.ring()?;
     let config = config()?;
     let file = File::open(input)
         .map_err(|e| CliError::usage_from(&format!("cannot read {}", input.display()), e))?;
 
-    let created_out_dir = !out_dir.exists();
-    fs::create_dir_all(out_dir)
-        .map_err(|e| CliError::failed(&format!("cannot create {}", out_dir.display()), e))?;
-    // Spilled bodies live beside their destination so they can be linked into place; the
-    // folder is removed whatever happens.
+    // Spilled bodies go beside their destination (so a folder store links them into place) or to
+    // the system's temporary folder; the spill folder is removed whatever happens.
+    let created_out_dir = out_dir.is_some_and(|d| !d.exists());
+    if let Some(dir) = out_dir {
+        fs::create_dir_all(dir)
+            .map_err(|e| CliError::failed(&format!("cannot create {}", dir.display()), e))?;
+    }
+    let spill_parent = out_dir.map_or_else(std::env::temp_dir, Path::to_owned);
     let spill = tempfile::Builder::new()
         .prefix(".log-etl-tmp-")
-        .tempdir_in(out_dir)
+        .tempdir_in(&spill_parent)
         .map_err(|e| CliError::failed("cannot create a temporary folder", e))?;
-    let mut settings = BatchSettings::new(config.layout.clone());
-    settings.gzip_level = config.gzip_level;
-    settings.limits = config.limits;
+    let mut settings = pipeline::batch_settings(&config);
     settings.spool = SpoolPolicy::spill_to(spill.path().to_owned(), 1 << 20);
 
     let output = match pipeline::encode_saved_response(file, &keys, &settings, Utc::now()) {
         Ok(output) => output,
         Err(err) => {
             drop(spill);
-            if created_out_dir {
-                let _ = fs::remove_dir(out_dir);
+            if let (true, Some(dir)) = (created_out_dir, out_dir) {
+                let _ = fs::remove_dir(dir);
             }
             return Err(CliError::usage_from(
                 &format!("{} is not a usable API response", input.display()),
@@ -217,41 +359,136 @@ fn process(input: &Path, out_dir: &Path, key: &KeyArg) -> Result<(), CliError> {
             ));
         }
     };
-    let store = Store::Local(LocalStore::new(out_dir));
-    let summary = runtime()
-        .block_on(pipeline::land(&output, &store, started))
+    let store = match (out_dir, bucket) {
+        (Some(dir), _) => Store::Local(LocalStore::new(dir)),
+        (None, Some(bucket)) => Store::S3(s3_store(&config, bucket).await),
+        (None, None) => unreachable!("clap requires --out-dir or --bucket"),
+    };
+    let summary = pipeline::land(&output, &store, started)
+        .await
         .map_err(|e| CliError::failed("writing objects failed", e))?;
     drop(output);
     drop(spill);
-    println!(
-        "{}",
-        serde_json::to_string(&summary).expect("summary serialises")
+    print_json(&summary);
+    Ok(())
+}
+
+async fn restore_paths(paths: &[String]) -> Result<(), CliError> {
+    let config = config()?;
+    let extension = ObjectEncoding::GzipNdjson.extension();
+    let quarantine = config.layout.quarantine_prefix();
+    let stdout = io::stdout();
+    let mut out = BufWriter::new(stdout.lock());
+    let mut result = Ok(0);
+    for path in paths {
+        result = match path.strip_prefix("s3://") {
+            Some(location) => {
+                restore_from_s3(&config, location, extension, quarantine, &mut out).await
+            }
+            None => {
+                let files =
+                    restore::find_object_files(&[PathBuf::from(path)], extension, Some(quarantine))
+                        .map_err(|e| CliError::usage_from(&format!("cannot list {path}"), e))?;
+                restore::restore_files(&files, &mut out).map_err(|e| restore_failed(&e))
+            }
+        };
+        if result.is_err() {
+            break;
+        }
+    }
+    result.and_then(|_| {
+        out.flush()
+            .map_err(|e| restore_failed(&restore::RestoreError::Output(e)))
+    })
+}
+
+fn restore_failed(err: &restore::RestoreError) -> CliError {
+    match err {
+        // A closed pipe (`| head`) is the reader's choice, not a failure.
+        restore::RestoreError::Output(e) if e.kind() == io::ErrorKind::BrokenPipe => CliError {
+            code: 0,
+            message: String::new(),
+        },
+        _ => CliError::failed("restore failed", err),
+    }
+}
+
+async fn restore_from_s3(
+    config: &Config,
+    location: &str,
+    extension: &str,
+    quarantine: &str,
+    out: &mut impl Write,
+) -> Result<u64, CliError> {
+    let (bucket, prefix) = location.split_once('/').unwrap_or((location, ""));
+    let store = s3_store(config, bucket.to_owned()).await;
+    let keys = store
+        .list_keys(prefix)
+        .await
+        .map_err(|e| CliError::failed("listing the bucket failed", e))?;
+    let mut total = 0;
+    for key in keys.iter().filter(|k| {
+        k.ends_with(&format!(".{extension}")) && !k.starts_with(&format!("{quarantine}/"))
+    }) {
+        let bytes = store
+            .get(key)
+            .await
+            .map_err(|e| CliError::failed("reading an object failed", e))?;
+        total += restore::restore_object(&format!("s3://{bucket}/{key}"), &bytes[..], out)
+            .map_err(|e| restore_failed(&e))?;
+    }
+    Ok(total)
+}
+
+async fn simulate(
+    port: u16,
+    options: SimulatorOptions,
+    key_file: Option<&Path>,
+) -> Result<(), CliError> {
+    let material = match key_file {
+        Some(path) if path.exists() => fs::read_to_string(path)
+            .map_err(|e| CliError::usage_from(&format!("cannot read {}", path.display()), e))?,
+        Some(path) => {
+            let key = keyring::generate_key();
+            write_private(path, &key)
+                .map_err(|e| CliError::failed(&format!("cannot write {}", path.display()), e))?;
+            key
+        }
+        None => std::env::var(var::FERNET_KEY).map_err(|_| {
+            CliError::usage("no Fernet key: pass --key-file FILE or set FERNET_KEY")
+        })?,
+    };
+    let keys = KeyRing::parse(&material)
+        .map_err(|e| CliError::usage_from("the Fernet key is unusable", e))?;
+    let period = options.period;
+    let sim = Simulator::start(SocketAddr::from((Ipv4Addr::LOCALHOST, port)), keys, options)
+        .await
+        .map_err(|e| CliError::failed(&format!("cannot serve on port {port}"), e))?;
+    tracing::info!(url = %sim.url(), period = ?period, key_file = ?key_file, "simulator serving; Ctrl-C stops it");
+    tokio::signal::ctrl_c()
+        .await
+        .map_err(|e| CliError::failed("waiting for Ctrl-C failed", e))?;
+    let truth = sim.ground_truth();
+    sim.stop().await;
+    tracing::info!(
+        batches = truth.batches,
+        records = truth.records.len(),
+        undecryptable = truth.undecryptable,
+        "simulator stopped"
     );
     Ok(())
 }
 
-fn restore_paths(paths: &[PathBuf]) -> Result<(), CliError> {
-    let config = config()?;
-    let files = restore::find_object_files(
-        paths,
-        config_extension(),
-        Some(config.layout.quarantine_prefix()),
-    )
-    .map_err(|e| CliError::usage_from("cannot list the objects", e))?;
-    let stdout = io::stdout();
-    let mut out = BufWriter::new(stdout.lock());
-    match restore::restore_files(&files, &mut out)
-        .and_then(|_| out.flush().map_err(restore::RestoreError::Output))
-    {
-        Ok(()) => Ok(()),
-        // A closed pipe (`| head`) is the reader's choice, not a failure.
-        Err(restore::RestoreError::Output(e)) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
-        Err(e) => Err(CliError::failed("restore failed", e)),
-    }
-}
-
-fn config_extension() -> &'static str {
-    log_etl::encode::ObjectEncoding::GzipNdjson.extension()
+/// Writes a key file readable by its owner only.
+fn write_private(path: &Path, text: &str) -> io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(text.as_bytes())?;
+    file.write_all(b"\n")
 }
 
 fn generate(
@@ -291,11 +528,4 @@ fn generate(
         t.flush().map_err(write_failed)?;
     }
     Ok(())
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a single-threaded runtime starts")
 }
