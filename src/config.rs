@@ -28,7 +28,7 @@ pub mod var {
     pub const MAX_RECORD_BYTES: &str = "MAX_RECORD_BYTES";
     pub const MAX_NESTING_DEPTH: &str = "MAX_NESTING_DEPTH";
     pub const METRICS_NAMESPACE: &str = "METRICS_NAMESPACE";
-    /// Standard AWS SDK variable; read by the SDK itself, named here for the documentation.
+    /// Standard AWS SDK variable: every AWS client goes to this endpoint (a local emulator).
     pub const AWS_ENDPOINT_URL: &str = "AWS_ENDPOINT_URL";
 }
 
@@ -103,6 +103,8 @@ pub struct Config {
     pub put_max_attempts: u32,
     pub limits: RecordLimits,
     pub metrics_namespace: String,
+    /// `AWS_ENDPOINT_URL`, when set: S3 and Secrets Manager at a local emulator.
+    pub aws_endpoint_url: Option<String>,
 }
 
 impl Config {
@@ -182,6 +184,7 @@ impl Config {
                 },
             },
             metrics_namespace: text(var::METRICS_NAMESPACE, "LogEtl"),
+            aws_endpoint_url: get(var::AWS_ENDPOINT_URL),
         })
     }
 

@@ -148,13 +148,24 @@ impl Pipeline {
     /// Builds the HTTP client, the SDK clients (only those the configuration needs) and the key
     /// source. Reads nothing remote yet.
     pub async fn from_config(config: &Config, target: Target) -> Result<Self, RunError> {
+        Self::with_sdk_config(config, target, None).await
+    }
+
+    /// As [`Pipeline::from_config`], with the AWS SDK configuration given rather than loaded
+    /// from the environment.
+    pub async fn with_sdk_config(
+        config: &Config,
+        target: Target,
+        sdk: Option<aws_config::SdkConfig>,
+    ) -> Result<Self, RunError> {
         let fetcher = Fetcher::new(config.require_api_url()?, config.fetch.clone())?;
         let key_source = config.require_key_source()?;
         let needs_sdk =
             target == Target::Bucket || matches!(key_source, KeySource::SecretsManager { .. });
-        let sdk = match needs_sdk {
-            true => Some(aws::sdk_config(config.put_max_attempts).await),
-            false => None,
+        let sdk = match (needs_sdk, sdk) {
+            (false, _) => None,
+            (true, Some(sdk)) => Some(sdk),
+            (true, None) => Some(aws::sdk_config(config).await),
         };
         let keys = match key_source {
             KeySource::Direct(material) => Keys::Fixed(Arc::new(

@@ -315,7 +315,7 @@ async fn run_once(out_dir: Option<PathBuf>) -> Result<(), CliError> {
 }
 
 async fn s3_store(config: &Config, bucket: String) -> S3Store {
-    let sdk = aws::sdk_config(config.put_max_attempts).await;
+    let sdk = aws::sdk_config(config).await;
     S3Store::new(s3_store::client(&sdk), bucket, config.put_max_attempts)
 }
 

@@ -62,3 +62,97 @@ pub fn log_etl(args: &[&str], env: &[(&str, &str)]) -> Output {
     cmd.envs(env.iter().copied());
     cmd.output().expect("log-etl runs")
 }
+
+/// A port nobody listens on right now (the test's server takes it next).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A moto server (S3 and Secrets Manager over their real HTTP APIs) on a port of its own,
+/// stopped when dropped.
+pub struct Moto {
+    child: std::process::Child,
+    pub port: u16,
+}
+
+impl Moto {
+    pub fn start() -> Self {
+        let port = free_port();
+        let child = Command::new(python())
+            .args([
+                "-m",
+                "moto.server",
+                "-H",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("moto starts (is moto[server] in the test environment?)");
+        let moto = Self { child, port };
+        // Bounded wait for the port to answer: 300 tries, 100 ms apart.
+        for _ in 0..300 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return moto;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        panic!("moto did not listen on port {port} within 30 s");
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Stops the server now (a test of what happens when S3 is gone).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Environment for a child process that talks to the emulator.
+pub fn aws_env(endpoint: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("AWS_ENDPOINT_URL", endpoint.to_owned()),
+        ("AWS_ACCESS_KEY_ID", "test".to_owned()),
+        ("AWS_SECRET_ACCESS_KEY", "test".to_owned()),
+        ("AWS_REGION", "us-east-1".to_owned()),
+        ("AWS_EC2_METADATA_DISABLED", "true".to_owned()),
+    ]
+}
+
+/// SDK configuration for the emulator, with static test credentials (nothing read from the
+/// environment, so tests can run side by side).
+pub async fn sdk_config(endpoint: &str) -> aws_config::SdkConfig {
+    let config = log_etl::config::Config::from_lookup(|name| {
+        (name == "AWS_ENDPOINT_URL").then(|| endpoint.to_owned())
+    })
+    .unwrap();
+    log_etl::aws::loader(&config)
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_s3::config::Credentials::new(
+            "test", "test", None, None, "tests",
+        ))
+        .load()
+        .await
+}
+
+/// The checked-in scheduled event.
+pub fn scheduled_event() -> aws_lambda_events::event::eventbridge::EventBridgeEvent {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("events/scheduled-event.json");
+    serde_json::from_slice(&std::fs::read(path).unwrap())
+        .expect("events/scheduled-event.json is an EventBridge event")
+}

@@ -1,0 +1,378 @@
+//! The Lambda handler end to end against real peers: a moto server (S3 and Secrets Manager over
+//! their HTTP APIs), the log-API simulator, and the checked-in scheduled event.
+
+mod common;
+
+use std::io::Read;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use chrono::{TimeZone, Utc};
+use flate2::read::GzDecoder;
+use lambda_runtime::{Context, LambdaEvent};
+use log_etl::compact;
+use log_etl::config::Config;
+use log_etl::hour::{self, HourKey};
+use log_etl::keyring::{KeyRing, generate_key};
+use log_etl::lambda::{self, MetricsTarget};
+use log_etl::object_key::{KeyLayout, PartitionStyle};
+use log_etl::pipeline::{Pipeline, RunError, RunSummary, Target};
+use log_etl::simulator::{Fault, Simulator, SimulatorOptions};
+use log_etl::synth::SynthOptions;
+use serde_json::{Map, Value};
+
+const BUCKET: &str = "log-etl-test";
+
+struct World {
+    moto: common::Moto,
+    sdk: aws_config::SdkConfig,
+    s3: aws_sdk_s3::Client,
+    secret_arn: String,
+    sim: Simulator,
+}
+
+/// Moto with a bucket and a secret holding the key, and a simulator using that key. Its first
+/// batch starts a minute before 16:00, so it spans two hours.
+async fn world(synth: SynthOptions) -> World {
+    let moto = common::Moto::start();
+    let sdk = common::sdk_config(&moto.endpoint()).await;
+    let s3 = log_etl::s3_store::client(&sdk);
+    s3.create_bucket().bucket(BUCKET).send().await.unwrap();
+    let key = generate_key();
+    let secrets = aws_sdk_secretsmanager::Client::new(&sdk);
+    let secret_arn = secrets
+        .create_secret()
+        .name("log-etl/fernet-key")
+        .secret_string(&key)
+        .send()
+        .await
+        .unwrap()
+        .arn
+        .unwrap();
+    let sim = Simulator::start(
+        SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+        KeyRing::parse(&key).unwrap(),
+        SimulatorOptions {
+            batch_size: 100,
+            period: None,
+            synth,
+            record_start: Utc.with_ymd_and_hms(2023, 3, 18, 15, 59, 40).unwrap(),
+            record_step: Duration::from_secs(180),
+            truth_file: None,
+        },
+    )
+    .await
+    .unwrap();
+    World {
+        moto,
+        sdk,
+        s3,
+        secret_arn,
+        sim,
+    }
+}
+
+impl World {
+    fn config(&self, overrides: &[(&str, &str)]) -> Config {
+        let url = self.sim.url();
+        let endpoint = self.moto.endpoint();
+        let base = [
+            ("LOG_API_URL", url.as_str()),
+            ("BUCKET_NAME", BUCKET),
+            ("FERNET_SECRET_ID", self.secret_arn.as_str()),
+            ("AWS_ENDPOINT_URL", endpoint.as_str()),
+            ("FETCH_TIMEOUT_MS", "3000"),
+        ];
+        Config::from_lookup(|name| {
+            overrides
+                .iter()
+                .chain(base.iter())
+                .find(|(n, _)| *n == name)
+                .map(|(_, v)| (*v).to_owned())
+        })
+        .unwrap()
+    }
+
+    async fn pipeline(&self, overrides: &[(&str, &str)]) -> Pipeline {
+        Pipeline::with_sdk_config(
+            &self.config(overrides),
+            Target::Bucket,
+            Some(self.sdk.clone()),
+        )
+        .await
+        .unwrap()
+    }
+
+    /// Every object in the bucket: key and bytes, in key order.
+    async fn objects(&self, bucket: &str) -> Vec<(String, Vec<u8>)> {
+        let listed = self
+            .s3
+            .list_objects_v2()
+            .bucket(bucket)
+            .send()
+            .await
+            .unwrap();
+        let mut out = Vec::new();
+        for object in listed.contents() {
+            let key = object.key().unwrap().to_owned();
+            let body = self
+                .s3
+                .get_object()
+                .bucket(bucket)
+                .key(&key)
+                .send()
+                .await
+                .unwrap();
+            out.push((
+                key,
+                body.body.collect().await.unwrap().into_bytes().to_vec(),
+            ));
+        }
+        out
+    }
+}
+
+/// Invokes the real handler with the checked-in scheduled event.
+async fn invoke(pipeline: &Pipeline) -> Result<RunSummary, RunError> {
+    let metrics = MetricsTarget {
+        namespace: "LogEtl".into(),
+        function_name: "log-etl-test".into(),
+    };
+    let event = LambdaEvent::new(common::scheduled_event(), Context::default());
+    lambda::handle(pipeline, &metrics, event).await
+}
+
+fn gunzip_lines(bytes: &[u8]) -> Vec<Map<String, Value>> {
+    let mut text = String::new();
+    GzDecoder::new(bytes).read_to_string(&mut text).unwrap();
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// Restores every data object, checking each record sits under its own hour's folder.
+fn restore_data(objects: &[(String, Vec<u8>)]) -> Vec<Map<String, Value>> {
+    let layout = KeyLayout::new("data", "quarantine", PartitionStyle::Flat).unwrap();
+    let mut restored = Vec::new();
+    for (key, bytes) in objects.iter().filter(|(k, _)| k.starts_with("data/")) {
+        for mut record in gunzip_lines(bytes) {
+            compact::restore(&mut record);
+            let hour: HourKey = hour::place(record.get("inDate")).unwrap().hour;
+            assert!(
+                key.starts_with(&format!("{}/", layout.data_hour_path(hour))),
+                "{key} holds a record of {hour}"
+            );
+            restored.push(record);
+        }
+    }
+    restored
+}
+
+fn sorted_json(records: &[Map<String, Value>]) -> Vec<String> {
+    let mut lines: Vec<String> = records
+        .iter()
+        .map(|r| serde_json::to_string(r).unwrap())
+        .collect();
+    lines.sort();
+    lines
+}
+
+#[tokio::test]
+async fn every_served_record_lands_under_its_hour_and_restores_exactly() {
+    // Given moto, a secret with the key, and a simulator serving batches that cross 16:00
+    let world = world(SynthOptions {
+        unusual_per_mille: 100,
+        ..SynthOptions::default()
+    })
+    .await;
+    let pipeline = world.pipeline(&[]).await;
+    // When the handler runs for two batches
+    let first = invoke(&pipeline).await.unwrap();
+    world.sim.next_batch();
+    let second = invoke(&pipeline).await.unwrap();
+    // Then every served record is in S3 under its own hour, restorable to exactly what was served
+    assert_eq!(first.records_in + second.records_in, 200);
+    assert_eq!(first.hours, ["2023-03-18T15", "2023-03-18T16"]);
+    let objects = world.objects(BUCKET).await;
+    assert!(objects.iter().all(|(k, _)| k.ends_with(".json.gz")));
+    let restored = restore_data(&objects);
+    let truth = world.sim.ground_truth();
+    assert_eq!(restored.len(), 200);
+    assert_eq!(sorted_json(&restored), sorted_json(&truth.records));
+    assert_eq!(
+        objects.len() as u64,
+        first.objects_written + second.objects_written
+    );
+}
+
+#[tokio::test]
+async fn invoking_twice_over_the_same_batch_writes_nothing_new() {
+    let world = world(SynthOptions::default()).await;
+    let pipeline = world.pipeline(&[]).await;
+    // Given a batch already landed
+    let first = invoke(&pipeline).await.unwrap();
+    let before = world.objects(BUCKET).await;
+    // When the same batch is read again (a retry, an overlapping schedule)
+    let again = invoke(&pipeline).await.unwrap();
+    // Then nothing new is written, the objects are reported present, and no record is doubled
+    assert_eq!(again.objects_written, 0);
+    assert_eq!(again.objects_already_present, first.objects_written);
+    assert_eq!(world.objects(BUCKET).await, before);
+    let restored = restore_data(&before);
+    assert_eq!(restored.len(), 100);
+    assert_eq!(
+        sorted_json(&restored),
+        sorted_json(&world.sim.ground_truth().records)
+    );
+}
+
+#[tokio::test]
+async fn undecryptable_tokens_are_quarantined_with_their_reason_and_the_rest_land() {
+    // Given a batch where about one record in six has a tampered, truncated or foreign token
+    let world = world(SynthOptions {
+        bad_per_mille: 150,
+        ..SynthOptions::default()
+    })
+    .await;
+    let pipeline = world.pipeline(&[]).await;
+    let run_hours = [Utc::now(), Utc::now() + chrono::Duration::minutes(1)]
+        .map(|t| format!("quarantine/{}/", t.format("%Y/%m/%d/%H")));
+    let summary = invoke(&pipeline).await.unwrap();
+    let truth = world.sim.ground_truth();
+    assert!(truth.undecryptable > 0);
+    // Then the quarantine object, under the run's hour, holds each with a reason
+    let objects = world.objects(BUCKET).await;
+    let quarantine: Vec<_> = objects
+        .iter()
+        .filter(|(k, _)| k.starts_with("quarantine/"))
+        .collect();
+    assert_eq!(quarantine.len(), 1);
+    assert!(
+        run_hours.iter().any(|h| quarantine[0].0.starts_with(h)),
+        "{}",
+        quarantine[0].0
+    );
+    let lines = gunzip_lines(&quarantine[0].1);
+    assert_eq!(lines.len() as u64, truth.undecryptable);
+    assert_eq!(summary.records_quarantined, truth.undecryptable);
+    for line in &lines {
+        assert_eq!(line["stage"], "decrypt");
+        assert!(!line["reason"].as_str().unwrap().is_empty());
+        assert!(
+            line["record"]["data"].is_string(),
+            "the record is kept as received"
+        );
+    }
+    // and every good record still lands
+    assert_eq!(
+        sorted_json(&restore_data(&objects)),
+        sorted_json(&truth.records)
+    );
+}
+
+#[tokio::test]
+async fn a_missing_secret_is_a_typed_error_and_nothing_is_written() {
+    let world = world(SynthOptions::default()).await;
+    let pipeline = world
+        .pipeline(&[("FERNET_SECRET_ID", "log-etl/no-such-secret")])
+        .await;
+    let err = invoke(&pipeline).await.unwrap_err();
+    assert_eq!(err.error_type(), "SecretError");
+    assert!(
+        err.chain().contains("log-etl/no-such-secret"),
+        "{}",
+        err.chain()
+    );
+    assert!(world.objects(BUCKET).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_secret_that_is_not_a_key_is_a_typed_error_that_does_not_echo_it() {
+    let world = world(SynthOptions::default()).await;
+    let secrets = aws_sdk_secretsmanager::Client::new(&world.sdk);
+    secrets
+        .create_secret()
+        .name("log-etl/not-a-key")
+        .secret_string("hunter2-is-not-a-fernet-key")
+        .send()
+        .await
+        .unwrap();
+    let pipeline = world
+        .pipeline(&[("FERNET_SECRET_ID", "log-etl/not-a-key")])
+        .await;
+    let err = invoke(&pipeline).await.unwrap_err();
+    assert_eq!(err.error_type(), "SecretError");
+    assert!(
+        err.chain().contains("does not hold a Fernet key"),
+        "{}",
+        err.chain()
+    );
+    assert!(!err.chain().contains("hunter2"));
+    assert!(world.objects(BUCKET).await.is_empty());
+}
+
+#[tokio::test]
+async fn an_api_answering_500_then_200_is_retried() {
+    let world = world(SynthOptions::default()).await;
+    world.sim.push_fault(Fault::Status(500));
+    let pipeline = world.pipeline(&[]).await;
+    let summary = invoke(&pipeline).await.unwrap();
+    assert_eq!(summary.fetch_attempts, Some(2));
+    assert_eq!(world.sim.requests(), 2);
+    assert_eq!(summary.records_written, 100);
+}
+
+#[tokio::test]
+async fn an_api_that_is_down_is_a_typed_error_and_nothing_is_written() {
+    let world = world(SynthOptions::default()).await;
+    let url = format!("http://127.0.0.1:{}/api/data/log", common::free_port());
+    let pipeline = world
+        .pipeline(&[("LOG_API_URL", &url), ("FETCH_MAX_ATTEMPTS", "3")])
+        .await;
+    let started = Instant::now();
+    let err = invoke(&pipeline).await.unwrap_err();
+    assert_eq!(err.error_type(), "FetchError");
+    assert!(
+        err.chain().contains("after 3 attempt(s)"),
+        "{}",
+        err.chain()
+    );
+    assert!(started.elapsed() < Duration::from_secs(20));
+    assert!(world.objects(BUCKET).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_rejected_write_is_a_typed_error_and_a_rerun_completes_without_duplicates() {
+    // Given S3 that refuses the writes (the bucket does not exist yet)
+    let world = world(SynthOptions {
+        bad_per_mille: 50,
+        ..SynthOptions::default()
+    })
+    .await;
+    let pipeline = world.pipeline(&[("BUCKET_NAME", "late-bucket")]).await;
+    let err = invoke(&pipeline).await.unwrap_err();
+    assert_eq!(err.error_type(), "StoreError");
+    assert!(
+        err.chain().contains("PutObject s3://late-bucket/"),
+        "{}",
+        err.chain()
+    );
+    // When the fault clears and the schedule runs again, twice
+    world
+        .s3
+        .create_bucket()
+        .bucket("late-bucket")
+        .send()
+        .await
+        .unwrap();
+    let rerun = invoke(&pipeline).await.unwrap();
+    let again = invoke(&pipeline).await.unwrap();
+    // Then every record is there once
+    assert_eq!(again.objects_written, 0);
+    assert_eq!(again.objects_already_present, rerun.objects_written);
+    let objects = world.objects("late-bucket").await;
+    assert_eq!(
+        sorted_json(&restore_data(&objects)),
+        sorted_json(&world.sim.ground_truth().records)
+    );
+}
