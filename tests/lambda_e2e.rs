@@ -3,134 +3,15 @@
 
 mod common;
 
-use std::io::Read;
-use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use chrono::{TimeZone, Utc};
-use flate2::read::GzDecoder;
+use chrono::Utc;
+use common::world::{BUCKET, gunzip_lines, restore_data, sorted_json, world};
 use lambda_runtime::{Context, LambdaEvent};
-use log_etl::compact;
-use log_etl::config::Config;
-use log_etl::hour::{self, HourKey};
-use log_etl::keyring::{KeyRing, generate_key};
 use log_etl::lambda::{self, MetricsTarget};
-use log_etl::object_key::{KeyLayout, PartitionStyle};
-use log_etl::pipeline::{Pipeline, RunError, RunSummary, Target};
-use log_etl::simulator::{Fault, Simulator, SimulatorOptions};
+use log_etl::pipeline::{Pipeline, RunError, RunSummary};
+use log_etl::simulator::Fault;
 use log_etl::synth::SynthOptions;
-use serde_json::{Map, Value};
-
-const BUCKET: &str = "log-etl-test";
-
-struct World {
-    moto: common::Moto,
-    sdk: aws_config::SdkConfig,
-    s3: aws_sdk_s3::Client,
-    secret_arn: String,
-    sim: Simulator,
-}
-
-/// Moto with a bucket and a secret holding the key, and a simulator using that key. Its first
-/// batch starts a minute before 16:00, so it spans two hours.
-async fn world(synth: SynthOptions) -> World {
-    let moto = common::Moto::start();
-    let sdk = common::sdk_config(&moto.endpoint()).await;
-    let s3 = log_etl::s3_store::client(&sdk);
-    s3.create_bucket().bucket(BUCKET).send().await.unwrap();
-    let key = generate_key();
-    let secrets = aws_sdk_secretsmanager::Client::new(&sdk);
-    let secret_arn = secrets
-        .create_secret()
-        .name("log-etl/fernet-key")
-        .secret_string(&key)
-        .send()
-        .await
-        .unwrap()
-        .arn
-        .unwrap();
-    let sim = Simulator::start(
-        SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
-        KeyRing::parse(&key).unwrap(),
-        SimulatorOptions {
-            batch_size: 100,
-            period: None,
-            synth,
-            record_start: Utc.with_ymd_and_hms(2023, 3, 18, 15, 59, 40).unwrap(),
-            record_step: Duration::from_secs(180),
-            truth_file: None,
-        },
-    )
-    .await
-    .unwrap();
-    World {
-        moto,
-        sdk,
-        s3,
-        secret_arn,
-        sim,
-    }
-}
-
-impl World {
-    fn config(&self, overrides: &[(&str, &str)]) -> Config {
-        let url = self.sim.url();
-        let endpoint = self.moto.endpoint();
-        let base = [
-            ("LOG_API_URL", url.as_str()),
-            ("BUCKET_NAME", BUCKET),
-            ("FERNET_SECRET_ID", self.secret_arn.as_str()),
-            ("AWS_ENDPOINT_URL", endpoint.as_str()),
-            ("FETCH_TIMEOUT_MS", "3000"),
-        ];
-        Config::from_lookup(|name| {
-            overrides
-                .iter()
-                .chain(base.iter())
-                .find(|(n, _)| *n == name)
-                .map(|(_, v)| (*v).to_owned())
-        })
-        .unwrap()
-    }
-
-    async fn pipeline(&self, overrides: &[(&str, &str)]) -> Pipeline {
-        Pipeline::with_sdk_config(
-            &self.config(overrides),
-            Target::Bucket,
-            Some(self.sdk.clone()),
-        )
-        .await
-        .unwrap()
-    }
-
-    /// Every object in the bucket: key and bytes, in key order.
-    async fn objects(&self, bucket: &str) -> Vec<(String, Vec<u8>)> {
-        let listed = self
-            .s3
-            .list_objects_v2()
-            .bucket(bucket)
-            .send()
-            .await
-            .unwrap();
-        let mut out = Vec::new();
-        for object in listed.contents() {
-            let key = object.key().unwrap().to_owned();
-            let body = self
-                .s3
-                .get_object()
-                .bucket(bucket)
-                .key(&key)
-                .send()
-                .await
-                .unwrap();
-            out.push((
-                key,
-                body.body.collect().await.unwrap().into_bytes().to_vec(),
-            ));
-        }
-        out
-    }
-}
 
 /// Invokes the real handler with the checked-in scheduled event.
 async fn invoke(pipeline: &Pipeline) -> Result<RunSummary, RunError> {
@@ -140,41 +21,6 @@ async fn invoke(pipeline: &Pipeline) -> Result<RunSummary, RunError> {
     };
     let event = LambdaEvent::new(common::scheduled_event(), Context::default());
     lambda::handle(pipeline, &metrics, event).await
-}
-
-fn gunzip_lines(bytes: &[u8]) -> Vec<Map<String, Value>> {
-    let mut text = String::new();
-    GzDecoder::new(bytes).read_to_string(&mut text).unwrap();
-    text.lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
-/// Restores every data object, checking each record sits under its own hour's folder.
-fn restore_data(objects: &[(String, Vec<u8>)]) -> Vec<Map<String, Value>> {
-    let layout = KeyLayout::new("data", "quarantine", PartitionStyle::Flat).unwrap();
-    let mut restored = Vec::new();
-    for (key, bytes) in objects.iter().filter(|(k, _)| k.starts_with("data/")) {
-        for mut record in gunzip_lines(bytes) {
-            compact::restore(&mut record);
-            let hour: HourKey = hour::place(record.get("inDate")).unwrap().hour;
-            assert!(
-                key.starts_with(&format!("{}/", layout.data_hour_path(hour))),
-                "{key} holds a record of {hour}"
-            );
-            restored.push(record);
-        }
-    }
-    restored
-}
-
-fn sorted_json(records: &[Map<String, Value>]) -> Vec<String> {
-    let mut lines: Vec<String> = records
-        .iter()
-        .map(|r| serde_json::to_string(r).unwrap())
-        .collect();
-    lines.sort();
-    lines
 }
 
 #[tokio::test]

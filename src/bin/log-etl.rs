@@ -5,7 +5,7 @@
 use std::error::Error;
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Write};
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -78,8 +78,11 @@ enum Command {
         #[arg(required = true)]
         paths: Vec<String>,
     },
-    /// Serve a simulated log API (GET /api/data/log) on 127.0.0.1.
+    /// Serve a simulated log API (GET /api/data/log).
     Simulate {
+        /// Address to listen on (0.0.0.0 lets a container, e.g. `sam local invoke`, reach it).
+        #[arg(long, default_value = "127.0.0.1")]
+        host: std::net::IpAddr,
         #[arg(long, default_value_t = 8080)]
         port: u16,
         #[arg(long, default_value_t = 100)]
@@ -215,6 +218,7 @@ fn main() -> ExitCode {
         } => runtime.block_on(process(&input, out_dir.as_deref(), bucket, &key)),
         Command::Restore { paths } => runtime.block_on(restore_paths(&paths)),
         Command::Simulate {
+            host,
             port,
             batch_size,
             period,
@@ -236,7 +240,11 @@ fn main() -> ExitCode {
                 truth_file: truth,
                 ..SimulatorOptions::like_the_server(Utc::now())
             };
-            runtime.block_on(simulate(port, options, key_file.as_deref()))
+            runtime.block_on(simulate(
+                SocketAddr::new(host, port),
+                options,
+                key_file.as_deref(),
+            ))
         }
         Command::Keygen => {
             println!("{}", keyring::generate_key());
@@ -441,7 +449,7 @@ async fn restore_from_s3(
 }
 
 async fn simulate(
-    port: u16,
+    addr: SocketAddr,
     options: SimulatorOptions,
     key_file: Option<&Path>,
 ) -> Result<(), CliError> {
@@ -461,9 +469,9 @@ async fn simulate(
     let keys = KeyRing::parse(&material)
         .map_err(|e| CliError::usage_from("the Fernet key is unusable", e))?;
     let period = options.period;
-    let sim = Simulator::start(SocketAddr::from((Ipv4Addr::LOCALHOST, port)), keys, options)
+    let sim = Simulator::start(addr, keys, options)
         .await
-        .map_err(|e| CliError::failed(&format!("cannot serve on port {port}"), e))?;
+        .map_err(|e| CliError::failed(&format!("cannot serve on {addr}"), e))?;
     tracing::info!(url = %sim.url(), period = ?period, key_file = ?key_file, "simulator serving; Ctrl-C stops it");
     tokio::signal::ctrl_c()
         .await

@@ -2,6 +2,8 @@
 //! the project's binaries.
 #![allow(dead_code)]
 
+pub mod world;
+
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
@@ -155,4 +157,20 @@ pub fn scheduled_event() -> aws_lambda_events::event::eventbridge::EventBridgeEv
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("events/scheduled-event.json");
     serde_json::from_slice(&std::fs::read(path).unwrap())
         .expect("events/scheduled-event.json is an EventBridge event")
+}
+
+/// [`log_etl`] from async tests, off the runtime's thread so in-process servers keep serving.
+pub async fn log_etl_async(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    let env: Vec<(String, String)> = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        log_etl(&args, &env)
+    })
+    .await
+    .expect("the command's thread finishes")
 }

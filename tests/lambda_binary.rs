@@ -1,0 +1,309 @@
+//! The `log-etl-lambda` binary itself, served a scheduled event through a local stand-in for
+//! the Lambda Runtime API (its `next`, `response` and `error` routes), against moto and the
+//! simulator; and the `log-etl` command against the same peers.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue};
+use axum::routing::{get, post};
+use common::world::{BUCKET, World, restore_data, sorted_json, world};
+use log_etl::synth::SynthOptions;
+use serde_json::Value;
+
+/// What the runtime stand-in has been told: `(request id, "response" or "error", body)`.
+#[derive(Default)]
+struct Runtime {
+    events: Mutex<Vec<String>>,
+    answers: Mutex<Vec<(String, String, Value)>>,
+}
+
+async fn next(State(rt): State<Arc<Runtime>>) -> (HeaderMap, String) {
+    let event = rt.events.lock().unwrap().pop();
+    let Some(event) = event else {
+        // No more events: hold the poll open, as the real API does, until the test ends.
+        std::future::pending::<()>().await;
+        unreachable!()
+    };
+    let deadline = std::time::SystemTime::now() + Duration::from_secs(60);
+    let deadline_ms = deadline
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        "lambda-runtime-aws-request-id",
+        HeaderValue::from_static("req-1"),
+    );
+    headers.insert(
+        "lambda-runtime-deadline-ms",
+        HeaderValue::from_str(&deadline_ms.to_string()).unwrap(),
+    );
+    headers.insert(
+        "lambda-runtime-invoked-function-arn",
+        HeaderValue::from_static("arn:aws:lambda:us-east-1:123456789012:function:log-etl-test"),
+    );
+    (headers, event)
+}
+
+async fn answer(
+    State(rt): State<Arc<Runtime>>,
+    Path((id, kind)): Path<(String, String)>,
+    body: Bytes,
+) {
+    let value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    rt.answers.lock().unwrap().push((id, kind, value));
+}
+
+/// Starts the runtime stand-in with one event to hand out; returns its address.
+async fn runtime_api(event: String) -> (Arc<Runtime>, std::net::SocketAddr) {
+    let rt = Arc::new(Runtime::default());
+    rt.events.lock().unwrap().push(event);
+    let app = Router::new()
+        .route("/2018-06-01/runtime/invocation/next", get(next))
+        .route("/2018-06-01/runtime/invocation/{id}/{kind}", post(answer))
+        .with_state(rt.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (rt, addr)
+}
+
+/// The Lambda binary with the environment Lambda gives it, killed when dropped.
+struct Function(Option<Child>);
+
+impl Function {
+    fn start(world: &World, runtime: std::net::SocketAddr, secret_id: &str) -> Self {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_log-etl-lambda"));
+        cmd.env_clear()
+            .env("AWS_LAMBDA_RUNTIME_API", runtime.to_string())
+            .env("AWS_LAMBDA_FUNCTION_NAME", "log-etl-test")
+            .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
+            .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+            .env("AWS_LAMBDA_LOG_FORMAT", "JSON")
+            .env("AWS_LAMBDA_LOG_LEVEL", "DEBUG")
+            .env("LOG_API_URL", world.sim.url())
+            .env("BUCKET_NAME", BUCKET)
+            .env("FERNET_SECRET_ID", secret_id)
+            .envs(common::aws_env(&world.moto.endpoint()))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        Self(Some(cmd.spawn().expect("log-etl-lambda starts")))
+    }
+
+    /// Stops the function and returns what it printed (stdout, stderr).
+    fn finish(mut self) -> (String, String) {
+        let mut child = self.0.take().expect("running");
+        let _ = child.kill();
+        let out = child.wait_with_output().unwrap();
+        (
+            String::from_utf8(out.stdout).unwrap(),
+            String::from_utf8(out.stderr).unwrap(),
+        )
+    }
+}
+
+impl Drop for Function {
+    fn drop(&mut self) {
+        if let Some(child) = self.0.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Waits (bounded: 30 s, polling every 50 ms) for the function's answer.
+async fn wait_for_answer(rt: &Runtime) -> (String, String, Value) {
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(30) {
+        if let Some(answer) = rt.answers.lock().unwrap().first().cloned() {
+            return answer;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the function did not answer within 30 s");
+}
+
+fn event_text() -> String {
+    std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/events/scheduled-event.json"
+    ))
+    .unwrap()
+}
+
+#[tokio::test]
+async fn the_binary_answers_a_scheduled_event_through_the_runtime_api() {
+    // Given moto, the simulator and a runtime API holding the checked-in scheduled event
+    let world = world(SynthOptions {
+        bad_per_mille: 50,
+        ..SynthOptions::default()
+    })
+    .await;
+    let (rt, addr) = runtime_api(event_text()).await;
+    // When the Lambda binary starts and polls for work
+    let function = Function::start(&world, addr, &world.secret_arn);
+    let (id, kind, summary) = wait_for_answer(&rt).await;
+    let (stdout, stderr) = function.finish();
+    // Then it answers the event with its summary
+    assert_eq!(
+        (id.as_str(), kind.as_str()),
+        ("req-1", "response"),
+        "{summary}\n{stderr}"
+    );
+    assert_eq!(summary["records_in"], 100);
+    let truth = world.sim.ground_truth();
+    assert_eq!(summary["records_quarantined"], truth.undecryptable);
+    // and the records are in the bucket
+    let objects = world.objects(BUCKET).await;
+    assert_eq!(
+        sorted_json(&restore_data(&objects)),
+        sorted_json(&truth.records)
+    );
+    // and it printed one EMF document on stdout and a JSON summary line in its logs
+    let emf: Vec<Value> = stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v.get("_aws").is_some())
+        .collect();
+    assert_eq!(emf.len(), 1, "{stdout}");
+    assert_eq!(emf[0]["RecordsFetched"], 100);
+    assert_eq!(emf[0]["FunctionName"], "log-etl-test");
+    let summary_lines: Vec<Value> = stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["message"] == "pass complete")
+        .collect();
+    assert_eq!(summary_lines.len(), 1, "{stderr}");
+    assert_eq!(summary_lines[0]["records_in"], 100);
+    // and, even at debug level, no key or token appears in anything it printed
+    assert!(!stdout.contains(&world.key) && !stderr.contains(&world.key));
+    for token in tokens_served(&world).await {
+        assert!(!stderr.contains(&token[..40]) && !stdout.contains(&token[..40]));
+    }
+}
+
+#[tokio::test]
+async fn a_failing_pass_is_reported_to_the_runtime_with_its_stage() {
+    let world = world(SynthOptions::default()).await;
+    let (rt, addr) = runtime_api(event_text()).await;
+    let function = Function::start(&world, addr, "log-etl/missing");
+    let (_, kind, error) = wait_for_answer(&rt).await;
+    let (_, stderr) = function.finish();
+    assert_eq!(kind, "error", "{stderr}");
+    assert_eq!(error["errorType"], "SecretError");
+    assert!(
+        error["errorMessage"]
+            .as_str()
+            .unwrap()
+            .contains("log-etl/missing")
+    );
+    assert!(world.objects(BUCKET).await.is_empty());
+}
+
+#[tokio::test]
+async fn the_command_line_runs_a_pass_and_restores_from_the_bucket() {
+    // Given the same peers, configured through the environment
+    let world = world(SynthOptions::default()).await;
+    let mut env = common::aws_env(&world.moto.endpoint());
+    env.extend([
+        ("LOG_API_URL", world.sim.url()),
+        ("BUCKET_NAME", BUCKET.to_owned()),
+        ("FERNET_SECRET_ID", world.secret_arn.clone()),
+    ]);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    // When `log-etl run` does one pass
+    let out = common::log_etl_async(&["run"], &env).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["records_written"], 100);
+    // Then `log-etl restore s3://bucket` prints exactly the records served
+    let out = common::log_etl_async(&["restore", &format!("s3://{BUCKET}")], &env).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let restored: Vec<serde_json::Map<String, Value>> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(
+        sorted_json(&restored),
+        sorted_json(&world.sim.ground_truth().records)
+    );
+}
+
+#[tokio::test]
+async fn a_saved_response_is_backfilled_into_the_bucket() {
+    let world = world(SynthOptions::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (response, truth) = (dir.path().join("r.json"), dir.path().join("t.ndjson"));
+    let key_env = [("FERNET_KEY", world.key.as_str())];
+    let out = common::log_etl(
+        &[
+            "generate",
+            "--records",
+            "250",
+            "--out",
+            response.to_str().unwrap(),
+            "--truth",
+            truth.to_str().unwrap(),
+        ],
+        &key_env,
+    );
+    assert!(out.status.success());
+    let mut env = common::aws_env(&world.moto.endpoint());
+    env.push(("FERNET_KEY", world.key.clone()));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let out = common::log_etl_async(
+        &[
+            "process",
+            "--input",
+            response.to_str().unwrap(),
+            "--bucket",
+            BUCKET,
+        ],
+        &env,
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let objects = world.objects(BUCKET).await;
+    let expected: Vec<serde_json::Map<String, Value>> = std::fs::read_to_string(truth)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(sorted_json(&restore_data(&objects)), sorted_json(&expected));
+}
+
+/// The tokens in the simulator's current batch.
+async fn tokens_served(world: &World) -> Vec<String> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let body = reqwest::get(world.sim.url())
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let items: Vec<Value> = serde_json::from_str(&body).unwrap();
+    items
+        .iter()
+        .map(|i| i["data"].as_str().unwrap().to_owned())
+        .collect()
+}
