@@ -27,6 +27,7 @@ pub mod var {
     pub const MAX_RESPONSE_BYTES: &str = "MAX_RESPONSE_BYTES";
     pub const MAX_RECORD_BYTES: &str = "MAX_RECORD_BYTES";
     pub const MAX_NESTING_DEPTH: &str = "MAX_NESTING_DEPTH";
+    pub const MAX_STRING_BYTES: &str = "MAX_STRING_BYTES";
     pub const METRICS_NAMESPACE: &str = "METRICS_NAMESPACE";
     /// Standard AWS SDK variable: every AWS client goes to this endpoint (a local emulator).
     pub const AWS_ENDPOINT_URL: &str = "AWS_ENDPOINT_URL";
@@ -180,7 +181,8 @@ impl Config {
                     as usize,
                 parse: ParseLimits {
                     max_depth: number(&get, var::MAX_NESTING_DEPTH, 32, 1..=512)? as usize,
-                    ..ParseLimits::default()
+                    max_string_len: number(&get, var::MAX_STRING_BYTES, 1 << 20, 1..=1 << 30)?
+                        as usize,
                 },
             },
             metrics_namespace: text(var::METRICS_NAMESPACE, "LogEtl"),

@@ -2,6 +2,7 @@
 //! the project's binaries.
 #![allow(dead_code)]
 
+pub mod faulty_s3;
 pub mod world;
 
 use std::io::Write;
@@ -139,17 +140,27 @@ pub fn aws_env(endpoint: &str) -> Vec<(&'static str, String)> {
 /// SDK configuration for the emulator, with static test credentials (nothing read from the
 /// environment, so tests can run side by side).
 pub async fn sdk_config(endpoint: &str) -> aws_config::SdkConfig {
+    sdk_config_via(endpoint, None).await
+}
+
+/// As [`sdk_config`], with requests sent through `http` (to inject faults).
+pub async fn sdk_config_via(
+    endpoint: &str,
+    http: Option<faulty_s3::FaultyS3>,
+) -> aws_config::SdkConfig {
     let config = log_etl::config::Config::from_lookup(|name| {
         (name == "AWS_ENDPOINT_URL").then(|| endpoint.to_owned())
     })
     .unwrap();
-    log_etl::aws::loader(&config)
+    let loader = log_etl::aws::loader(&config)
         .region(aws_config::Region::new("us-east-1"))
         .credentials_provider(aws_sdk_s3::config::Credentials::new(
             "test", "test", None, None, "tests",
-        ))
-        .load()
-        .await
+        ));
+    match http {
+        Some(http) => loader.http_client(http).load().await,
+        None => loader.load().await,
+    }
 }
 
 /// The checked-in scheduled event.

@@ -103,6 +103,18 @@ impl World {
         .unwrap()
     }
 
+    /// A pipeline whose AWS requests go through `http` (to inject S3 faults).
+    pub async fn pipeline_via(
+        &self,
+        overrides: &[(&str, &str)],
+        http: super::faulty_s3::FaultyS3,
+    ) -> Pipeline {
+        let sdk = super::sdk_config_via(&self.moto.endpoint(), Some(http)).await;
+        Pipeline::with_sdk_config(&self.config(overrides), Target::Bucket, Some(sdk))
+            .await
+            .unwrap()
+    }
+
     /// Every object in the bucket: key and bytes, in key order.
     pub async fn objects(&self, bucket: &str) -> Vec<(String, Vec<u8>)> {
         let listed = self

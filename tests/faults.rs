@@ -1,0 +1,380 @@
+//! Proof under faults: the source misbehaving, keys wrong, rotated or deleted, S3 down, going
+//! away mid-run or throttling, two runs at once, and hostile sizes. Each run fails or succeeds
+//! as the design says, and once the fault clears a rerun leaves every record in the bucket
+//! exactly once: the bucket is restored and compared with what the simulator served.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use common::faulty_s3::{FaultyS3, Plan};
+use common::world::{BUCKET, World, gunzip_lines, restore_data, sorted_json, world};
+use log_etl::keyring::generate_key;
+use log_etl::pipeline::{Pipeline, RunError, RunSummary};
+use log_etl::simulator::Fault;
+use log_etl::synth::SynthOptions;
+
+const DEADLINE: Duration = Duration::from_secs(60);
+
+async fn pass(pipeline: &Pipeline) -> Result<RunSummary, RunError> {
+    pipeline
+        .run_pass(Utc::now(), Instant::now() + DEADLINE)
+        .await
+}
+
+/// Every record served is in the bucket exactly once: nothing lost, nothing doubled.
+async fn assert_exactly_once(world: &World) {
+    let objects = world.objects(BUCKET).await;
+    let restored = restore_data(&objects);
+    let truth = world.sim.ground_truth();
+    assert!(!truth.records.is_empty(), "nothing was served");
+    assert_eq!(restored.len(), truth.records.len(), "record count");
+    assert_eq!(sorted_json(&restored), sorted_json(&truth.records));
+}
+
+async fn assert_bucket_empty(world: &World) {
+    assert_eq!(
+        world.objects(BUCKET).await.len(),
+        0,
+        "something was written"
+    );
+}
+
+// --- The source ------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_timed_out_request_is_retried() {
+    let world = world(SynthOptions::default()).await;
+    world.sim.push_fault(Fault::Delay(Duration::from_secs(3)));
+    let pipeline = world.pipeline(&[("FETCH_TIMEOUT_MS", "500")]).await;
+    let summary = pass(&pipeline).await.unwrap();
+    assert_eq!(summary.fetch_attempts, Some(2));
+    assert_exactly_once(&world).await;
+}
+
+#[tokio::test]
+async fn a_slow_source_near_the_deadline_fails_typed_and_a_rerun_lands_once() {
+    // Given a source slower than the time the run has left
+    let world = world(SynthOptions::default()).await;
+    world.sim.push_fault(Fault::Delay(Duration::from_secs(4)));
+    world.sim.push_fault(Fault::Delay(Duration::from_secs(4)));
+    let pipeline = world.pipeline(&[]).await;
+    // When a run has 3 s left
+    let started = Instant::now();
+    let err = pipeline
+        .run_pass(Utc::now(), Instant::now() + Duration::from_secs(3))
+        .await
+        .unwrap_err();
+    // Then it gives up inside its deadline, typed, having written nothing
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(err.error_type(), "FetchError");
+    assert_bucket_empty(&world).await;
+    // and once the source is quick again, a rerun lands the batch once
+    pass(&pipeline).await.unwrap();
+    assert_exactly_once(&world).await;
+}
+
+#[tokio::test]
+async fn throttling_and_server_errors_are_retried_until_success() {
+    let world = world(SynthOptions::default()).await;
+    for status in [429, 500, 503] {
+        world.sim.push_fault(Fault::Status(status));
+    }
+    let pipeline = world.pipeline(&[]).await;
+    let summary = pass(&pipeline).await.unwrap();
+    assert_eq!(summary.fetch_attempts, Some(4));
+    assert_exactly_once(&world).await;
+}
+
+#[tokio::test]
+async fn a_client_error_is_not_retried() {
+    let world = world(SynthOptions::default()).await;
+    world.sim.push_fault(Fault::Status(403));
+    let pipeline = world.pipeline(&[]).await;
+    let err = pass(&pipeline).await.unwrap_err();
+    assert!(err.chain().contains("answered 403"), "{}", err.chain());
+    assert_eq!(world.sim.requests(), 1);
+    assert_bucket_empty(&world).await;
+}
+
+#[tokio::test]
+async fn html_truncated_or_non_array_responses_fail_typed_and_a_rerun_lands_once() {
+    let world = world(SynthOptions::default()).await;
+    let pipeline = world.pipeline(&[]).await;
+    for (fault, message) in [
+        (Fault::Html, "not valid JSON"),
+        (Fault::Truncated, "ends before the array is closed"),
+        (Fault::NotAnArray, "not a JSON array"),
+    ] {
+        world.sim.push_fault(fault.clone());
+        let err = pass(&pipeline).await.unwrap_err();
+        assert_eq!(err.error_type(), "ResponseError", "{fault:?}");
+        assert!(err.chain().contains(message), "{fault:?}: {}", err.chain());
+        assert_bucket_empty(&world).await;
+    }
+    pass(&pipeline).await.unwrap();
+    assert_exactly_once(&world).await;
+}
+
+#[tokio::test]
+async fn an_empty_batch_is_a_quiet_success() {
+    let world = world(SynthOptions::default()).await;
+    world.sim.push_fault(Fault::EmptyArray);
+    let pipeline = world.pipeline(&[]).await;
+    let summary = pass(&pipeline).await.unwrap();
+    assert_eq!((summary.records_in, summary.objects_written), (0, 0));
+    assert_bucket_empty(&world).await;
+}
+
+#[tokio::test]
+async fn a_50_mb_response_lands_unless_over_the_limit() {
+    // Given a 50 MB response (the batch, then padding)
+    let world = world(SynthOptions::default()).await;
+    let size = 50 << 20;
+    // When the limit is lower, the run fails typed and writes nothing
+    world.sim.push_fault(Fault::Oversized(size));
+    let strict = world.pipeline(&[("MAX_RESPONSE_BYTES", "10485760")]).await;
+    let err = pass(&strict).await.unwrap_err();
+    assert_eq!(err.error_type(), "FetchError");
+    assert!(
+        err.chain().contains("larger than 10485760 bytes"),
+        "{}",
+        err.chain()
+    );
+    assert_bucket_empty(&world).await;
+    // and under the default limit (64 MiB) it lands
+    world.sim.push_fault(Fault::Oversized(size));
+    let summary = pass(&world.pipeline(&[]).await).await.unwrap();
+    assert!(summary.bytes_in < size as u64);
+    assert_exactly_once(&world).await;
+}
+
+#[tokio::test]
+async fn records_duplicated_in_one_batch_land_once() {
+    let world = world(SynthOptions::default()).await;
+    world.sim.push_fault(Fault::Duplicates);
+    let pipeline = world.pipeline(&[]).await;
+    let summary = pass(&pipeline).await.unwrap();
+    assert_eq!(summary.records_in, 200);
+    assert_eq!(summary.duplicates_dropped, 100);
+    assert_exactly_once(&world).await;
+}
+
+// --- Keys --------------------------------------------------------------------------------
+
+async fn put_secret(world: &World, value: &str) {
+    aws_sdk_secretsmanager::Client::new(&world.sdk)
+        .put_secret_value()
+        .secret_id(&world.secret_arn)
+        .secret_string(value)
+        .send()
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_wrong_key_quarantines_every_record_and_the_right_one_lands_them_once() {
+    // Given a secret holding some other key
+    let world = world(SynthOptions::default()).await;
+    put_secret(&world, &generate_key()).await;
+    let pipeline = world.pipeline(&[("KEY_CACHE_TTL_SECONDS", "0")]).await;
+    // When a run reads the batch, every record goes to quarantine, kept as received
+    let summary = pass(&pipeline).await.unwrap();
+    assert_eq!(
+        (summary.records_written, summary.records_quarantined),
+        (0, 100)
+    );
+    let objects = world.objects(BUCKET).await;
+    assert_eq!(objects.len(), 1);
+    let lines = gunzip_lines(&objects[0].1);
+    assert!(
+        lines
+            .iter()
+            .all(|l| l["stage"] == "decrypt" && l["record"]["data"].is_string())
+    );
+    // When the right key is put in, the next run lands every record once
+    put_secret(&world, &world.key).await;
+    pass(&pipeline).await.unwrap();
+    assert_exactly_once(&world).await;
+}
+
+#[tokio::test]
+async fn during_rotation_both_keys_decrypt() {
+    // Given the secret in rotation: a new key first, the source's (old) key second
+    let world = world(SynthOptions::default()).await;
+    put_secret(
+        &world,
+        &format!("[\"{}\", \"{}\"]", generate_key(), world.key),
+    )
+    .await;
+    let pipeline = world.pipeline(&[]).await;
+    let summary = pass(&pipeline).await.unwrap();
+    assert_eq!(summary.records_quarantined, 0);
+    assert_exactly_once(&world).await;
+}
+
+#[tokio::test]
+async fn a_secret_deleted_from_a_warm_container_fails_after_its_ttl() {
+    // Given two warm containers, one re-reading the secret on every run, one caching it
+    let world = world(SynthOptions::default()).await;
+    let eager = world.pipeline(&[("KEY_CACHE_TTL_SECONDS", "0")]).await;
+    let cached = world.pipeline(&[("KEY_CACHE_TTL_SECONDS", "300")]).await;
+    pass(&eager).await.unwrap();
+    cached.warm_up().await.unwrap();
+    // When the secret is deleted
+    aws_sdk_secretsmanager::Client::new(&world.sdk)
+        .delete_secret()
+        .secret_id(&world.secret_arn)
+        .force_delete_without_recovery(true)
+        .send()
+        .await
+        .unwrap();
+    world.sim.next_batch();
+    // Then the one past its TTL fails typed; the other runs on its key until the TTL ends
+    let err = pass(&eager).await.unwrap_err();
+    assert_eq!(err.error_type(), "SecretError");
+    pass(&cached).await.unwrap();
+    assert_exactly_once(&world).await;
+}
+
+// --- S3 ----------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn s3_down_before_a_run_fails_typed_and_a_rerun_lands_once() {
+    let world = world(SynthOptions {
+        bad_per_mille: 50,
+        ..SynthOptions::default()
+    })
+    .await;
+    let s3 = FaultyS3::new();
+    s3.set(Plan {
+        down: true,
+        ..Plan::default()
+    });
+    let pipeline = world
+        .pipeline_via(&[("PUT_MAX_ATTEMPTS", "2")], s3.clone())
+        .await;
+    let err = pass(&pipeline).await.unwrap_err();
+    assert_eq!(err.error_type(), "StoreError");
+    assert_bucket_empty(&world).await;
+    s3.set(Plan::default());
+    pass(&pipeline).await.unwrap();
+    assert_exactly_once(&world).await;
+}
+
+#[tokio::test]
+async fn s3_going_away_mid_run_leaves_no_duplicate_after_the_rerun() {
+    // Given a batch that makes three objects (two hours and a quarantine)
+    let world = world(SynthOptions {
+        bad_per_mille: 50,
+        ..SynthOptions::default()
+    })
+    .await;
+    let s3 = FaultyS3::new();
+    s3.set(Plan {
+        down_after_puts: Some(1),
+        ..Plan::default()
+    });
+    let pipeline = world
+        .pipeline_via(&[("PUT_MAX_ATTEMPTS", "2")], s3.clone())
+        .await;
+    // When S3 goes away after the first object
+    let err = pass(&pipeline).await.unwrap_err();
+    assert_eq!(err.error_type(), "StoreError");
+    assert_eq!(world.objects(BUCKET).await.len(), 1);
+    // Then, once it is back, a rerun finds the first object and writes the rest
+    s3.set(Plan::default());
+    let rerun = pass(&pipeline).await.unwrap();
+    assert_eq!(rerun.objects_already_present, 1);
+    assert_eq!(rerun.objects_written, 2);
+    assert_exactly_once(&world).await;
+    assert_eq!(
+        gunzip_lines(
+            &world
+                .objects(BUCKET)
+                .await
+                .iter()
+                .find(|(k, _)| k.starts_with("quarantine/"))
+                .unwrap()
+                .1
+        )
+        .len() as u64,
+        world.sim.ground_truth().undecryptable
+    );
+}
+
+#[tokio::test]
+async fn s3_throttling_is_retried_by_the_sdk() {
+    let world = world(SynthOptions::default()).await;
+    let s3 = FaultyS3::new();
+    s3.set(Plan {
+        throttle_puts: 2,
+        ..Plan::default()
+    });
+    let pipeline = world
+        .pipeline_via(&[("PUT_MAX_ATTEMPTS", "4")], s3.clone())
+        .await;
+    let summary = pass(&pipeline).await.unwrap();
+    assert_eq!(s3.plan().throttled, 2);
+    assert_eq!(summary.objects_written, 2);
+    assert_exactly_once(&world).await;
+}
+
+// --- Runs at once ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn two_passes_at_once_over_the_same_batch_leave_one_copy() {
+    let world = world(SynthOptions {
+        bad_per_mille: 30,
+        ..SynthOptions::default()
+    })
+    .await;
+    let (a, b) = (world.pipeline(&[]).await, world.pipeline(&[]).await);
+    let (ra, rb) = tokio::join!(pass(&a), pass(&b));
+    let (ra, rb) = (ra.unwrap(), rb.unwrap());
+    let objects = world.objects(BUCKET).await;
+    assert_eq!(
+        ra.objects_written + rb.objects_written,
+        objects.len() as u64
+    );
+    assert_eq!(
+        ra.objects_written + ra.objects_already_present,
+        rb.objects_written + rb.objects_already_present
+    );
+    assert_exactly_once(&world).await;
+}
+
+// --- Hostile sizes ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn records_over_the_limits_are_quarantined_with_the_reason() {
+    let world = world(SynthOptions::default()).await;
+    for (setting, value, reason) in [
+        ("MAX_RECORD_BYTES", "300", "over the limit of 300"),
+        ("MAX_NESTING_DEPTH", "1", "deeper than 1 levels"),
+        ("MAX_STRING_BYTES", "20", "longer than 20 bytes"),
+    ] {
+        let pipeline = world
+            .pipeline(&[
+                (setting, value),
+                ("QUARANTINE_PREFIX", &format!("quarantine-{setting}")),
+            ])
+            .await;
+        let summary = pass(&pipeline).await.unwrap();
+        assert_eq!(summary.records_quarantined, 100, "{setting}");
+        let objects = world.objects(BUCKET).await;
+        let (_, body) = objects
+            .iter()
+            .find(|(k, _)| k.starts_with(&format!("quarantine-{setting}/")))
+            .unwrap();
+        for line in gunzip_lines(body) {
+            let text = line["reason"].as_str().unwrap();
+            assert!(text.contains(reason), "{setting}: {text}");
+        }
+    }
+}
