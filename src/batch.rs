@@ -18,7 +18,7 @@ use crate::encode::{DEFAULT_GZIP_LEVEL, ObjectEncoding, ObjectWriter};
 use crate::hour::{HourKey, Stamp};
 use crate::keyring::KeyRing;
 use crate::object_key::KeyLayout;
-use crate::record::{self, RecordError, RecordLimits};
+use crate::record::{self, CompactRecord, RecordError, RecordLimits};
 use crate::spool::{Body, SpoolPolicy};
 
 /// Everything that shapes a batch's output, fixed for a run.
@@ -144,9 +144,20 @@ impl<'a> Batch<'a> {
     /// Adds one source record (the raw JSON of one array element). Only I/O on a spool file can
     /// fail here; a bad record is quarantined, not returned as an error.
     pub fn push(&mut self, raw: &RawValue) -> io::Result<()> {
+        let outcome = record::process_record(raw.get(), self.keys, &self.settings.limits);
+        self.push_processed(raw, outcome)
+    }
+
+    /// Adds one source record already run through [`record::process_record`] (possibly on
+    /// another thread). Records must come in source order for the output to be deterministic.
+    pub fn push_processed(
+        &mut self,
+        raw: &RawValue,
+        outcome: Result<CompactRecord, RecordError>,
+    ) -> io::Result<()> {
         self.stats.records_in += 1;
         self.stats.bytes_in += raw.get().len() as u64;
-        match record::process_record(raw.get(), self.keys, &self.settings.limits) {
+        match outcome {
             Ok(rec) => self.land(rec.placement.hour, rec.placement.stamp, &rec.line),
             Err(err) => self.quarantine(raw, &err),
         }

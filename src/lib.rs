@@ -28,4 +28,5 @@ pub mod s3_store;
 pub mod secrets;
 pub mod simulator;
 pub mod spool;
+pub mod stream;
 pub mod synth;

@@ -9,9 +9,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::batch::{
-    self, Batch, BatchOutput, BatchSettings, BatchStats, EncodedObject, ObjectKind,
-};
+use crate::batch::{self, BatchOutput, BatchSettings, BatchStats, EncodedObject, ObjectKind};
 use crate::config::{Config, ConfigError, KeySource};
 use crate::fetch::{FetchError, Fetcher};
 use crate::keyring::{KeyError, KeyRing};
@@ -20,7 +18,7 @@ use crate::response::{self, ResponseError};
 use crate::s3_store::{S3Error, S3Store};
 use crate::secrets::{SecretError, SecretKeys};
 use crate::spool::SpoolPolicy;
-use crate::{aws, s3_store, secrets};
+use crate::{aws, s3_store, secrets, stream};
 
 /// Where objects are written.
 #[derive(Debug, Clone)]
@@ -272,16 +270,15 @@ impl RunSummary {
     }
 }
 
-/// Encodes a saved response (a JSON array of any size, read as a stream).
+/// Encodes a saved response (a JSON array of any size, read as a stream), using every core.
 pub fn encode_saved_response(
     reader: impl Read,
     keys: &KeyRing,
     settings: &BatchSettings,
     run_time: DateTime<Utc>,
 ) -> Result<BatchOutput, ResponseError> {
-    let mut batch = Batch::new(keys, settings);
-    response::for_each_record(reader, |raw| batch.push(raw))?;
-    batch.finish(run_time).map_err(ResponseError::Sink)
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
+    stream::encode_stream(reader, keys, settings, run_time, workers)
 }
 
 /// Writes every object of a batch once (data objects first, quarantine last) and tallies the
