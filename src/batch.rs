@@ -8,6 +8,7 @@
 //! deterministic: the same records in the same order give the same objects, byte for byte.
 
 use std::collections::HashSet;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::io;
 
 use chrono::{DateTime, Utc};
@@ -106,8 +107,29 @@ struct OpenHour {
     writer: ObjectWriter,
     /// 128-bit hash of every line so far, to keep an exact duplicate once. (A collision would
     /// need about 2^64 lines; SHA-256 here cost 5% of the pipeline for no practical gain.)
-    seen: HashSet<u128>,
+    seen: HashSet<u128, BuildHasherDefault<Prehashed>>,
     last_used: u64,
+}
+
+/// Hasher for keys that already are hashes (xxh3 of a line): uses their low bits as they are.
+#[derive(Default)]
+struct Prehashed(u64);
+
+impl Hasher for Prehashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `u128` keys are hashed here; this path is for completeness.
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+
+    fn write_u128(&mut self, value: u128) {
+        self.0 = value as u64;
+    }
 }
 
 /// A batch being built.
@@ -203,7 +225,7 @@ impl<'a> Batch<'a> {
             first: Stamp::default(),
             last: Stamp::default(),
             writer: ObjectWriter::new(self.settings.gzip_level, &self.settings.spool),
-            seen: HashSet::new(),
+            seen: HashSet::default(),
             last_used: self.tick,
         });
         Ok(self.open.len() - 1)

@@ -1,14 +1,15 @@
 //! A local folder standing in for the bucket: each object is created once, atomically, under
 //! the same key it would have in S3.
 
-use std::fs::{self, File};
+use std::fs::{self, File, Permissions};
 use std::io::{self, Write};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use tempfile::NamedTempFile;
 
 use crate::batch::EncodedObject;
-use crate::spool::Body;
+use crate::spool::{Body, OBJECT_MODE};
 
 /// Whether a put created the object or found it already there.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,6 +87,8 @@ impl LocalStore {
 
 fn copy_into_place(bytes: &[u8], parent: &Path, dest: &Path) -> io::Result<()> {
     let mut tmp = NamedTempFile::new_in(parent)?;
+    tmp.as_file()
+        .set_permissions(Permissions::from_mode(OBJECT_MODE))?;
     tmp.write_all(bytes)?;
     tmp.as_file().sync_data()?;
     tmp.persist_noclobber(dest)

@@ -1,11 +1,15 @@
 //! Object bodies that stay in memory while small and move to a temporary file when they grow,
 //! so a batch of any size is encoded in bounded memory.
 
-use std::fs::File;
+use std::fs::{File, Permissions};
 use std::io::{self, BufWriter, Read, Write};
+use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 
 use tempfile::{NamedTempFile, TempPath};
+
+/// Permissions of an object file in a local folder: like any file its owner writes.
+pub const OBJECT_MODE: u32 = 0o644;
 
 /// Where bodies go once they outgrow memory.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,8 +68,10 @@ impl Spool {
         }
     }
 
-    /// Flushes and hands over the body.
-    pub fn finish(self) -> io::Result<Body> {
+    /// Flushes and hands over the body. With a spill folder every finished body is a file, so
+    /// bodies waiting to be written hold no memory however many there are.
+    pub fn finish(mut self) -> io::Result<Body> {
+        self.spill()?;
         match self.state {
             State::Memory(bytes) => Ok(Body::Memory(bytes)),
             State::File(writer, path) => {
@@ -86,6 +92,8 @@ impl Spool {
             return Ok(());
         };
         let (file, path) = NamedTempFile::new_in(dir)?.into_parts();
+        // Temporary files are private; the object it becomes is an ordinary file.
+        file.set_permissions(Permissions::from_mode(OBJECT_MODE))?;
         let mut writer = BufWriter::with_capacity(64 * 1024, file);
         writer.write_all(bytes)?;
         self.state = State::File(writer, path);
@@ -150,12 +158,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn small_bodies_stay_in_memory() {
+    fn with_a_folder_finished_bodies_wait_in_files() {
+        // Given a spool with a folder, written under its memory limit
         let dir = tempfile::tempdir().unwrap();
         let mut spool = Spool::new(&SpoolPolicy::spill_to(dir.path().into(), 10));
         spool.write_all(b"0123456789").unwrap();
+        // When it is finished, the body is a file readable like any object
         let body = spool.finish().unwrap();
-        assert!(matches!(body, Body::Memory(_)));
+        let Body::File { path, len } = &body else {
+            panic!("expected a file body")
+        };
+        assert_eq!(*len, 10);
+        let mode = std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, OBJECT_MODE);
         assert_eq!(body.to_vec().unwrap(), b"0123456789");
     }
 

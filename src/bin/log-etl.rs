@@ -352,7 +352,7 @@ async fn process(
         .tempdir_in(&spill_parent)
         .map_err(|e| CliError::failed("cannot create a temporary folder", e))?;
     let mut settings = pipeline::batch_settings(&config);
-    settings.spool = SpoolPolicy::spill_to(spill.path().to_owned(), 1 << 20);
+    settings.spool = SpoolPolicy::spill_to(spill.path().to_owned(), 256 << 10);
 
     let output = match pipeline::encode_saved_response(file, &keys, &settings, Utc::now()) {
         Ok(output) => output,
