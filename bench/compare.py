@@ -1,0 +1,780 @@
+"""Benchmarks log-etl against the Python script it replaces (bench/reference.py), both in the same
+run on the same data, and prints the figures. Nothing here asserts a speed: the targets are printed
+beside the figures. It exits non-zero only when something fails to run or a correctness check
+fails (record counts, records per hour, objects in the bucket).
+
+  scripts/bench [all|offline|pass|pipeline] [options]          (all is the default)
+  (or: VENV/bin/python bench/compare.py ..., after cargo build --release --bin log-etl)
+
+  offline    a saved API response processed into a folder, each tool a child process measured
+             for wall time and peak RSS: log-etl process (best and median of --log-etl-runs)
+             and reference.py offline (--reference-runs)
+  pass       one scheduled pass of 100 records, cold process, against the log-API simulator
+             (log-etl simulate) and moto (S3 and Secrets Manager): log-etl run and
+             reference.py pass, --runs times each, interleaved; then one repeat pass
+  pipeline   cargo bench --bench pipeline (the pure pipeline on one core: gzip levels, per-stage
+             costs, the Python reference on the same records), passed through
+
+  --records N              offline: records in the response (default 1000000)
+  --reference-records M    offline: run the Python reference on a response of M records (the
+                           same generator, seed and start: the first M of the N) instead of N,
+                           and compare records/s (default N)
+  --log-etl-runs K         offline: log-etl runs (default 3)
+  --reference-runs K       offline: reference runs (default 1, or 2 for 200000 records or fewer)
+  --runs R                 pass: timed passes of each tool (default 5)
+  --pipeline-records N     pipeline: records for cargo bench (default: the bench's own, 100000)
+  --fresh                  offline: generate the responses again instead of reusing them
+
+Generated responses (about 540 bytes a record) are kept in target/bench-data/response-N/ and
+reused by later runs; outputs go to a temporary folder removed at the end. Peak RSS is measured
+with GNU time (/usr/bin/time) when present: os.wait4 on a child started from this process would
+report at least this process's own peak, because Linux carries the parent's high-water mark into
+the child's ru_maxrss across fork and exec. Without GNU time it falls back to os.wait4 and prints
+that floor (the figure for /bin/true) beside the results.
+"""
+
+import argparse
+import datetime
+import gzip
+import json
+import os
+import platform
+import shlex
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BUILT = ROOT / "target" / "release" / "log-etl"
+BIN = BUILT  # main() points this at a copy taken at start
+REFERENCE = ROOT / "bench" / "reference.py"
+DATA = ROOT / "target" / "bench-data"
+PYTHON = sys.executable
+GNU_TIME = "/usr/bin/time"
+
+PASS_RECORDS = 100  # the simulator's batch, like the real server's
+BUCKET = "log-etl-bench"
+SECRET_NAME = "log-etl-bench/fernet-key"
+
+# Targets, printed beside the figures; never asserted.
+OFFLINE_SPEEDUP_TARGET = 15.0
+OFFLINE_RSS_TARGET_MIB = 64.0
+PASS_SPEEDUP_TARGET = 10.0
+PASS_RSS_TARGET_MIB = 32.0
+
+# Settings a developer's shell may carry that would change what is measured: every variable
+# log-etl reads (src/config.rs) and its log settings. AWS_* are dropped as a whole too.
+INHERITED_SETTINGS = {
+    "LOG_API_URL", "BUCKET_NAME", "KEY_PREFIX", "QUARANTINE_PREFIX", "PARTITION_STYLE",
+    "FERNET_SECRET_ID", "FERNET_KEY", "KEY_CACHE_TTL_SECONDS", "GZIP_LEVEL", "START_DELAY_MS",
+    "FETCH_TIMEOUT_MS", "FETCH_MAX_ATTEMPTS", "PUT_MAX_ATTEMPTS", "MAX_RESPONSE_BYTES",
+    "MAX_RECORD_BYTES", "MAX_NESTING_DEPTH", "METRICS_NAMESPACE", "RUST_LOG",
+}
+
+
+class BenchError(Exception):
+    """Something did not run, or a correctness check failed."""
+
+
+@dataclass
+class Measured:
+    """One child process: wall time from spawn to exit, its own peak RSS, what it printed."""
+
+    wall_s: float
+    peak_rss_kib: int
+    stdout: str
+
+    @property
+    def peak_rss_mib(self):
+        return self.peak_rss_kib / 1024
+
+    def summary(self, label):
+        """The one JSON line both tools print on stdout."""
+        lines = [l for l in self.stdout.splitlines() if l.strip().startswith("{")]
+        if not lines:
+            raise BenchError(f"{label} printed no JSON summary: {self.stdout[-500:]!r}")
+        return json.loads(lines[-1])
+
+
+class Launcher:
+    """Starts a child, waits for it with os.wait4, and reads its peak RSS from GNU time (see the
+    header) or from the rusage wait4 returns."""
+
+    def __init__(self, scratch: Path):
+        self.scratch = scratch
+        self.gnu_time = os.access(GNU_TIME, os.X_OK) and _is_gnu_time()
+        self.floor_kib = 0
+        self.overhead_ms = 0.0
+        trivial = [self.run(["/bin/true"], os.environ.copy(), "/bin/true") for _ in range(5)]
+        self.floor_kib = min(m.peak_rss_kib for m in trivial)
+        self.overhead_ms = statistics.median(m.wall_s for m in trivial) * 1000
+
+    def describe(self):
+        how = "GNU time %M (the child's own ru_maxrss)" if self.gnu_time else "os.wait4 ru_maxrss"
+        text = (f"{how}; launch cost, as /bin/true: {self.floor_kib / 1024:.1f} MiB, "
+                f"{self.overhead_ms:.1f} ms")
+        if not self.gnu_time:
+            text += " (a floor inherited from this process: RSS figures are at least that)"
+        return text
+
+    def run(self, argv, env, label, timeout_s=600.0, check=True) -> Measured:
+        """Runs `argv` to its end (killed, with what it started, after `timeout_s`)."""
+        fd_out, out_path = tempfile.mkstemp(dir=self.scratch, prefix="stdout-")
+        fd_err, err_path = tempfile.mkstemp(dir=self.scratch, prefix="stderr-")
+        fd_time, time_path = tempfile.mkstemp(dir=self.scratch, prefix="time-")
+        os.close(fd_time)
+        cmd = [GNU_TIME, "-f", "%M", "-o", time_path, *argv] if self.gnu_time else list(argv)
+        try:
+            start = time.perf_counter()
+            # A session of its own, so a timeout or Ctrl-C stops GNU time and the tool together.
+            child = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=fd_out, stderr=fd_err,
+                                     env=env, cwd=ROOT, start_new_session=True)
+            timer = threading.Timer(timeout_s, kill_group, (child.pid,))
+            timer.start()
+            try:
+                _, status, usage = os.wait4(child.pid, 0)
+            except BaseException:
+                kill_group(child.pid)
+                child.wait()
+                raise
+            finally:
+                timer.cancel()
+            wall = time.perf_counter() - start
+            child.returncode = os.waitstatus_to_exitcode(status)
+            os.lseek(fd_out, 0, os.SEEK_SET)
+            stdout = os.read(fd_out, 1 << 20).decode("utf-8", "replace")
+            if check and child.returncode != 0:
+                os.lseek(fd_err, 0, os.SEEK_SET)
+                stderr = os.read(fd_err, 1 << 20).decode("utf-8", "replace")
+                tail = "\n    ".join(stderr.strip().splitlines()[-15:]) or "(no output)"
+                why = (f"was stopped after {timeout_s:.0f} s" if wall >= timeout_s
+                       else f"exited with status {child.returncode}")
+                raise BenchError(f"{label} {why}:\n    {tail}")
+            if self.gnu_time:
+                # GNU time writes "Command exited with non-zero status N" first when it fails.
+                peak = int(Path(time_path).read_text().split()[-1])
+            else:
+                peak = usage.ru_maxrss
+            return Measured(wall, peak, stdout)
+        finally:
+            os.close(fd_out)
+            os.close(fd_err)
+            for path in (out_path, err_path, time_path):
+                Path(path).unlink(missing_ok=True)
+
+
+def kill_group(pid):
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def _is_gnu_time():
+    try:
+        out = subprocess.run([GNU_TIME, "--version"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return "GNU" in out.stdout + out.stderr
+
+
+# --- Small things ------------------------------------------------------------------------------
+
+def clean_env(**extra):
+    env = {k: v for k, v in os.environ.items()
+           if k not in INHERITED_SETTINGS and not k.startswith("AWS_")}
+    env.update({k: str(v) for k, v in extra.items()})
+    return env
+
+
+def command_output(argv):
+    try:
+        return subprocess.run(argv, capture_output=True, text=True, timeout=30,
+                              cwd=ROOT).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+
+
+def cpu_model():
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def mem_total_gib():
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) / (1 << 20)
+    except OSError:
+        pass
+    return None
+
+
+def load_average():
+    try:
+        return "{:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
+    except OSError:
+        return "unknown"
+
+
+def built_at():
+    try:
+        return datetime.datetime.fromtimestamp(BUILT.stat().st_mtime).strftime("%Y-%m-%d %H:%M")
+    except OSError:
+        return "unknown"
+
+
+def git_revision():
+    rev = command_output(["git", "rev-parse", "--short", "HEAD"])
+    if not rev:
+        return "unknown"
+    # Plumbing that only reads: `git diff` may rewrite the index's stat cache.
+    dirty = subprocess.run(["git", "--no-optional-locks", "diff-index", "--quiet", "HEAD", "--",
+                            "src", "Cargo.toml", "Cargo.lock", "benches"],
+                           cwd=ROOT, capture_output=True).returncode
+    return rev + (" + uncommitted changes" if dirty else "")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(argv, log: Path):
+    """A server child, its output to `log`; stopped by `stop`."""
+    with open(log, "wb") as out:
+        return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out,
+                                stderr=subprocess.STDOUT, env=clean_env())
+
+
+def wait_for_port(port, child, name, log: Path, seconds=30.0):
+    """Bounded wait for a server to accept connections; fails early if it exited."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if child.poll() is not None:
+            raise BenchError(f"{name} exited with status {child.returncode} before listening:"
+                             f"\n    {log_tail(log)}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise BenchError(f"{name} did not accept connections on port {port} within {seconds:.0f} s:"
+                     f"\n    {log_tail(log)}")
+
+
+def log_tail(log: Path, lines=10):
+    try:
+        text = log.read_text(errors="replace")
+    except OSError:
+        return "(no output)"
+    return "\n    ".join(text.strip().splitlines()[-lines:]) or "(no output)"
+
+
+def stop(child, name, sig=signal.SIGTERM):
+    """Stops a server started here: `sig`, then SIGKILL after 10 s."""
+    if child is None or child.poll() is not None:
+        return
+    child.send_signal(sig)
+    try:
+        child.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        print(f"  ({name} ignored {sig.name}; killed)", file=sys.stderr)
+        child.kill()
+        child.wait()
+
+
+def tree_bytes(folder: Path):
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+
+def records_by_hour(folder: Path, skip_prefix=None):
+    """Records in the .json.gz objects under `folder`, by their YYYY/MM/DD/HH folder."""
+    hours = {}
+    for path in sorted(folder.rglob("*.json.gz")):
+        rel = path.relative_to(folder).parts
+        if skip_prefix and rel[0] == skip_prefix:
+            continue
+        with gzip.open(path, "rb") as f:
+            body = f.read()
+        hour = "/".join(rel[-5:-1])
+        hours[hour] = hours.get(hour, 0) + ndjson_lines(body)
+    return hours
+
+
+def ndjson_lines(body: bytes):
+    return body.count(b"\n") + (0 if body.endswith(b"\n") or not body else 1)
+
+
+def fmt_int(n):
+    return f"{n:,.0f}"
+
+
+def fmt_ratio(x):
+    return f"{x:,.1f}x" if x is not None else "n/a"
+
+
+def table(headers, rows, align=None):
+    """Aligned text table: first column left, the rest right unless `align` says otherwise."""
+    align = align or ["<"] + [">"] * (len(headers) - 1)
+    cells = [headers] + [[str(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    lines = []
+    for n, r in enumerate(cells):
+        lines.append("  " + "  ".join(f"{c:{a}{w}}" for c, a, w in zip(r, align, widths)).rstrip())
+        if n == 0:
+            lines.append("  " + "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def target_note(value, target, higher_is_better, unit="x"):
+    met = value >= target if higher_is_better else value < target
+    sign = ">=" if higher_is_better else "<"
+    return f"target {sign} {target:g}{unit}: {'met' if met else 'NOT MET'}"
+
+
+def section(title):
+    print()
+    print(f"== {title} " + "=" * max(0, 94 - len(title)))
+    sys.stdout.flush()
+
+
+def say(text=""):
+    print(text)
+    sys.stdout.flush()
+
+
+# --- Header ------------------------------------------------------------------------------------
+
+def header(launcher, command):
+    section("log-etl vs the Python reference")
+    mem = mem_total_gib()
+    rows = [
+        ("date", datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")),
+        ("command", command),
+        ("machine", f"{platform.machine()}, {cpu_model()}, nproc {len(os.sched_getaffinity(0))}"
+                    + (f", {mem:.0f} GiB RAM" if mem else "")),
+        ("kernel", platform.release()),
+        ("load average", f"{load_average()} (at start; the figures drift with it)"),
+        ("niceness", str(os.nice(0))),
+        ("rustc", command_output(["rustc", "--version"]) or "unknown"),
+        ("python", f"{platform.python_version()} ({PYTHON})"),
+        ("log-etl", f"{command_output([str(BIN), '--version'])}, commit {git_revision()}; "
+                    f"{BUILT.relative_to(ROOT)} built {built_at()}, copied at start"),
+        ("peak RSS", launcher.describe()),
+    ]
+    width = max(len(k) for k, _ in rows)
+    for key, value in rows:
+        say(f"  {key:<{width}}  {value}")
+
+
+# --- offline -----------------------------------------------------------------------------------
+
+def cached_response(launcher, records, fresh):
+    """A saved response of `records` records and its key, generated once into target/bench-data."""
+    folder = DATA / f"response-{records}"
+    response, key_file = folder / "response.json", folder / "key"
+    if fresh and folder.exists():
+        shutil.rmtree(folder)
+    if response.exists() and key_file.exists():
+        age = datetime.datetime.fromtimestamp(response.stat().st_mtime).strftime("%Y-%m-%d %H:%M")
+        say(f"  response: {response.relative_to(ROOT)} ({response.stat().st_size / 1e6:,.0f} MB, "
+            f"generated {age}, reused; --fresh makes it again)")
+        return response, key_file.read_text().strip()
+    folder.mkdir(parents=True, exist_ok=True)
+    key = subprocess.run([str(BIN), "keygen"], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    partial = folder / "response.json.partial"
+    m = launcher.run([str(BIN), "generate", "--key", key, "--records", str(records),
+                      "--out", str(partial)], clean_env(), "log-etl generate",
+                     timeout_s=120 + records / 1000)
+    key_file.write_text(key + "\n")
+    key_file.chmod(0o600)
+    partial.rename(response)  # only a complete file is ever reused
+    say(f"  response: {response.relative_to(ROOT)} ({response.stat().st_size / 1e6:,.0f} MB, "
+        f"generated in {m.wall_s:.1f} s)")
+    return response, key
+
+
+def offline(args, launcher, scratch, results):
+    n = args.records
+    m_ref = args.reference_records or n
+    section(f"offline: a saved response of {fmt_int(n)} records into a folder")
+    response, key = cached_response(launcher, n, args.fresh)
+    ref_response, ref_key = (response, key) if m_ref == n else cached_response(launcher, m_ref,
+                                                                               args.fresh)
+    env = clean_env()
+
+    rust_runs, rust_summary = [], None
+    for i in range(args.log_etl_runs):
+        out = scratch / f"offline-log-etl-{i}"
+        m = launcher.run([str(BIN), "process", "--key", key, "--input", str(response),
+                          "--out-dir", str(out)], env, "log-etl process",
+                         timeout_s=120 + n / 2000)
+        s = m.summary("log-etl process")
+        if s["records_in"] != n or s["records_written"] != n or s["records_quarantined"]:
+            raise BenchError(f"log-etl process: records_in {s['records_in']}, records_written "
+                             f"{s['records_written']}, quarantined {s['records_quarantined']}; "
+                             f"expected {n}, {n}, 0")
+        if i == 0:
+            rust_hours, on_disk = records_by_hour(out, skip_prefix="quarantine"), tree_bytes(out)
+            if sum(rust_hours.values()) != n:
+                raise BenchError(f"log-etl process wrote {sum(rust_hours.values())} lines, "
+                                 f"expected {n}")
+            if on_disk != s["bytes_out"]:
+                raise BenchError(f"log-etl process reports {s['bytes_out']} bytes out, "
+                                 f"{on_disk} on disk")
+        shutil.rmtree(out)
+        rust_runs.append(m)
+        rust_summary = s
+        say(f"  log-etl process  run {i + 1}/{args.log_etl_runs}: {m.wall_s:7.2f} s, "
+            f"peak RSS {m.peak_rss_mib:6.1f} MiB")
+
+    ref_runs, ref_report = [], None
+    for i in range(args.reference_runs):
+        out = scratch / f"offline-reference-{i}"
+        out.mkdir()
+        m = launcher.run([PYTHON, str(REFERENCE), "offline", str(ref_response), ref_key, str(out)],
+                         env, "reference.py offline", timeout_s=300 + m_ref / 1000)
+        r = m.summary("reference.py offline")
+        if r["records"] != m_ref:
+            raise BenchError(f"reference.py offline: {r['records']} records, expected {m_ref}")
+        if i == 0:
+            ref_hours = records_by_hour(out)
+            if sum(ref_hours.values()) != m_ref:
+                raise BenchError(f"reference.py offline wrote {sum(ref_hours.values())} lines, "
+                                 f"expected {m_ref}")
+            if m_ref == n and ref_hours != rust_hours:
+                differ = sorted(h for h in ref_hours.keys() | rust_hours.keys()
+                                if ref_hours.get(h) != rust_hours.get(h))
+                raise BenchError(f"records per hour differ between the tools in {len(differ)} "
+                                 f"hours, first {differ[0]}: log-etl {rust_hours.get(differ[0])}, "
+                                 f"reference {ref_hours.get(differ[0])}")
+        shutil.rmtree(out)
+        ref_runs.append(m)
+        ref_report = r
+        say(f"  reference.py     run {i + 1}/{args.reference_runs}: {m.wall_s:7.2f} s, "
+            f"peak RSS {m.peak_rss_mib:6.1f} MiB")
+
+    walls = sorted(m.wall_s for m in rust_runs)
+    best, median = walls[0], statistics.median(walls)
+    rust_rss = max(m.peak_rss_mib for m in rust_runs)
+    ref_best = min(m.wall_s for m in ref_runs)
+    ref_rss = max(m.peak_rss_mib for m in ref_runs)
+    rust_bytes, ref_bytes = rust_summary["bytes_out"], ref_report["bytes_out"]
+    ref_rate = m_ref / ref_best
+
+    say()
+    rows = [
+        (f"log-etl, best of {len(walls)}", fmt_int(n), f"{best:.2f}", fmt_int(n / best),
+         f"{rust_rss:.1f}", fmt_int(rust_bytes), f"{rust_bytes / n:.1f}",
+         f"{rust_summary['duration_ms'] / 1000:.2f}"),
+        (f"log-etl, median of {len(walls)}", fmt_int(n), f"{median:.2f}", fmt_int(n / median),
+         "", "", "", ""),
+        ("python reference" + (f", best of {len(ref_runs)}" if len(ref_runs) > 1 else ""),
+         fmt_int(m_ref), f"{ref_best:.2f}", fmt_int(ref_rate), f"{ref_rss:.1f}",
+         fmt_int(ref_bytes), f"{ref_bytes / m_ref:.1f}", f"{ref_report['seconds']:.2f}"),
+    ]
+    say(table(["tool", "records", "wall s", "records/s", "peak RSS MiB", "bytes out",
+               "bytes/record", "own s"], rows))
+    say("  (wall: spawn to exit, interpreter or process start and file read included; own s: the "
+        "tool's own figure, last run;\n   peak RSS: the largest of the runs; log-etl at its "
+        "default gzip level, compact JSON; the reference gzip -9, json.dumps separators)")
+    if m_ref != n:
+        say(f"  NOTE: the reference ran on the first {fmt_int(m_ref)} records "
+            f"(--reference-records), log-etl on {fmt_int(n)}: records/s are compared.")
+    speed_best, speed_median = (n / best) / ref_rate, (n / median) / ref_rate
+    say()
+    say(f"  records/s, log-etl / python:  {fmt_ratio(speed_best)} (best)  "
+        f"{fmt_ratio(speed_median)} (median)   "
+        f"{target_note(speed_median, OFFLINE_SPEEDUP_TARGET, True)} (median)")
+    say(f"  log-etl peak RSS:             {rust_rss:.1f} MiB   "
+        f"{target_note(rust_rss, OFFLINE_RSS_TARGET_MIB, False, ' MiB')};  "
+        f"python {ref_rss:,.0f} MiB ({ref_rss / rust_rss:,.0f}x)")
+    results["offline"] = {
+        "records": n, "reference_records": m_ref, "rate_best": n / best, "rate_median": n / median,
+        "ref_rate": ref_rate, "speed_best": speed_best, "speed_median": speed_median,
+        "rss": rust_rss, "ref_rss": ref_rss, "bytes_per_record": rust_bytes / n,
+        "ref_bytes_per_record": ref_bytes / m_ref,
+    }
+
+
+# --- pass --------------------------------------------------------------------------------------
+
+def pass_bench(args, launcher, scratch, results):
+    import boto3  # the venv's; imported here so offline and pipeline need nothing outside stdlib
+
+    section(f"pass: one scheduled pass of {PASS_RECORDS} records, cold process, "
+            "simulator + moto (S3, Secrets Manager)")
+    moto = sim = None
+    work = scratch / "pass"
+    work.mkdir()
+    try:
+        moto_port = free_port()
+        moto = start_server([PYTHON, "-m", "moto.server", "-H", "127.0.0.1", "-p",
+                             str(moto_port)], work / "moto.log")
+        wait_for_port(moto_port, moto, "moto", work / "moto.log")
+        endpoint = f"http://127.0.0.1:{moto_port}"
+
+        key = subprocess.run([str(BIN), "keygen"], capture_output=True, text=True,
+                             check=True).stdout.strip()
+        key_file = work / "fernet.key"
+        key_file.write_text(key + "\n")
+        key_file.chmod(0o600)
+        session = boto3.session.Session(aws_access_key_id="test", aws_secret_access_key="test",
+                                        region_name="us-east-1")
+        s3 = session.client("s3", endpoint_url=endpoint)
+        s3.create_bucket(Bucket=BUCKET)
+        secret_arn = session.client("secretsmanager", endpoint_url=endpoint).create_secret(
+            Name=SECRET_NAME, SecretString=key)["ARN"]
+
+        sim_port = free_port()
+        sim = start_server([str(BIN), "simulate", "--port", str(sim_port), "--key-file",
+                            str(key_file), "--period", "3600s", "--batch-size",
+                            str(PASS_RECORDS)], work / "simulator.log")
+        wait_for_port(sim_port, sim, "log-etl simulate", work / "simulator.log")
+        api_url = f"http://127.0.0.1:{sim_port}/api/data/log"
+        with urllib.request.urlopen(api_url, timeout=10) as resp:
+            served = len(json.loads(resp.read()))
+        if served != PASS_RECORDS:
+            raise BenchError(f"the simulator served {served} records, expected {PASS_RECORDS}")
+
+        env = clean_env(
+            LOG_API_URL=api_url, BUCKET_NAME=BUCKET, FERNET_SECRET_ID=secret_arn,
+            AWS_ENDPOINT_URL=endpoint, AWS_ACCESS_KEY_ID="test", AWS_SECRET_ACCESS_KEY="test",
+            AWS_REGION="us-east-1", AWS_DEFAULT_REGION="us-east-1",
+            AWS_EC2_METADATA_DISABLED="true",
+            # Neither SDK reads a developer's ~/.aws files: both start alike and see only these.
+            AWS_CONFIG_FILE=work / "no-aws-config",
+            AWS_SHARED_CREDENTIALS_FILE=work / "no-aws-credentials")
+        say(f"  moto on :{moto_port}, simulator on :{sim_port} (batch of {PASS_RECORDS}, "
+            f"period 3600 s: every pass reads the same batch); secret by ARN")
+
+        def rust_pass(prefix, label, expect_new=True):
+            m = launcher.run([str(BIN), "run"], dict(env, KEY_PREFIX=f"{prefix}/data",
+                                                     QUARANTINE_PREFIX=f"{prefix}/quarantine"),
+                             label, timeout_s=120)
+            s = m.summary(label)
+            if s["records_in"] != PASS_RECORDS or s["records_written"] != PASS_RECORDS:
+                raise BenchError(f"{label}: records_in {s['records_in']}, records_written "
+                                 f"{s['records_written']}; expected {PASS_RECORDS}")
+            if expect_new and (s["objects_written"] < 1 or s["objects_already_present"]):
+                raise BenchError(f"{label}: objects_written {s['objects_written']}, "
+                                 f"already present {s['objects_already_present']} under a new "
+                                 "prefix")
+            if not expect_new and (s["objects_written"] or not s["objects_already_present"]):
+                raise BenchError(f"{label}: repeat pass wrote {s['objects_written']} objects")
+            return m, s
+
+        def python_pass(label):
+            m = launcher.run([PYTHON, str(REFERENCE), "pass"], env, label, timeout_s=120)
+            r = m.summary(label)
+            if r["records"] != PASS_RECORDS:
+                raise BenchError(f"{label}: {r['records']} records, expected {PASS_RECORDS}")
+            return m, r
+
+        # One untimed pass each warms the page cache (binary, Python modules) and moto.
+        rust_pass("bench/warm-up", "log-etl run (warm-up)")
+        python_pass("reference.py pass (warm-up)")
+
+        rust, py = [], []
+        for i in range(1, args.runs + 1):  # interleaved, so drift falls on both alike
+            rust.append(rust_pass(f"bench/run-{i}", f"log-etl run {i}"))
+            py.append(python_pass(f"reference.py pass {i}"))
+            say(f"  pass {i}/{args.runs}: log-etl {rust[-1][0].wall_s * 1000:7.1f} ms "
+                f"{rust[-1][0].peak_rss_mib:5.1f} MiB   python {py[-1][0].wall_s * 1000:7.1f} ms "
+                f"{py[-1][0].peak_rss_mib:5.1f} MiB")
+        repeat, repeat_summary = rust_pass("bench/run-1", "log-etl run (repeat)",
+                                           expect_new=False)
+
+        # What landed: every run's objects read back from the bucket.
+        for i in range(1, args.runs + 1):
+            got = bucket_records(s3, f"bench/run-{i}/data/")
+            if got != PASS_RECORDS:
+                raise BenchError(f"s3://{BUCKET}/bench/run-{i}/data/ holds {got} records, "
+                                 f"expected {PASS_RECORDS}")
+        ref_got = bucket_records(s3, "reference/")
+        if ref_got != PASS_RECORDS:
+            raise BenchError(f"s3://{BUCKET}/reference/ holds {ref_got} records, "
+                             f"expected {PASS_RECORDS}")
+    finally:
+        stop(sim, "log-etl simulate", signal.SIGINT)
+        stop(moto, "moto")
+
+    def stats(runs, own_ms):
+        walls = [m.wall_s * 1000 for m, _ in runs]
+        return (min(walls), statistics.median(walls), max(m.peak_rss_mib for m, _ in runs),
+                statistics.median(own_ms(s) for _, s in runs))
+
+    r_min, r_med, r_rss, r_own = stats(rust, lambda s: s["duration_ms"])
+    p_min, p_med, p_rss, p_own = stats(py, lambda r: r["seconds"] * 1000)
+    say()
+    rows = [
+        ("log-etl run", len(rust), f"{r_min:.1f}", f"{r_med:.1f}", f"{r_own:.1f}", f"{r_rss:.1f}",
+         fmt_int(rust[-1][1]["bytes_out"])),
+        ("python reference pass", len(py), f"{p_min:.1f}", f"{p_med:.1f}", f"{p_own:.1f}",
+         f"{p_rss:.1f}", fmt_int(py[-1][1]["bytes_out"])),
+        ("log-etl run, repeat pass", 1, f"{repeat.wall_s * 1000:.1f}", "",
+         f"{repeat_summary['duration_ms']:.1f}", f"{repeat.peak_rss_mib:.1f}",
+         f"{repeat_summary['objects_already_present']} objects present"),
+    ]
+    say(table(["tool", "runs", "min ms", "median ms", "own ms", "peak RSS MiB", "bytes out"],
+              rows))
+    say("  (wall: spawn to exit of a new process: start-up, Secrets Manager, GET, transform, "
+        "PutObject; own ms: the tool's own\n   figure, median; the reference's starts before "
+        "it imports boto3; repeat pass: run 1's batch again, every key already present)")
+    speed_min, speed_med = p_min / r_min, p_med / r_med
+    say()
+    say(f"  cold pass, python / log-etl wall:  {fmt_ratio(speed_min)} (min)  "
+        f"{fmt_ratio(speed_med)} (median)   {target_note(speed_med, PASS_SPEEDUP_TARGET, True)} "
+        "(median)")
+    say(f"  log-etl peak RSS:                  {r_rss:.1f} MiB   "
+        f"{target_note(r_rss, PASS_RSS_TARGET_MIB, False, ' MiB')};  python {p_rss:.1f} MiB")
+    results["pass"] = {"runs": len(rust), "min": r_min, "median": r_med, "rss": r_rss,
+                       "ref_min": p_min, "ref_median": p_med, "ref_rss": p_rss,
+                       "speed_min": speed_min, "speed_median": speed_med}
+
+
+def bucket_records(s3, prefix):
+    records = 0
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix):
+        for obj in page.get("Contents", []):
+            body = gzip.decompress(s3.get_object(Bucket=BUCKET, Key=obj["Key"])["Body"].read())
+            records += ndjson_lines(body)
+    return records
+
+
+# --- pipeline ----------------------------------------------------------------------------------
+
+def pipeline(args, results):
+    section("pipeline: cargo bench --bench pipeline (pure pipeline, one core, in process)")
+    argv = ["cargo", "bench", "--bench", "pipeline"]
+    if args.pipeline_records:
+        argv += ["--", str(args.pipeline_records)]
+    say(f"  $ {shlex.join(argv)}")
+    env = clean_env(LOG_ETL_PYTHON=PYTHON)
+    child = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
+    speedup = None
+    try:
+        for line in child.stdout:
+            say("  | " + line.rstrip("\n"))
+            if line.strip().startswith("speed-up"):
+                speedup = line.split()[-1]
+    finally:
+        child.stdout.close()
+        if child.wait() != 0:
+            raise BenchError(f"cargo bench exited with status {child.returncode}")
+    results["pipeline"] = {"speedup": speedup}
+
+
+# --- Summary -----------------------------------------------------------------------------------
+
+def summary(results, failures, command):
+    section("summary (for the README)")
+    o, p, b = results.get("offline"), results.get("pass"), results.get("pipeline")
+    say(f"Measured {datetime.date.today().isoformat()} on {platform.machine()}, {cpu_model()}, "
+        f"nproc {len(os.sched_getaffinity(0))}, load average {load_average()} at the end:")
+    say()
+    if o:
+        prefix = "" if o["reference_records"] == o["records"] else \
+            f" (the reference on the first {fmt_int(o['reference_records'])})"
+        say(f"- Saved response of {fmt_int(o['records'])} records to a folder{prefix}: log-etl "
+            f"{fmt_int(o['rate_median'])} records/s (median of runs; best "
+            f"{fmt_int(o['rate_best'])}), Python {fmt_int(o['ref_rate'])} records/s: "
+            f"**{o['speed_median']:.0f}x** (best {o['speed_best']:.0f}x). Peak RSS "
+            f"{o['rss']:.0f} MiB vs {o['ref_rss']:,.0f} MiB."
+            f" {o['bytes_per_record']:.1f} vs {o['ref_bytes_per_record']:.1f} bytes/record "
+            "gzip'd (log-etl's default level vs the reference's 9).")
+    if p:
+        say(f"- One scheduled pass of {PASS_RECORDS} records, cold process, against moto and the "
+            f"simulator: log-etl {p['median']:.0f} ms (median of {p['runs']}; min {p['min']:.0f}), "
+            f"Python {p['ref_median']:.0f} ms: **{p['speed_median']:.1f}x faster**. Peak RSS "
+            f"{p['rss']:.0f} MiB vs {p['ref_rss']:.0f} MiB.")
+    if b and b["speedup"]:
+        say(f"- The pure pipeline in process, one core (cargo bench --bench pipeline): "
+            f"**{b['speedup']}** the Python reference's records/s on the same records.")
+    say()
+    say(f"Command: {command}")
+    if failures:
+        say()
+        for name, err in failures:
+            say(f"FAILED: {name}: {err}")
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(
+        prog=os.environ.get("LOG_ETL_BENCH_ENTRY", "bench/compare.py"),
+        description="Benchmarks log-etl against the Python reference and prints the figures.")
+    parser.add_argument("command", nargs="?", default="all",
+                        choices=["all", "offline", "pass", "pipeline"])
+    parser.add_argument("--records", type=int, default=1_000_000)
+    parser.add_argument("--reference-records", type=int)
+    parser.add_argument("--log-etl-runs", type=int, default=3)
+    parser.add_argument("--reference-runs", type=int)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--pipeline-records", type=int)
+    parser.add_argument("--fresh", action="store_true")
+    args = parser.parse_args(argv)
+    if args.records < 1 or args.log_etl_runs < 1 or args.runs < 1:
+        parser.error("--records, --log-etl-runs and --runs must be at least 1")
+    if args.reference_records is not None and not 1 <= args.reference_records <= args.records:
+        parser.error("--reference-records must be between 1 and --records")
+    if args.reference_runs is None:
+        args.reference_runs = 2 if (args.reference_records or args.records) <= 200_000 else 1
+    return args
+
+
+def main(argv):
+    args = parse_args(argv)
+    entry = os.environ.get("LOG_ETL_BENCH_ENTRY", f"{Path(PYTHON).name} bench/compare.py")
+    command = " ".join([entry, *map(shlex.quote, argv)])
+    if args.command != "pipeline" and not os.access(BUILT, os.X_OK):
+        sys.exit(f"{BUILT} is missing: cargo build --release --bin log-etl (scripts/bench does it)")
+    DATA.mkdir(parents=True, exist_ok=True)
+    results, failures = {}, []
+    with tempfile.TemporaryDirectory(prefix="log-etl-bench-") as tmp:
+        scratch = Path(tmp)
+        if os.access(BUILT, os.X_OK):
+            # Every figure from one binary, whatever cargo rebuilds in the meantime.
+            global BIN
+            BIN = scratch / "log-etl"
+            shutil.copy2(BUILT, BIN)
+        launcher = Launcher(scratch)
+        header(launcher, command)
+        steps = {
+            "offline": lambda: offline(args, launcher, scratch, results),
+            "pass": lambda: pass_bench(args, launcher, scratch, results),
+            "pipeline": lambda: pipeline(args, results),
+        }
+        for name, step in steps.items():
+            if args.command not in ("all", name):
+                continue
+            try:
+                step()
+            except (BenchError, OSError, subprocess.CalledProcessError) as err:
+                say(f"  FAILED: {err}")
+                failures.append((name, err))
+            except Exception as err:  # boto3 and moto errors: report, go on with the next step
+                say(f"  FAILED: {type(err).__name__}: {err}")
+                failures.append((name, err))
+    summary(results, failures, command)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
