@@ -379,3 +379,48 @@ fn keygen_prints_a_usable_key() {
         String::from_utf8(log_etl(&["keygen"], &[]).stdout).unwrap()
     );
 }
+
+#[test]
+fn the_checked_in_sample_response_processes_to_its_ground_truth() {
+    // Given the sample response, its key and its ground truth
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let key = fs::read_to_string(examples.join("sample.key")).unwrap();
+    let truth: Vec<Map<String, Value>> = fs::read_to_string(examples.join("sample-truth.ndjson"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let out_dir = tempfile::tempdir().unwrap();
+    let out = out_dir.path().join("out");
+    // When it is processed and restored
+    let processed = log_etl(
+        &[
+            "process",
+            "--input",
+            examples.join("sample-response.json").to_str().unwrap(),
+            "--out-dir",
+            out.to_str().unwrap(),
+        ],
+        &[("FERNET_KEY", key.trim())],
+    );
+    assert!(
+        processed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&processed.stderr)
+    );
+    let summary: Value = serde_json::from_slice(&processed.stdout).unwrap();
+    let restored = log_etl(&["restore", out.to_str().unwrap()], &[]);
+    let restored: Vec<Map<String, Value>> = String::from_utf8(restored.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    // Then the decryptable records come back as they were made, and the other is quarantined
+    assert_eq!(restored, truth);
+    assert_eq!(summary["records_in"], 12);
+    assert_eq!(summary["records_quarantined"], 1);
+    assert_eq!(
+        summary["hours"],
+        serde_json::json!(["2023-03-18T15", "2023-03-18T16"])
+    );
+}

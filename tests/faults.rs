@@ -100,6 +100,8 @@ async fn a_client_error_is_not_retried() {
     assert!(err.chain().contains("answered 403"), "{}", err.chain());
     assert_eq!(world.sim.requests(), 1);
     assert_bucket_empty(&world).await;
+    pass(&pipeline).await.unwrap();
+    assert_exactly_once(&world).await;
 }
 
 #[tokio::test]
@@ -129,6 +131,8 @@ async fn an_empty_batch_is_a_quiet_success() {
     let summary = pass(&pipeline).await.unwrap();
     assert_eq!((summary.records_in, summary.objects_written), (0, 0));
     assert_bucket_empty(&world).await;
+    pass(&pipeline).await.unwrap();
+    assert_exactly_once(&world).await;
 }
 
 #[tokio::test]
