@@ -270,89 +270,59 @@ fn bad_input_fails_in_one_line_and_leaves_nothing() {
     fs::write(&truncated, &full[..full.len() / 2]).unwrap();
     let object = fx.path("object.json");
     fs::write(&object, br#"{"data": "x"}"#).unwrap();
+    let missing = PathBuf::from("/nonexistent/response.json");
     let out_dir = fx.path("out");
     let existing = fx.path("existing");
     fs::create_dir(&existing).unwrap();
+    let key = [("FERNET_KEY", fx.key.as_str())];
 
-    type Case<'a> = (Vec<&'a str>, Vec<(&'a str, &'a str)>, &'a str);
-    let cases: Vec<Case> = vec![
+    // (input, out dir, environment, what the message says)
+    type Case<'a> = (&'a Path, &'a Path, &'a [(&'a str, &'a str)], &'a str);
+    let cases: [Case; 7] = [
         (
-            vec![
-                "--input",
-                truncated.to_str().unwrap(),
-                "--out-dir",
-                out_dir.to_str().unwrap(),
-            ],
-            vec![("FERNET_KEY", &fx.key)],
+            &truncated,
+            &out_dir,
+            &key,
             "ends before the array is closed",
         ),
+        (&object, &out_dir, &key, "not a JSON array"),
         (
-            vec![
-                "--input",
-                object.to_str().unwrap(),
-                "--out-dir",
-                out_dir.to_str().unwrap(),
-            ],
-            vec![("FERNET_KEY", &fx.key)],
-            "not a JSON array",
-        ),
-        (
-            vec![
-                "--input",
-                "/nonexistent/response.json",
-                "--out-dir",
-                out_dir.to_str().unwrap(),
-            ],
-            vec![("FERNET_KEY", &fx.key)],
+            &missing,
+            &out_dir,
+            &key,
             "cannot read /nonexistent/response.json",
         ),
+        (&input, &out_dir, &[], "no Fernet key"),
         (
-            vec![
-                "--input",
-                input.to_str().unwrap(),
-                "--out-dir",
-                out_dir.to_str().unwrap(),
-            ],
-            vec![],
-            "no Fernet key",
-        ),
-        (
-            vec![
-                "--input",
-                input.to_str().unwrap(),
-                "--out-dir",
-                out_dir.to_str().unwrap(),
-            ],
-            vec![("FERNET_KEY", "c2hvcnQ=")],
+            &input,
+            &out_dir,
+            &[("FERNET_KEY", "c2hvcnQ=")],
             "not a Fernet key",
         ),
         (
-            vec![
-                "--input",
-                truncated.to_str().unwrap(),
-                "--out-dir",
-                existing.to_str().unwrap(),
-            ],
-            vec![("FERNET_KEY", &fx.key)],
+            &truncated,
+            &existing,
+            &key,
             "ends before the array is closed",
         ),
         (
-            vec![
-                "--input",
-                input.to_str().unwrap(),
-                "--out-dir",
-                out_dir.to_str().unwrap(),
-            ],
-            vec![("FERNET_KEY", &fx.key), ("GZIP_LEVEL", "12")],
+            &input,
+            &out_dir,
+            &[("FERNET_KEY", &fx.key), ("GZIP_LEVEL", "12")],
             "GZIP_LEVEL",
         ),
     ];
-    for (args, env, expected) in cases {
-        let mut full_args = vec!["process"];
-        full_args.extend(args);
-        let out = log_etl(&full_args, &env);
-        let stderr = String::from_utf8(out.stderr).unwrap();
-        assert_eq!(out.status.code(), Some(2), "{full_args:?}: {stderr}");
+    for (input, out, env, expected) in cases {
+        let args = [
+            "process",
+            "--input",
+            input.to_str().unwrap(),
+            "--out-dir",
+            out.to_str().unwrap(),
+        ];
+        let result = log_etl(&args, env);
+        let stderr = String::from_utf8(result.stderr).unwrap();
+        assert_eq!(result.status.code(), Some(2), "{args:?}: {stderr}");
         assert_eq!(stderr.lines().count(), 1, "{stderr}");
         assert!(
             stderr.starts_with("log-etl: error: ") && stderr.contains(expected),
@@ -360,11 +330,11 @@ fn bad_input_fails_in_one_line_and_leaves_nothing() {
         );
         // no key material in the message
         assert!(!stderr.contains(&fx.key));
-        assert!(!out_dir.exists(), "{full_args:?} left {out_dir:?}");
+        assert!(!out_dir.exists(), "{args:?} left {out_dir:?}");
         assert_eq!(
             fs::read_dir(&existing).unwrap().count(),
             0,
-            "{full_args:?} left files"
+            "{args:?} left files"
         );
     }
 }

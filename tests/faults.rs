@@ -248,21 +248,29 @@ async fn a_secret_deleted_from_a_warm_container_fails_after_its_ttl() {
 
 // --- S3 ----------------------------------------------------------------------------------
 
-#[tokio::test]
-async fn s3_down_before_a_run_fails_typed_and_a_rerun_lands_once() {
+/// A world whose batch makes three objects (two hours and a quarantine), and a pipeline whose
+/// S3 requests follow `plan`, with `put_attempts` attempts per request.
+async fn world_with_faulty_s3(plan: Plan, put_attempts: &str) -> (World, FaultyS3, Pipeline) {
     let world = world(SynthOptions {
         bad_per_mille: 50,
         ..SynthOptions::default()
     })
     .await;
     let s3 = FaultyS3::new();
-    s3.set(Plan {
+    s3.set(plan);
+    let pipeline = world
+        .pipeline_via(&[("PUT_MAX_ATTEMPTS", put_attempts)], s3.clone())
+        .await;
+    (world, s3, pipeline)
+}
+
+#[tokio::test]
+async fn s3_down_before_a_run_fails_typed_and_a_rerun_lands_once() {
+    let down = Plan {
         down: true,
         ..Plan::default()
-    });
-    let pipeline = world
-        .pipeline_via(&[("PUT_MAX_ATTEMPTS", "2")], s3.clone())
-        .await;
+    };
+    let (world, s3, pipeline) = world_with_faulty_s3(down, "2").await;
     let err = pass(&pipeline).await.unwrap_err();
     assert_eq!(err.error_type(), "StoreError");
     assert_bucket_empty(&world).await;
@@ -273,59 +281,45 @@ async fn s3_down_before_a_run_fails_typed_and_a_rerun_lands_once() {
 
 #[tokio::test]
 async fn s3_going_away_mid_run_leaves_no_duplicate_after_the_rerun() {
-    // Given a batch that makes three objects (two hours and a quarantine)
-    let world = world(SynthOptions {
-        bad_per_mille: 50,
-        ..SynthOptions::default()
-    })
-    .await;
-    let s3 = FaultyS3::new();
-    s3.set(Plan {
+    // Given S3 that goes away after the first of the batch's three objects
+    let after_one = Plan {
         down_after_puts: Some(1),
         ..Plan::default()
-    });
-    let pipeline = world
-        .pipeline_via(&[("PUT_MAX_ATTEMPTS", "2")], s3.clone())
-        .await;
-    // When S3 goes away after the first object
+    };
+    let (world, s3, pipeline) = world_with_faulty_s3(after_one, "2").await;
+    // When a run writes the batch, it fails typed with one object written
     let err = pass(&pipeline).await.unwrap_err();
     assert_eq!(err.error_type(), "StoreError");
     assert_eq!(world.objects(BUCKET).await.len(), 1);
-    // Then, once it is back, a rerun finds the first object and writes the rest
+    // Then, once S3 is back, a rerun finds the first object and writes the rest
     s3.set(Plan::default());
     let rerun = pass(&pipeline).await.unwrap();
-    assert_eq!(rerun.objects_already_present, 1);
-    assert_eq!(rerun.objects_written, 2);
-    assert_exactly_once(&world).await;
     assert_eq!(
-        gunzip_lines(
-            &world
-                .objects(BUCKET)
-                .await
-                .iter()
-                .find(|(k, _)| k.starts_with("quarantine/"))
-                .unwrap()
-                .1
-        )
-        .len() as u64,
+        (rerun.objects_already_present, rerun.objects_written),
+        (1, 2)
+    );
+    assert_exactly_once(&world).await;
+    let objects = world.objects(BUCKET).await;
+    let (_, quarantine) = objects
+        .iter()
+        .find(|(k, _)| k.starts_with("quarantine/"))
+        .unwrap();
+    assert_eq!(
+        gunzip_lines(quarantine).len() as u64,
         world.sim.ground_truth().undecryptable
     );
 }
 
 #[tokio::test]
 async fn s3_throttling_is_retried_by_the_sdk() {
-    let world = world(SynthOptions::default()).await;
-    let s3 = FaultyS3::new();
-    s3.set(Plan {
+    let throttled = Plan {
         throttle_puts: 2,
         ..Plan::default()
-    });
-    let pipeline = world
-        .pipeline_via(&[("PUT_MAX_ATTEMPTS", "4")], s3.clone())
-        .await;
+    };
+    let (world, s3, pipeline) = world_with_faulty_s3(throttled, "4").await;
     let summary = pass(&pipeline).await.unwrap();
     assert_eq!(s3.plan().throttled, 2);
-    assert_eq!(summary.objects_written, 2);
+    assert_eq!(summary.objects_written, 3);
     assert_exactly_once(&world).await;
 }
 

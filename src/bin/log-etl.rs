@@ -90,14 +90,8 @@ enum Command {
         /// Time between batches (e.g. 180s, 3m, 500ms).
         #[arg(long, default_value = "180s")]
         period: humantime::Duration,
-        #[arg(long, default_value_t = 1)]
-        seed: u64,
-        /// Records per thousand with unusual but valid values.
-        #[arg(long, default_value_t = 0)]
-        unusual_per_mille: u32,
-        /// Records per thousand with tokens that cannot be decrypted.
-        #[arg(long, default_value_t = 0)]
-        bad_per_mille: u32,
+        #[command(flatten)]
+        records: SynthArgs,
         /// Append the records served (NDJSON) to this file: the ground truth.
         #[arg(long)]
         truth: Option<PathBuf>,
@@ -122,17 +116,36 @@ enum Command {
         /// Time of the first record (RFC 3339); records are about 0.3 s apart.
         #[arg(long, default_value = "2023-03-18T15:08:02.284Z")]
         start: DateTime<Utc>,
-        #[arg(long, default_value_t = 1)]
-        seed: u64,
-        /// Records per thousand with unusual but valid values.
-        #[arg(long, default_value_t = 0)]
-        unusual_per_mille: u32,
-        /// Records per thousand with tokens that cannot be decrypted.
-        #[arg(long, default_value_t = 0)]
-        bad_per_mille: u32,
+        #[command(flatten)]
+        synth: SynthArgs,
         #[command(flatten)]
         key: KeyArg,
     },
+}
+
+/// What the generated records are like.
+#[derive(clap::Args)]
+struct SynthArgs {
+    /// Seed of the generator: the same seed gives the same records.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Records per thousand with unusual but valid values.
+    #[arg(long, default_value_t = 0)]
+    unusual_per_mille: u32,
+    /// Records per thousand with tokens that cannot be decrypted.
+    #[arg(long, default_value_t = 0)]
+    bad_per_mille: u32,
+}
+
+impl From<SynthArgs> for SynthOptions {
+    fn from(args: SynthArgs) -> Self {
+        Self {
+            seed: args.seed,
+            unusual_per_mille: args.unusual_per_mille,
+            bad_per_mille: args.bad_per_mille,
+            ..SynthOptions::default()
+        }
+    }
 }
 
 #[derive(clap::Args)]
@@ -222,21 +235,14 @@ fn main() -> ExitCode {
             port,
             batch_size,
             period,
-            seed,
-            unusual_per_mille,
-            bad_per_mille,
+            records,
             truth,
             key_file,
         } => {
             let options = SimulatorOptions {
                 batch_size,
                 period: Some(period.into()),
-                synth: SynthOptions {
-                    seed,
-                    unusual_per_mille,
-                    bad_per_mille,
-                    ..SynthOptions::default()
-                },
+                synth: records.into(),
                 truth_file: truth,
                 ..SimulatorOptions::like_the_server(Utc::now())
             };
@@ -255,23 +261,9 @@ fn main() -> ExitCode {
             out,
             truth,
             start,
-            seed,
-            unusual_per_mille,
-            bad_per_mille,
+            synth,
             key,
-        } => generate(
-            &key,
-            records,
-            &out,
-            truth.as_deref(),
-            start,
-            SynthOptions {
-                seed,
-                unusual_per_mille,
-                bad_per_mille,
-                ..SynthOptions::default()
-            },
-        ),
+        } => generate(&key, records, &out, truth.as_deref(), start, synth.into()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
