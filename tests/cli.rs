@@ -67,16 +67,26 @@ impl Fixture {
     }
 
     fn process(&self, input: &Path, out_dir: &Path) -> (Value, std::process::Output) {
-        let out = log_etl(
-            &[
-                "process",
-                "--input",
-                input.to_str().unwrap(),
-                "--out-dir",
-                out_dir.to_str().unwrap(),
-            ],
-            &[("FERNET_KEY", &self.key)],
-        );
+        self.process_with(input, out_dir, &[])
+    }
+
+    /// `process` with settings added to the key in the environment.
+    fn process_with(
+        &self,
+        input: &Path,
+        out_dir: &Path,
+        settings: &[(&str, &str)],
+    ) -> (Value, std::process::Output) {
+        let mut env = vec![("FERNET_KEY", self.key.as_str())];
+        env.extend_from_slice(settings);
+        let args = [
+            "process",
+            "--input",
+            input.to_str().unwrap(),
+            "--out-dir",
+            out_dir.to_str().unwrap(),
+        ];
+        let out = log_etl(&args, &env);
         let summary = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
         (summary, out)
     }
@@ -235,19 +245,10 @@ fn hive_layout_is_an_option() {
     let fx = Fixture::new();
     let (input, _) = fx.generate(10, "2023-03-18T15:08:02.284Z", &[]);
     let out_dir = fx.path("out");
-    let out = log_etl(
-        &[
-            "process",
-            "--input",
-            input.to_str().unwrap(),
-            "--out-dir",
-            out_dir.to_str().unwrap(),
-        ],
-        &[
-            ("FERNET_KEY", &fx.key),
-            ("PARTITION_STYLE", "hive"),
-            ("KEY_PREFIX", "logs"),
-        ],
+    let (_, out) = fx.process_with(
+        &input,
+        &out_dir,
+        &[("PARTITION_STYLE", "hive"), ("KEY_PREFIX", "logs")],
     );
     assert!(
         out.status.success(),
