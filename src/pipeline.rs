@@ -198,10 +198,6 @@ impl Pipeline {
         self.keys.current().await.map(|_| ())
     }
 
-    pub fn store(&self) -> &Store {
-        &self.store
-    }
-
     /// One scheduled pass: wait the start delay, read the key, fetch the batch, encode it, write
     /// each object once. `now` names the quarantine hour; `deadline` bounds the whole pass: the
     /// fetch, retries included, may use two thirds of the time left, the writes the rest.
