@@ -255,10 +255,20 @@ impl<'a> Batch<'a> {
     }
 
     fn quarantine(&mut self, raw: &RawValue, err: &RecordError) -> io::Result<()> {
+        // A record may arrive pretty-printed. Line breaks can only stand between JSON tokens,
+        // so turning them into spaces keeps the record and keeps it on one NDJSON line.
+        let one_line;
+        let record = if raw.get().contains(['\n', '\r']) {
+            one_line = RawValue::from_string(raw.get().replace(['\n', '\r'], " "))
+                .expect("whitespace between tokens changes nothing");
+            &*one_line
+        } else {
+            raw
+        };
         let line = QuarantineLine {
             stage: err.stage(),
             reason: err.to_string(),
-            record: raw,
+            record,
         };
         let bytes = serde_json::to_vec(&line).expect("quarantine line serialises");
         let settings = self.settings;
@@ -391,6 +401,17 @@ mod tests {
         // the record is kept exactly as received
         assert_eq!(lines[1]["record"], serde_json::json!({"data": 7}));
         assert_eq!(lines[1]["stage"], "shape");
+    }
+
+    #[test]
+    fn a_pretty_printed_bad_record_stays_on_one_quarantine_line() {
+        let keys = KeyRing::parse(&generate_key()).unwrap();
+        let records = vec![RawValue::from_string("{\n  \"data\": 7\r\n}".into()).unwrap()];
+        let out = encode_batch(&records, &keys, &settings(), run_time()).unwrap();
+        let text = gunzip(&out.objects[0]);
+        assert_eq!(text.lines().count(), 1);
+        let line: serde_json::Value = serde_json::from_str(text.trim_end()).unwrap();
+        assert_eq!(line["record"], serde_json::json!({"data": 7}));
     }
 
     #[test]

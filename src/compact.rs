@@ -152,7 +152,9 @@ fn shorten_user_id(text: &str) -> Option<String> {
 }
 
 fn expand_user_id(text: &str) -> Option<String> {
-    if text.len() != 44 {
+    // A compact form is base64, so ASCII; checking that first also keeps the cut at byte 22 on
+    // a character boundary.
+    if text.len() != 44 || !text.is_ascii() {
         return None;
     }
     let mut out = String::with_capacity(64);
@@ -291,6 +293,15 @@ mod tests {
             assert_eq!(field.compact(value.clone()), value, "{field:?}");
             assert_eq!(field.restore(value.clone()), value, "{field:?}");
         }
+    }
+
+    #[test]
+    fn a_44_byte_user_id_with_multibyte_characters_passes_through() {
+        // 'é' spans bytes 21 and 22, where the two halves would be cut
+        let odd = "aaaaaaaaaaaaaaaaaaaaaéaaaaaaaaaaaaaaaaaaaaa";
+        assert_eq!(odd.len(), 44);
+        assert_eq!(Field::UserId.compact(json!(odd)), json!(odd));
+        assert_eq!(Field::UserId.restore(json!(odd)), json!(odd));
     }
 
     #[test]

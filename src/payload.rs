@@ -17,7 +17,15 @@ pub enum ParseError {
     StringTooLong { max: usize },
     #[error("plaintext is not a dict")]
     NotADict,
+    #[error(
+        "plaintext contains serde_json's reserved marker {RESERVED_MARKER:?}, which would not come back unchanged from JSON"
+    )]
+    ReservedMarker,
 }
+
+/// serde_json (with exact numbers and raw values) reads an object whose only key starts with this
+/// as a number or raw JSON, not as an object: such a record could not be stored losslessly.
+const RESERVED_MARKER: &str = "$serde_json::private::";
 
 /// Parses a plaintext into a record, keeping its key order.
 ///
@@ -30,6 +38,9 @@ pub fn parse_payload(
     let text = std::str::from_utf8(plaintext).map_err(|e| ParseError::NotUtf8 {
         offset: e.valid_up_to(),
     })?;
+    if memchr::memmem::find(plaintext, RESERVED_MARKER.as_bytes()).is_some() {
+        return Err(ParseError::ReservedMarker);
+    }
     // The server's usual `{'` cannot start JSON: skip the JSON attempt for it.
     let python_dict = text
         .trim_start()
@@ -112,6 +123,17 @@ mod tests {
             Err(ParseError::NotUtf8 { offset: 7 })
         );
         assert!(matches!(parse("{'a': "), Err(ParseError::Syntax(_))));
+    }
+
+    #[test]
+    fn serde_json_reserved_keys_are_refused_in_both_syntaxes() {
+        for text in [
+            r#"{"a": {"$serde_json::private::Number": "5"}}"#,
+            "{'b': {'$serde_json::private::Number': '7'}}",
+            "{'$serde_json::private::RawValue': True}",
+        ] {
+            assert_eq!(parse(text), Err(ParseError::ReservedMarker), "{text}");
+        }
     }
 
     #[test]

@@ -211,7 +211,6 @@ impl Parser<'_> {
     /// `(x)` is `x`; `(x,)`, `(x, y)` and `()` are tuples, which JSON holds as lists.
     fn parenthesised(&mut self, depth: usize) -> Result<Value, ReprError> {
         self.enter(depth)?;
-        let open = self.pos;
         self.pos += 1;
         self.skip_ws();
         if self.peek() == Some(b')') {
@@ -220,16 +219,21 @@ impl Parser<'_> {
         }
         let first = self.value(depth)?;
         self.skip_ws();
-        if self.peek() == Some(b')') {
-            self.pos += 1;
-            return Ok(first);
+        match self.peek() {
+            Some(b')') => {
+                self.pos += 1;
+                return Ok(first);
+            }
+            Some(b',') => {}
+            _ => return Err(self.unexpected("',' or ')'")),
         }
-        if self.peek() != Some(b',') {
-            return Err(self.unexpected("',' or ')'"));
+        // A tuple: go on from the comma, each element parsed once (parsing `first` again would
+        // double the work at every level of `((…,),)`).
+        let mut items = vec![first];
+        while !self.after_element(b')')? {
+            items.push(self.value(depth)?);
         }
-        // Re-enter as a sequence from the comma onwards.
-        self.pos = open;
-        self.sequence(depth, b')').map(Value::Array)
+        Ok(Value::Array(items))
     }
 
     fn word(&mut self) -> Result<Value, ReprError> {
@@ -606,6 +610,22 @@ mod tests {
         ] {
             assert!(p(text).is_err(), "{text}");
         }
+    }
+
+    #[test]
+    fn nested_tuples_take_linear_time() {
+        // Parsing each element once: 31 levels of `((…,),)` is instant, not hours.
+        let nested = (1..31).fold("(1,)".to_string(), |s, _| format!("({s},)"));
+        let started = std::time::Instant::now();
+        let v = p(&format!("{{'t': {nested}}}")).unwrap();
+        assert!(started.elapsed() < std::time::Duration::from_secs(1));
+        let mut depth = 0;
+        let mut at = &v["t"];
+        while let Value::Array(items) = at {
+            depth += 1;
+            at = &items[0];
+        }
+        assert_eq!((depth, at), (31, &json!(1)));
     }
 
     #[test]
