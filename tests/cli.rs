@@ -395,3 +395,56 @@ fn the_checked_in_sample_response_processes_to_its_ground_truth() {
         serde_json::json!(["2023-03-18T15", "2023-03-18T16"])
     );
 }
+
+#[test]
+fn the_demo_proves_what_it_landed_and_keeps_away_from_other_folders() {
+    // Given an empty folder for the demo
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().join("demo-out");
+    // When the demo runs a few passes
+    let out = log_etl(
+        &[
+            "demo",
+            "--out-dir",
+            out_dir.to_str().unwrap(),
+            "--passes",
+            "4",
+        ],
+        &[],
+    );
+    // Then it succeeds with its proof, and objects landed
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("identical field for field: yes"),
+        "{stdout}"
+    );
+    assert!(
+        files_under(&out_dir)
+            .iter()
+            .any(|f| f.starts_with("data/2023/12/31/23/"))
+    );
+    // and a second demo may clear its own folder, but never one it did not make
+    let again = log_etl(
+        &[
+            "demo",
+            "--out-dir",
+            out_dir.to_str().unwrap(),
+            "--passes",
+            "2",
+        ],
+        &[],
+    );
+    assert!(again.status.success());
+    let other = dir.path().join("precious");
+    fs::create_dir(&other).unwrap();
+    fs::write(other.join("keep.txt"), b"mine").unwrap();
+    let refused = log_etl(&["demo", "--out-dir", other.to_str().unwrap()], &[]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("is not a demo folder"));
+    assert_eq!(fs::read(other.join("keep.txt")).unwrap(), b"mine");
+}
