@@ -54,6 +54,40 @@ async fn a_timed_out_request_is_retried() {
 }
 
 #[tokio::test]
+async fn a_refused_connection_fails_typed_and_a_rerun_lands_once() {
+    // Given a source that refuses connections (nothing listens on its port)
+    let world = world(SynthOptions::default()).await;
+    let down = format!("http://127.0.0.1:{}/api/data/log", common::free_port());
+    let pipeline = world
+        .pipeline(&[("LOG_API_URL", &down), ("FETCH_MAX_ATTEMPTS", "2")])
+        .await;
+    let err = pass(&pipeline).await.unwrap_err();
+    assert_eq!(err.error_type(), "FetchError");
+    assert_bucket_empty(&world).await;
+    // When it is back, the next pass lands the batch once
+    pass(&world.pipeline(&[]).await).await.unwrap();
+    assert_exactly_once(&world).await;
+}
+
+#[tokio::test]
+async fn the_start_delay_waits_but_never_past_a_quarter_of_the_time_left() {
+    // Given a start delay of a minute and a pass with two seconds left
+    let world = world(SynthOptions::default()).await;
+    let pipeline = world.pipeline(&[("START_DELAY_MS", "60000")]).await;
+    let started = Instant::now();
+    let summary = pipeline
+        .run_pass(Utc::now(), started + Duration::from_secs(2))
+        .await
+        .unwrap();
+    // Then it waited half a second, not a minute, and the batch landed
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(500), "{took:?}");
+    assert!(took < Duration::from_secs(30), "{took:?}");
+    assert_eq!(summary.records_written, 100);
+    assert_exactly_once(&world).await;
+}
+
+#[tokio::test]
 async fn a_slow_source_near_the_deadline_fails_typed_and_a_rerun_lands_once() {
     // Given a source slower than the time the run has left
     let world = world(SynthOptions::default()).await;
@@ -320,6 +354,35 @@ async fn s3_throttling_is_retried_by_the_sdk() {
     let summary = pass(&pipeline).await.unwrap();
     assert_eq!(s3.plan().throttled, 2);
     assert_eq!(summary.objects_written, 3);
+    assert_exactly_once(&world).await;
+}
+
+#[tokio::test]
+async fn a_conflicting_conditional_write_is_retried() {
+    // Given S3 answering 409 to the first two writes, as when another write to the key races ours
+    let conflicts = Plan {
+        conflict_puts: 2,
+        ..Plan::default()
+    };
+    let (world, s3, pipeline) = world_with_faulty_s3(conflicts, "4").await;
+    let summary = pass(&pipeline).await.unwrap();
+    assert_eq!(s3.plan().conflicted, 2);
+    assert_eq!(summary.objects_written, 3);
+    assert_exactly_once(&world).await;
+}
+
+#[tokio::test]
+async fn a_conflict_that_outlasts_the_attempts_fails_typed_and_a_rerun_lands_once() {
+    let conflicts = Plan {
+        conflict_puts: 2,
+        ..Plan::default()
+    };
+    let (world, s3, pipeline) = world_with_faulty_s3(conflicts, "2").await;
+    let err = pass(&pipeline).await.unwrap_err();
+    assert_eq!(err.error_type(), "StoreError");
+    assert!(err.chain().contains("409"), "{}", err.chain());
+    assert_eq!(s3.plan().conflicted, 2);
+    pass(&pipeline).await.unwrap();
     assert_exactly_once(&world).await;
 }
 

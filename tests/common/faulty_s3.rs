@@ -1,6 +1,7 @@
 //! Faults between the SDK and the emulator, for error sequences moto cannot produce on its own:
 //! S3 refusing connections (as if stopped), going away after some object writes (stopped in the
-//! middle of a run), or answering `503 SlowDown` (throttling). Secrets Manager requests pass.
+//! middle of a run), answering `503 SlowDown` (throttling), or `409 ConditionalRequestConflict`
+//! (a conditional write racing another). Secrets Manager requests pass.
 
 use std::sync::{Arc, Mutex};
 
@@ -24,10 +25,23 @@ pub struct Plan {
     pub down_after_puts: Option<u32>,
     /// The next this-many object writes are answered `503 SlowDown`.
     pub throttle_puts: u32,
+    /// The next this-many object writes are answered `409 ConditionalRequestConflict`.
+    pub conflict_puts: u32,
     /// Object writes let through so far.
     pub puts: u32,
     /// Object writes answered `503`.
     pub throttled: u32,
+    /// Object writes answered `409`.
+    pub conflicted: u32,
+}
+
+fn s3_error(status: u16, code: &str, message: &str) -> HttpConnectorFuture {
+    let body = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n\
+         <Error><Code>{code}</Code><Message>{message}</Message></Error>"
+    );
+    let response = Response::new(StatusCode::try_from(status).unwrap(), SdkBody::from(body));
+    HttpConnectorFuture::ready(Ok(response))
 }
 
 /// An HTTP client wrapping the real one, applying a [`Plan`] to S3 requests.
@@ -98,11 +112,16 @@ impl HttpConnector for Connector {
             if plan.throttle_puts > 0 {
                 plan.throttle_puts -= 1;
                 plan.throttled += 1;
-                let body = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>SlowDown</Code>\
-                            <Message>Please reduce your request rate.</Message></Error>";
-                let response =
-                    Response::new(StatusCode::try_from(503).unwrap(), SdkBody::from(body));
-                return HttpConnectorFuture::ready(Ok(response));
+                return s3_error(503, "SlowDown", "Please reduce your request rate.");
+            }
+            if plan.conflict_puts > 0 {
+                plan.conflict_puts -= 1;
+                plan.conflicted += 1;
+                return s3_error(
+                    409,
+                    "ConditionalRequestConflict",
+                    "A conflicting conditional operation is currently in progress.",
+                );
             }
             if plan.down_after_puts.is_some_and(|n| plan.puts >= n) {
                 plan.down = true;
