@@ -6,8 +6,13 @@ use std::io::{self, Read};
 use serde_json::error::Category;
 use serde_json::value::RawValue;
 
-/// Largest single element a streamed response may hold (the file path has no response limit).
-pub const MAX_ELEMENT_BYTES: usize = 256 << 20;
+/// Largest single element a streamed response may hold, given the record size limit: records
+/// over the limit are quarantined whole, so an element up to twice the limit (and at least
+/// 16 MiB) is still read; past that the read stops, keeping memory bounded (a saved response has
+/// no overall size limit).
+pub fn element_limit(max_record_bytes: usize) -> usize {
+    max_record_bytes.saturating_mul(2).max(16 << 20)
+}
 
 /// Why a response is not a batch of records.
 #[derive(Debug, thiserror::Error)]
@@ -50,10 +55,12 @@ pub fn parse_response(body: &[u8]) -> Result<Vec<&RawValue>, ResponseError> {
 /// single cost of processing a saved response.
 pub fn for_each_record<R: Read>(
     reader: R,
+    max_element: usize,
     mut each: impl FnMut(&RawValue) -> io::Result<()>,
 ) -> Result<u64, ResponseError> {
     let mut chunks = Chunks {
         reader,
+        max_element,
         buf: Vec::with_capacity(CHUNK),
         pos: 0,
         offset: 0,
@@ -98,6 +105,7 @@ const CHUNK: usize = 1 << 20;
 
 struct Chunks<R> {
     reader: R,
+    max_element: usize,
     buf: Vec<u8>,
     pos: usize,
     /// Bytes of the input before `buf[0]`.
@@ -161,10 +169,10 @@ impl<R: Read> Chunks<R> {
         let (mut i, mut in_string) = (start, false);
         loop {
             if i >= self.buf.len() {
-                if self.buf.len() - start > MAX_ELEMENT_BYTES {
+                if self.buf.len() - start > self.max_element {
                     return Err(ResponseError::ElementTooLarge {
                         offset: self.offset + start as u64,
-                        max: MAX_ELEMENT_BYTES,
+                        max: self.max_element,
                     });
                 }
                 if !self.read_more()? {
@@ -235,7 +243,7 @@ mod tests {
 
     fn collect(text: &str) -> Result<Vec<String>, ResponseError> {
         let mut out = Vec::new();
-        for_each_record(text.as_bytes(), |raw| {
+        for_each_record(text.as_bytes(), usize::MAX, |raw| {
             out.push(raw.get().to_owned());
             Ok(())
         })?;
@@ -317,11 +325,42 @@ mod tests {
 
     #[test]
     fn a_failing_handler_stops_the_read_with_its_error() {
-        let err =
-            for_each_record(&b"[1, 2, 3]"[..], |_| Err(io::Error::other("disk full"))).unwrap_err();
+        let err = for_each_record(&b"[1, 2, 3]"[..], 64, |_| {
+            Err(io::Error::other("disk full"))
+        })
+        .unwrap_err();
         match err {
             ResponseError::Sink(e) => assert_eq!(e.to_string(), "disk full"),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn an_element_past_the_limit_stops_the_read_with_its_offset() {
+        // Given a response whose second element is far larger than the limit
+        let big = format!(r#"{{"data": "{}"}}"#, "x".repeat(3 * CHUNK));
+        let text = format!(r#"[{{"data": "a"}}, {big}, {{"data": "b"}}]"#);
+        // When it is read with a limit of one chunk
+        let mut seen = 0;
+        let err = for_each_record(text.as_bytes(), CHUNK, |_| {
+            seen += 1;
+            Ok(())
+        })
+        .unwrap_err();
+        // Then the read stops there, naming where, after handing out the first element
+        assert_eq!(seen, 1);
+        assert_eq!(
+            err.to_string(),
+            format!("an element at byte 16 is larger than {CHUNK} bytes")
+        );
+        // and with a limit above its size, it is read whole
+        assert_eq!(collect(&text).unwrap()[1], big);
+    }
+
+    #[test]
+    fn the_element_limit_leaves_room_for_records_to_be_quarantined_whole() {
+        assert_eq!(element_limit(1 << 20), 16 << 20);
+        assert_eq!(element_limit(64 << 20), 128 << 20);
+        assert_eq!(element_limit(usize::MAX), usize::MAX);
     }
 }

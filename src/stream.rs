@@ -69,7 +69,8 @@ pub fn encode_stream(
             seq += 1;
             sent
         };
-        let read = response::for_each_record(reader, |raw| {
+        let max_element = response::element_limit(settings.limits.max_record_bytes);
+        let read = response::for_each_record(reader, max_element, |raw| {
             chunk.push(raw.to_owned());
             if chunk.len() == CHUNK {
                 send(std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK)))?;
@@ -146,7 +147,7 @@ mod tests {
         let run_time = Utc.with_ymd_and_hms(2023, 3, 18, 16, 0, 0).unwrap();
         // When it is encoded one by one, and on 1, 2 and 4 workers
         let mut batch = Batch::new(&keys, &settings);
-        response::for_each_record(body.as_bytes(), |raw| batch.push(raw)).unwrap();
+        response::for_each_record(body.as_bytes(), usize::MAX, |raw| batch.push(raw)).unwrap();
         let sequential = batch.finish(run_time).unwrap();
         for workers in [1, 2, 4] {
             let parallel =
