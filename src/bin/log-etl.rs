@@ -14,7 +14,7 @@ use chrono::{DateTime, Utc};
 use clap::{Parser, Subcommand};
 
 use log_etl::config::{Config, var};
-use log_etl::demo::{self, DemoOptions};
+use log_etl::demo::{self, DemoError, DemoOptions};
 use log_etl::encode::ObjectEncoding;
 use log_etl::keyring::{self, KeyRing};
 use log_etl::local_store::LocalStore;
@@ -92,7 +92,7 @@ enum Command {
         period: humantime::Duration,
         #[command(flatten)]
         records: SynthArgs,
-        /// Append the records served (NDJSON) to this file: the ground truth.
+        /// Write every record served (NDJSON) to this file, replaced at start: the ground truth.
         #[arg(long)]
         truth: Option<PathBuf>,
         /// File holding the key; created with a new key if it does not exist. Without it the
@@ -294,7 +294,10 @@ async fn run_demo(out_dir: PathBuf, passes: u32) -> Result<(), CliError> {
     demo::run_demo(&options, &mut stdout)
         .await
         .map(|_| ())
-        .map_err(|e| CliError::failed("demo", e))
+        .map_err(|e| match e {
+            DemoError::FolderInUse(_) => CliError::usage_from("demo", e),
+            e => CliError::failed("demo", e),
+        })
 }
 
 async fn run_once(out_dir: Option<PathBuf>) -> Result<(), CliError> {
