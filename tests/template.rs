@@ -715,9 +715,14 @@ fn no_policy_grants_a_wildcard_action_or_resource() {
         for action in actions {
             assert!(!action.contains('*'), "wildcard action {action:?}");
         }
+        // and a resource's only wildcard is an object prefix's trailing "/*" (no "arn:...:*:*")
         if let Some(resources) = statement.get("Resource") {
             for resource in strings_in(resources) {
-                assert_ne!(resource.trim(), "*", "bare * resource in {statement:?}");
+                let stars = resource.matches('*').count();
+                assert!(
+                    stars == 0 || (stars == 1 && resource.ends_with("/*") && resource.len() > 2),
+                    "wildcard resource {resource:?} in {statement:?}"
+                );
             }
         }
     }
@@ -762,6 +767,78 @@ fn function_may_put_objects_only_under_its_two_prefixes() {
             "arn:aws:s3:::bucket/data/*".to_owned(),
             "arn:aws:s3:::bucket/quarantine/*".to_owned()
         ])
+    );
+}
+
+#[test]
+fn every_other_permission_names_the_one_resource_it_needs() {
+    // Given the statements of the function role's policies, by Sid
+    let t = template();
+    let role = get_att_resource(at(properties(&t, FUNCTION), &["Role"]));
+    let role_policies = at(properties(&t, role), &["Policies"]);
+    let statements = statements_in(role_policies);
+    let by_sid = |sid: &str| -> &Value {
+        statements
+            .iter()
+            .find(|s| s.get("Sid").and_then(Value::as_str) == Some(sid))
+            .unwrap_or_else(|| panic!("no statement {sid}"))
+    };
+    let sids: BTreeSet<&str> = statements
+        .iter()
+        .map(|s| {
+            s.get("Sid")
+                .and_then(Value::as_str)
+                .expect("every statement has a Sid")
+        })
+        .collect();
+    assert_eq!(
+        sids,
+        BTreeSet::from([
+            "WriteOwnLogs",
+            "PutDataAndQuarantineObjects",
+            "ReadFernetKey",
+            "SendFailedInvocations",
+            "DecryptFernetKey",
+        ])
+    );
+    // Then logs go only to its own log group and failures only to its own queue
+    let logs = by_sid("WriteOwnLogs");
+    assert_eq!(get_att_resource(&logs["Resource"]), "LogEtlLogGroup");
+    assert_eq!(
+        strings_in(&logs["Action"]),
+        vec!["logs:CreateLogStream", "logs:PutLogEvents"]
+    );
+    let queue = by_sid("SendFailedInvocations");
+    assert_eq!(get_att_resource(&queue["Resource"]), "DeadLetterQueue");
+    assert_eq!(strings_in(&queue["Action"]), vec!["sqs:SendMessage"]);
+    // and the key is read from the one secret: the stack's, or the one named by parameter
+    let secret = by_sid("ReadFernetKey");
+    assert_eq!(
+        strings_in(&secret["Action"]),
+        vec!["secretsmanager:GetSecretValue"]
+    );
+    let (condition, created, existing) = if_branches(&secret["Resource"]);
+    assert_eq!(
+        (condition, ref_name(created), ref_name(existing)),
+        ("CreateSecret", "FernetSecret", "ExistingSecretArn")
+    );
+    assert_eq!(
+        resource(&t, "FernetSecret")["Type"].as_str(),
+        Some("AWS::SecretsManager::Secret")
+    );
+    // and KMS decrypt exists only when a customer key is named, for that key, via Secrets Manager
+    let listed = strings_in(role_policies);
+    assert!(
+        listed.contains(&"HasSecretKmsKey"),
+        "KMS statement is not conditional"
+    );
+    let kms = by_sid("DecryptFernetKey");
+    assert_eq!(strings_in(&kms["Action"]), vec!["kms:Decrypt"]);
+    assert_eq!(ref_name(&kms["Resource"]), "SecretKmsKeyArn");
+    assert!(
+        sub_text(&kms["Condition"]["StringEquals"]["kms:ViaService"])
+            .starts_with("secretsmanager."),
+        "{kms:?}"
     );
 }
 
