@@ -92,7 +92,13 @@ fn drain(mut pipe: impl std::io::Read + Send + 'static) -> std::thread::JoinHand
 }
 
 impl Function {
-    fn start(world: &World, runtime: std::net::SocketAddr, secret_id: &str) -> Self {
+    /// `env` is set last, over the defaults.
+    fn start(
+        world: &World,
+        runtime: std::net::SocketAddr,
+        secret_id: &str,
+        env: &[(&str, &str)],
+    ) -> Self {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_log-etl-lambda"));
         cmd.env_clear()
             .env("AWS_LAMBDA_RUNTIME_API", runtime.to_string())
@@ -106,6 +112,7 @@ impl Function {
             .env("BUCKET_NAME", BUCKET)
             .env("FERNET_SECRET_ID", secret_id)
             .envs(common::aws_env(&world.moto.endpoint()))
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("log-etl-lambda starts");
@@ -166,7 +173,7 @@ async fn the_binary_answers_a_scheduled_event_through_the_runtime_api() {
     .await;
     let (rt, addr) = runtime_api(event_text()).await;
     // When the Lambda binary starts and polls for work
-    let function = Function::start(&world, addr, &world.secret_arn);
+    let function = Function::start(&world, addr, &world.secret_arn, &[]);
     let (id, kind, summary) = wait_for_answer(&rt).await;
     let (stdout, stderr) = function.finish();
     // Then it answers the event with its summary
@@ -206,12 +213,19 @@ async fn the_binary_answers_a_scheduled_event_through_the_runtime_api() {
         stderr.contains("\"level\":\"TRACE\""),
         "trace logging was not on"
     );
-    let printed = format!("{stdout}\n{stderr}");
+    assert_nothing_secret_in(&world, &format!("{stdout}\n{stderr}")).await;
+}
+
+/// No key, no token (its IV and ciphertext) and no decrypted value served appears in `printed`.
+async fn assert_nothing_secret_in(world: &World, printed: &str) {
     assert!(!printed.contains(&world.key));
-    for token in tokens_served(&world).await {
-        // the IV and ciphertext part of each token
+    let tokens = tokens_served(world).await;
+    assert!(!tokens.is_empty());
+    for token in tokens {
         assert!(!printed.contains(&token[12..60]));
     }
+    let truth = world.sim.ground_truth();
+    assert!(!truth.records.is_empty());
     for record in &truth.records {
         if let Some(Value::String(user_id)) = record.get("user_id") {
             assert!(!printed.contains(user_id.as_str()));
@@ -224,10 +238,36 @@ async fn the_binary_answers_a_scheduled_event_through_the_runtime_api() {
 }
 
 #[tokio::test]
+async fn a_pass_failing_after_decryption_prints_no_secret_at_trace_level() {
+    // Given a bucket that does not exist, so the pass fails after the batch was decrypted
+    let world = world(SynthOptions {
+        bad_per_mille: 50,
+        ..SynthOptions::default()
+    })
+    .await;
+    let (rt, addr) = runtime_api(event_text()).await;
+    let function = Function::start(
+        &world,
+        addr,
+        &world.secret_arn,
+        &[("BUCKET_NAME", "no-such-bucket")],
+    );
+    let (_, kind, error) = wait_for_answer(&rt).await;
+    let (stdout, stderr) = function.finish();
+    // Then it reports the store's failure
+    assert_eq!(kind, "error", "{stderr}");
+    assert_eq!(error["errorType"], "StoreError", "{error}");
+    assert_eq!(world.sim.requests(), 1);
+    // and neither its logs nor its error name a key, a token or a decrypted value
+    assert!(stderr.contains("\"level\":\"TRACE\""));
+    assert_nothing_secret_in(&world, &format!("{stdout}\n{stderr}\n{error}")).await;
+}
+
+#[tokio::test]
 async fn a_failing_pass_is_reported_to_the_runtime_with_its_stage() {
     let world = world(SynthOptions::default()).await;
     let (rt, addr) = runtime_api(event_text()).await;
-    let function = Function::start(&world, addr, "log-etl/missing");
+    let function = Function::start(&world, addr, "log-etl/missing", &[]);
     let (_, kind, error) = wait_for_answer(&rt).await;
     let (_, stderr) = function.finish();
     assert_eq!(kind, "error", "{stderr}");
