@@ -54,22 +54,6 @@ async fn a_timed_out_request_is_retried() {
 }
 
 #[tokio::test]
-async fn a_refused_connection_fails_typed_and_a_rerun_lands_once() {
-    // Given a source that refuses connections (nothing listens on its port)
-    let world = world(SynthOptions::default()).await;
-    let down = format!("http://127.0.0.1:{}/api/data/log", common::free_port());
-    let pipeline = world
-        .pipeline(&[("LOG_API_URL", &down), ("FETCH_MAX_ATTEMPTS", "2")])
-        .await;
-    let err = pass(&pipeline).await.unwrap_err();
-    assert_eq!(err.error_type(), "FetchError");
-    assert_bucket_empty(&world).await;
-    // When it is back, the next pass lands the batch once
-    pass(&world.pipeline(&[]).await).await.unwrap();
-    assert_exactly_once(&world).await;
-}
-
-#[tokio::test]
 async fn the_start_delay_waits_but_never_past_a_quarter_of_the_time_left() {
     // Given a start delay of a minute and a pass with two seconds left
     let world = world(SynthOptions::default()).await;

@@ -169,7 +169,7 @@ async fn an_api_answering_500_then_200_is_retried() {
 }
 
 #[tokio::test]
-async fn an_api_that_is_down_is_a_typed_error_and_nothing_is_written() {
+async fn an_api_that_is_down_is_a_typed_error_nothing_is_written_and_a_rerun_lands_once() {
     let world = world(SynthOptions::default()).await;
     let url = format!("http://127.0.0.1:{}/api/data/log", common::free_port());
     let pipeline = world
@@ -185,6 +185,14 @@ async fn an_api_that_is_down_is_a_typed_error_and_nothing_is_written() {
     );
     assert!(started.elapsed() < Duration::from_secs(20));
     assert!(world.objects(BUCKET).await.is_empty());
+    // and once it is back, the next invocation lands the batch exactly once
+    invoke(&world.pipeline(&[]).await).await.unwrap();
+    let truth = world.sim.ground_truth();
+    assert_eq!(truth.records.len(), 100);
+    assert_eq!(
+        sorted_json(&restore_data(&world.objects(BUCKET).await)),
+        sorted_json(&truth.records)
+    );
 }
 
 #[tokio::test]
