@@ -31,9 +31,14 @@ with GNU time (/usr/bin/time) when present: os.wait4 on a child started from thi
 report at least this process's own peak, because Linux carries the parent's high-water mark into
 the child's ru_maxrss across fork and exec. Without GNU time it falls back to os.wait4 and prints
 that floor (the figure for /bin/true) beside the results.
+
+What is log-etl's is here: the sections, their checks, the bucket, the cached responses. The
+generic harness (measuring a child process, starting and stopping servers, describing the
+machine, the text tables) is bench/harness.py.
 """
 
 import argparse
+import contextlib
 import datetime
 import gzip
 import json
@@ -42,16 +47,17 @@ import platform
 import shlex
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
-import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+
+from harness import (BenchError, Launcher, built_at, command_output, cpu_model, fmt_int,
+                     fmt_ratio, free_port, git_revision, load_average, mem_total_gib, say,
+                     section, start_server, stop, table, target_note, wait_for_port)
 
 ROOT = Path(__file__).resolve().parent.parent
 BUILT = ROOT / "target" / "release" / "log-etl"
@@ -59,7 +65,8 @@ BIN = BUILT  # main() points this at a copy taken at start
 REFERENCE = ROOT / "bench" / "reference.py"
 DATA = ROOT / "target" / "bench-data"
 PYTHON = sys.executable
-GNU_TIME = "/usr/bin/time"
+# What git_revision compares with HEAD: the sources of the binary and of the pipeline bench.
+SOURCES = ["src", "Cargo.toml", "Cargo.lock", "benches"]
 
 PASS_RECORDS = 100  # the simulator's batch, like the real server's
 BUCKET = "log-etl-bench"
@@ -81,112 +88,6 @@ INHERITED_SETTINGS = {
 }
 
 
-class BenchError(Exception):
-    """Something did not run, or a correctness check failed."""
-
-
-@dataclass
-class Measured:
-    """One child process: wall time from spawn to exit, its own peak RSS, what it printed."""
-
-    wall_s: float
-    peak_rss_kib: int
-    stdout: str
-
-    @property
-    def peak_rss_mib(self):
-        return self.peak_rss_kib / 1024
-
-    def summary(self, label):
-        """The one JSON line both tools print on stdout."""
-        lines = [l for l in self.stdout.splitlines() if l.strip().startswith("{")]
-        if not lines:
-            raise BenchError(f"{label} printed no JSON summary: {self.stdout[-500:]!r}")
-        return json.loads(lines[-1])
-
-
-class Launcher:
-    """Starts a child, waits for it with os.wait4, and reads its peak RSS from GNU time (see the
-    header) or from the rusage wait4 returns."""
-
-    def __init__(self, scratch: Path):
-        self.scratch = scratch
-        self.gnu_time = os.access(GNU_TIME, os.X_OK) and _is_gnu_time()
-        self.floor_kib = 0
-        self.overhead_ms = 0.0
-        trivial = [self.run(["/bin/true"], os.environ.copy(), "/bin/true") for _ in range(5)]
-        self.floor_kib = min(m.peak_rss_kib for m in trivial)
-        self.overhead_ms = statistics.median(m.wall_s for m in trivial) * 1000
-
-    def describe(self):
-        how = "GNU time %M (the child's own ru_maxrss)" if self.gnu_time else "os.wait4 ru_maxrss"
-        text = (f"{how}; launch cost, as /bin/true: {self.floor_kib / 1024:.1f} MiB, "
-                f"{self.overhead_ms:.1f} ms")
-        if not self.gnu_time:
-            text += " (a floor inherited from this process: RSS figures are at least that)"
-        return text
-
-    def run(self, argv, env, label, timeout_s=600.0, check=True) -> Measured:
-        """Runs `argv` to its end (killed, with what it started, after `timeout_s`)."""
-        fd_out, out_path = tempfile.mkstemp(dir=self.scratch, prefix="stdout-")
-        fd_err, err_path = tempfile.mkstemp(dir=self.scratch, prefix="stderr-")
-        fd_time, time_path = tempfile.mkstemp(dir=self.scratch, prefix="time-")
-        os.close(fd_time)
-        cmd = [GNU_TIME, "-f", "%M", "-o", time_path, *argv] if self.gnu_time else list(argv)
-        try:
-            start = time.perf_counter()
-            # A session of its own, so a timeout or Ctrl-C stops GNU time and the tool together.
-            child = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=fd_out, stderr=fd_err,
-                                     env=env, cwd=ROOT, start_new_session=True)
-            timer = threading.Timer(timeout_s, kill_group, (child.pid,))
-            timer.start()
-            try:
-                _, status, usage = os.wait4(child.pid, 0)
-            except BaseException:
-                kill_group(child.pid)
-                child.wait()
-                raise
-            finally:
-                timer.cancel()
-            wall = time.perf_counter() - start
-            child.returncode = os.waitstatus_to_exitcode(status)
-            os.lseek(fd_out, 0, os.SEEK_SET)
-            stdout = os.read(fd_out, 1 << 20).decode("utf-8", "replace")
-            if check and child.returncode != 0:
-                os.lseek(fd_err, 0, os.SEEK_SET)
-                stderr = os.read(fd_err, 1 << 20).decode("utf-8", "replace")
-                tail = "\n    ".join(stderr.strip().splitlines()[-15:]) or "(no output)"
-                why = (f"was stopped after {timeout_s:.0f} s" if wall >= timeout_s
-                       else f"exited with status {child.returncode}")
-                raise BenchError(f"{label} {why}:\n    {tail}")
-            if self.gnu_time:
-                # GNU time writes "Command exited with non-zero status N" first when it fails.
-                peak = int(Path(time_path).read_text().split()[-1])
-            else:
-                peak = usage.ru_maxrss
-            return Measured(wall, peak, stdout)
-        finally:
-            os.close(fd_out)
-            os.close(fd_err)
-            for path in (out_path, err_path, time_path):
-                Path(path).unlink(missing_ok=True)
-
-
-def kill_group(pid):
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-
-
-def _is_gnu_time():
-    try:
-        out = subprocess.run([GNU_TIME, "--version"], capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return "GNU" in out.stdout + out.stderr
-
-
 # --- Small things ------------------------------------------------------------------------------
 
 def clean_env(**extra):
@@ -194,109 +95,6 @@ def clean_env(**extra):
            if k not in INHERITED_SETTINGS and not k.startswith("AWS_")}
     env.update({k: str(v) for k, v in extra.items()})
     return env
-
-
-def command_output(argv):
-    try:
-        return subprocess.run(argv, capture_output=True, text=True, timeout=30,
-                              cwd=ROOT).stdout.strip()
-    except (OSError, subprocess.TimeoutExpired):
-        return ""
-
-
-def cpu_model():
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def mem_total_gib():
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                return int(line.split()[1]) / (1 << 20)
-    except OSError:
-        pass
-    return None
-
-
-def load_average():
-    try:
-        return "{:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
-    except OSError:
-        return "unknown"
-
-
-def built_at():
-    try:
-        return datetime.datetime.fromtimestamp(BUILT.stat().st_mtime).strftime("%Y-%m-%d %H:%M")
-    except OSError:
-        return "unknown"
-
-
-def git_revision():
-    rev = command_output(["git", "rev-parse", "--short", "HEAD"])
-    if not rev:
-        return "unknown"
-    # Plumbing that only reads: `git diff` may rewrite the index's stat cache.
-    dirty = subprocess.run(["git", "--no-optional-locks", "diff-index", "--quiet", "HEAD", "--",
-                            "src", "Cargo.toml", "Cargo.lock", "benches"],
-                           cwd=ROOT, capture_output=True).returncode
-    return rev + (" + uncommitted changes" if dirty else "")
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_server(argv, log: Path):
-    """A server child, its output to `log`; stopped by `stop`."""
-    with open(log, "wb") as out:
-        return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out,
-                                stderr=subprocess.STDOUT, env=clean_env())
-
-
-def wait_for_port(port, child, name, log: Path, seconds=30.0):
-    """Bounded wait for a server to accept connections; fails early if it exited."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if child.poll() is not None:
-            raise BenchError(f"{name} exited with status {child.returncode} before listening:"
-                             f"\n    {log_tail(log)}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise BenchError(f"{name} did not accept connections on port {port} within {seconds:.0f} s:"
-                     f"\n    {log_tail(log)}")
-
-
-def log_tail(log: Path, lines=10):
-    try:
-        text = log.read_text(errors="replace")
-    except OSError:
-        return "(no output)"
-    return "\n    ".join(text.strip().splitlines()[-lines:]) or "(no output)"
-
-
-def stop(child, name, sig=signal.SIGTERM):
-    """Stops a server started here: `sig`, then SIGKILL after 10 s."""
-    if child is None or child.poll() is not None:
-        return
-    child.send_signal(sig)
-    try:
-        child.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        print(f"  ({name} ignored {sig.name}; killed)", file=sys.stderr)
-        child.kill()
-        child.wait()
 
 
 def tree_bytes(folder: Path):
@@ -321,44 +119,6 @@ def ndjson_lines(body: bytes):
     return body.count(b"\n") + (0 if body.endswith(b"\n") or not body else 1)
 
 
-def fmt_int(n):
-    return f"{n:,.0f}"
-
-
-def fmt_ratio(x):
-    return f"{x:,.1f}x" if x is not None else "n/a"
-
-
-def table(headers, rows, align=None):
-    """Aligned text table: first column left, the rest right unless `align` says otherwise."""
-    align = align or ["<"] + [">"] * (len(headers) - 1)
-    cells = [headers] + [[str(c) for c in r] for r in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-    lines = []
-    for n, r in enumerate(cells):
-        lines.append("  " + "  ".join(f"{c:{a}{w}}" for c, a, w in zip(r, align, widths)).rstrip())
-        if n == 0:
-            lines.append("  " + "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
-
-
-def target_note(value, target, higher_is_better, unit="x"):
-    met = value >= target if higher_is_better else value < target
-    sign = ">=" if higher_is_better else "<"
-    return f"target {sign} {target:g}{unit}: {'met' if met else 'NOT MET'}"
-
-
-def section(title):
-    print()
-    print(f"== {title} " + "=" * max(0, 94 - len(title)))
-    sys.stdout.flush()
-
-
-def say(text=""):
-    print(text)
-    sys.stdout.flush()
-
-
 # --- Header ------------------------------------------------------------------------------------
 
 def header(launcher, command):
@@ -372,10 +132,11 @@ def header(launcher, command):
         ("kernel", platform.release()),
         ("load average", f"{load_average()} (at start; the figures drift with it)"),
         ("niceness", str(os.nice(0))),
-        ("rustc", command_output(["rustc", "--version"]) or "unknown"),
+        ("rustc", command_output(["rustc", "--version"], cwd=ROOT) or "unknown"),
         ("python", f"{platform.python_version()} ({PYTHON})"),
-        ("log-etl", f"{command_output([str(BIN), '--version'])}, commit {git_revision()}; "
-                    f"{BUILT.relative_to(ROOT)} built {built_at()}, copied at start"),
+        ("log-etl", f"{command_output([str(BIN), '--version'], cwd=ROOT)}, commit "
+                    f"{git_revision(ROOT, SOURCES)}; "
+                    f"{BUILT.relative_to(ROOT)} built {built_at(BUILT)}, copied at start"),
         ("peak RSS", launcher.describe()),
     ]
     width = max(len(k) for k, _ in rows)
@@ -384,6 +145,14 @@ def header(launcher, command):
 
 
 # --- offline -----------------------------------------------------------------------------------
+
+@dataclass
+class ToolRuns:
+    """The measured runs of one tool in a section, and the JSON summary of its last run."""
+
+    runs: list
+    last: dict
+
 
 def cached_response(launcher, records, fresh):
     """A saved response of `records` records and its key, generated once into target/bench-data."""
@@ -419,32 +188,59 @@ def offline(args, launcher, scratch, results):
     ref_response, ref_key = (response, key) if m_ref == n else cached_response(launcher, m_ref,
                                                                                args.fresh)
     env = clean_env()
+    rust, rust_hours = offline_log_etl(args, launcher, scratch, env, response, key)
+    ref = offline_reference(args, launcher, scratch, env, ref_response, ref_key, rust_hours)
+    report_offline(n, m_ref, rust, ref, results)
 
-    rust_runs, rust_summary = [], None
+
+def offline_log_etl(args, launcher, scratch, env, response, key):
+    """log-etl process, --log-etl-runs times, checked; its runs and the first run's records per
+    hour."""
+    n = args.records
+    rust_runs, rust_summary, rust_hours = [], None, None
     for i in range(args.log_etl_runs):
         out = scratch / f"offline-log-etl-{i}"
         m = launcher.run([str(BIN), "process", "--key", key, "--input", str(response),
                           "--out-dir", str(out)], env, "log-etl process",
                          timeout_s=120 + n / 2000)
         s = m.summary("log-etl process")
-        if s["records_in"] != n or s["records_written"] != n or s["records_quarantined"]:
-            raise BenchError(f"log-etl process: records_in {s['records_in']}, records_written "
-                             f"{s['records_written']}, quarantined {s['records_quarantined']}; "
-                             f"expected {n}, {n}, 0")
+        check_process_summary(s, n)
         if i == 0:
-            rust_hours, on_disk = records_by_hour(out, skip_prefix="quarantine"), tree_bytes(out)
-            if sum(rust_hours.values()) != n:
-                raise BenchError(f"log-etl process wrote {sum(rust_hours.values())} lines, "
-                                 f"expected {n}")
-            if on_disk != s["bytes_out"]:
-                raise BenchError(f"log-etl process reports {s['bytes_out']} bytes out, "
-                                 f"{on_disk} on disk")
+            rust_hours = check_process_output(out, s, n)
         shutil.rmtree(out)
         rust_runs.append(m)
         rust_summary = s
         say(f"  log-etl process  run {i + 1}/{args.log_etl_runs}: {m.wall_s:7.2f} s, "
             f"peak RSS {m.peak_rss_mib:6.1f} MiB")
+    return ToolRuns(rust_runs, rust_summary), rust_hours
 
+
+def check_process_summary(s, n):
+    """log-etl process's summary: every record in and written, none quarantined."""
+    if s["records_in"] != n or s["records_written"] != n or s["records_quarantined"]:
+        raise BenchError(f"log-etl process: records_in {s['records_in']}, records_written "
+                         f"{s['records_written']}, quarantined {s['records_quarantined']}; "
+                         f"expected {n}, {n}, 0")
+
+
+def check_process_output(out, s, n):
+    """log-etl process's folder: every record on disk, as many bytes as it reports; the records
+    per hour."""
+    rust_hours, on_disk = records_by_hour(out, skip_prefix="quarantine"), tree_bytes(out)
+    if sum(rust_hours.values()) != n:
+        raise BenchError(f"log-etl process wrote {sum(rust_hours.values())} lines, "
+                         f"expected {n}")
+    if on_disk != s["bytes_out"]:
+        raise BenchError(f"log-etl process reports {s['bytes_out']} bytes out, "
+                         f"{on_disk} on disk")
+    return rust_hours
+
+
+def offline_reference(args, launcher, scratch, env, ref_response, ref_key, rust_hours):
+    """reference.py offline, --reference-runs times, checked (against log-etl's records per hour
+    when both ran on the same response); its runs."""
+    n = args.records
+    m_ref = args.reference_records or n
     ref_runs, ref_report = [], None
     for i in range(args.reference_runs):
         out = scratch / f"offline-reference-{i}"
@@ -455,40 +251,50 @@ def offline(args, launcher, scratch, results):
         if r["records"] != m_ref:
             raise BenchError(f"reference.py offline: {r['records']} records, expected {m_ref}")
         if i == 0:
-            ref_hours = records_by_hour(out)
-            if sum(ref_hours.values()) != m_ref:
-                raise BenchError(f"reference.py offline wrote {sum(ref_hours.values())} lines, "
-                                 f"expected {m_ref}")
-            if m_ref == n and ref_hours != rust_hours:
-                differ = sorted(h for h in ref_hours.keys() | rust_hours.keys()
-                                if ref_hours.get(h) != rust_hours.get(h))
-                raise BenchError(f"records per hour differ between the tools in {len(differ)} "
-                                 f"hours, first {differ[0]}: log-etl {rust_hours.get(differ[0])}, "
-                                 f"reference {ref_hours.get(differ[0])}")
+            check_reference_output(out, m_ref, rust_hours if m_ref == n else None)
         shutil.rmtree(out)
         ref_runs.append(m)
         ref_report = r
         say(f"  reference.py     run {i + 1}/{args.reference_runs}: {m.wall_s:7.2f} s, "
             f"peak RSS {m.peak_rss_mib:6.1f} MiB")
+    return ToolRuns(ref_runs, ref_report)
 
-    walls = sorted(m.wall_s for m in rust_runs)
+
+def check_reference_output(out, m_ref, rust_hours):
+    """reference.py's folder: every record on disk, and (given `rust_hours`) the same records per
+    hour as log-etl's."""
+    ref_hours = records_by_hour(out)
+    if sum(ref_hours.values()) != m_ref:
+        raise BenchError(f"reference.py offline wrote {sum(ref_hours.values())} lines, "
+                         f"expected {m_ref}")
+    if rust_hours is not None and ref_hours != rust_hours:
+        differ = sorted(h for h in ref_hours.keys() | rust_hours.keys()
+                        if ref_hours.get(h) != rust_hours.get(h))
+        raise BenchError(f"records per hour differ between the tools in {len(differ)} "
+                         f"hours, first {differ[0]}: log-etl {rust_hours.get(differ[0])}, "
+                         f"reference {ref_hours.get(differ[0])}")
+
+
+def report_offline(n, m_ref, rust, ref, results):
+    """The offline table, the ratios against their targets, and results["offline"]."""
+    walls = sorted(m.wall_s for m in rust.runs)
     best, median = walls[0], statistics.median(walls)
-    rust_rss = max(m.peak_rss_mib for m in rust_runs)
-    ref_best = min(m.wall_s for m in ref_runs)
-    ref_rss = max(m.peak_rss_mib for m in ref_runs)
-    rust_bytes, ref_bytes = rust_summary["bytes_out"], ref_report["bytes_out"]
+    rust_rss = max(m.peak_rss_mib for m in rust.runs)
+    ref_best = min(m.wall_s for m in ref.runs)
+    ref_rss = max(m.peak_rss_mib for m in ref.runs)
+    rust_bytes, ref_bytes = rust.last["bytes_out"], ref.last["bytes_out"]
     ref_rate = m_ref / ref_best
 
     say()
     rows = [
         (f"log-etl, best of {len(walls)}", fmt_int(n), f"{best:.2f}", fmt_int(n / best),
          f"{rust_rss:.1f}", fmt_int(rust_bytes), f"{rust_bytes / n:.1f}",
-         f"{rust_summary['duration_ms'] / 1000:.2f}"),
+         f"{rust.last['duration_ms'] / 1000:.2f}"),
         (f"log-etl, median of {len(walls)}", fmt_int(n), f"{median:.2f}", fmt_int(n / median),
          "", "", "", ""),
-        ("python reference" + (f", best of {len(ref_runs)}" if len(ref_runs) > 1 else ""),
+        ("python reference" + (f", best of {len(ref.runs)}" if len(ref.runs) > 1 else ""),
          fmt_int(m_ref), f"{ref_best:.2f}", fmt_int(ref_rate), f"{ref_rss:.1f}",
-         fmt_int(ref_bytes), f"{ref_bytes / m_ref:.1f}", f"{ref_report['seconds']:.2f}"),
+         fmt_int(ref_bytes), f"{ref_bytes / m_ref:.1f}", f"{ref.last['seconds']:.2f}"),
     ]
     say(table(["tool", "records", "wall s", "records/s", "peak RSS MiB", "bytes out",
                "bytes/record", "own s"], rows))
@@ -521,108 +327,153 @@ def pass_bench(args, launcher, scratch, results):
 
     section(f"pass: one scheduled pass of {PASS_RECORDS} records, cold process, "
             "simulator + moto (S3, Secrets Manager)")
-    moto = sim = None
     work = scratch / "pass"
     work.mkdir()
-    try:
-        moto_port = free_port()
-        moto = start_server([PYTHON, "-m", "moto.server", "-H", "127.0.0.1", "-p",
-                             str(moto_port)], work / "moto.log")
-        wait_for_port(moto_port, moto, "moto", work / "moto.log")
-        endpoint = f"http://127.0.0.1:{moto_port}"
+    # Stopped at the end, failed or not, the last started first: the simulator, then moto.
+    with contextlib.ExitStack() as servers:
+        s3, env = start_pass_servers(boto3, servers, work)
+        rust, py, repeat = timed_passes(args, launcher, env)
+        check_bucket(s3, args.runs)
+    report_pass(rust, py, repeat, results)
 
-        key = subprocess.run([str(BIN), "keygen"], capture_output=True, text=True,
-                             check=True).stdout.strip()
-        key_file = work / "fernet.key"
-        key_file.write_text(key + "\n")
-        key_file.chmod(0o600)
-        session = boto3.session.Session(aws_access_key_id="test", aws_secret_access_key="test",
-                                        region_name="us-east-1")
-        s3 = session.client("s3", endpoint_url=endpoint)
-        s3.create_bucket(Bucket=BUCKET)
-        secret_arn = session.client("secretsmanager", endpoint_url=endpoint).create_secret(
-            Name=SECRET_NAME, SecretString=key)["ARN"]
 
-        sim_port = free_port()
-        sim = start_server([str(BIN), "simulate", "--port", str(sim_port), "--key-file",
-                            str(key_file), "--period", "3600s", "--batch-size",
-                            str(PASS_RECORDS)], work / "simulator.log")
-        wait_for_port(sim_port, sim, "log-etl simulate", work / "simulator.log")
-        api_url = f"http://127.0.0.1:{sim_port}/api/data/log"
-        with urllib.request.urlopen(api_url, timeout=10) as resp:
-            served = len(json.loads(resp.read()))
-        if served != PASS_RECORDS:
-            raise BenchError(f"the simulator served {served} records, expected {PASS_RECORDS}")
+def start_pass_servers(boto3, servers, work):
+    """moto with the bucket and the key's secret, and the simulator, both registered on `servers`
+    to be stopped; the S3 client and the environment both tools run in."""
+    moto_port = free_port()
+    moto = start_server([PYTHON, "-m", "moto.server", "-H", "127.0.0.1", "-p",
+                         str(moto_port)], work / "moto.log", clean_env())
+    servers.callback(stop, moto, "moto")
+    wait_for_port(moto_port, moto, "moto", work / "moto.log")
+    endpoint = f"http://127.0.0.1:{moto_port}"
 
-        env = clean_env(
-            LOG_API_URL=api_url, BUCKET_NAME=BUCKET, FERNET_SECRET_ID=secret_arn,
-            AWS_ENDPOINT_URL=endpoint, AWS_ACCESS_KEY_ID="test", AWS_SECRET_ACCESS_KEY="test",
-            AWS_REGION="us-east-1", AWS_DEFAULT_REGION="us-east-1",
-            AWS_EC2_METADATA_DISABLED="true",
-            # Neither SDK reads a developer's ~/.aws files: both start alike and see only these.
-            AWS_CONFIG_FILE=work / "no-aws-config",
-            AWS_SHARED_CREDENTIALS_FILE=work / "no-aws-credentials")
-        say(f"  moto on :{moto_port}, simulator on :{sim_port} (batch of {PASS_RECORDS}, "
-            f"period 3600 s: every pass reads the same batch); secret by ARN")
+    key = subprocess.run([str(BIN), "keygen"], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    key_file = work / "fernet.key"
+    key_file.write_text(key + "\n")
+    key_file.chmod(0o600)
+    session = boto3.session.Session(aws_access_key_id="test", aws_secret_access_key="test",
+                                    region_name="us-east-1")
+    s3 = session.client("s3", endpoint_url=endpoint)
+    s3.create_bucket(Bucket=BUCKET)
+    secret_arn = session.client("secretsmanager", endpoint_url=endpoint).create_secret(
+        Name=SECRET_NAME, SecretString=key)["ARN"]
 
-        def rust_pass(prefix, label, expect_new=True):
-            m = launcher.run([str(BIN), "run"], dict(env, KEY_PREFIX=f"{prefix}/data",
-                                                     QUARANTINE_PREFIX=f"{prefix}/quarantine"),
-                             label, timeout_s=120)
-            s = m.summary(label)
-            if s["records_in"] != PASS_RECORDS or s["records_written"] != PASS_RECORDS:
-                raise BenchError(f"{label}: records_in {s['records_in']}, records_written "
-                                 f"{s['records_written']}; expected {PASS_RECORDS}")
-            if expect_new and (s["objects_written"] < 1 or s["objects_already_present"]):
-                raise BenchError(f"{label}: objects_written {s['objects_written']}, "
-                                 f"already present {s['objects_already_present']} under a new "
-                                 "prefix")
-            if not expect_new and (s["objects_written"] or not s["objects_already_present"]):
-                raise BenchError(f"{label}: repeat pass wrote {s['objects_written']} objects")
-            return m, s
+    sim_port, api_url = start_simulator(servers, work, key_file)
+    env = pass_env(work, api_url, endpoint, secret_arn)
+    say(f"  moto on :{moto_port}, simulator on :{sim_port} (batch of {PASS_RECORDS}, "
+        f"period 3600 s: every pass reads the same batch); secret by ARN")
+    return s3, env
 
-        def python_pass(label):
-            m = launcher.run([PYTHON, str(REFERENCE), "pass"], env, label, timeout_s=120)
-            r = m.summary(label)
-            if r["records"] != PASS_RECORDS:
-                raise BenchError(f"{label}: {r['records']} records, expected {PASS_RECORDS}")
-            return m, r
 
-        # One untimed pass each warms the page cache (binary, Python modules) and moto.
-        rust_pass("bench/warm-up", "log-etl run (warm-up)")
-        python_pass("reference.py pass (warm-up)")
+def start_simulator(servers, work, key_file):
+    """log-etl simulate, checked to serve one batch of PASS_RECORDS; its port and API URL."""
+    sim_port = free_port()
+    sim = start_server([str(BIN), "simulate", "--port", str(sim_port), "--key-file",
+                        str(key_file), "--period", "3600s", "--batch-size",
+                        str(PASS_RECORDS)], work / "simulator.log", clean_env())
+    servers.callback(stop, sim, "log-etl simulate", signal.SIGINT)
+    wait_for_port(sim_port, sim, "log-etl simulate", work / "simulator.log")
+    api_url = f"http://127.0.0.1:{sim_port}/api/data/log"
+    with urllib.request.urlopen(api_url, timeout=10) as resp:
+        served = len(json.loads(resp.read()))
+    if served != PASS_RECORDS:
+        raise BenchError(f"the simulator served {served} records, expected {PASS_RECORDS}")
+    return sim_port, api_url
 
-        rust, py = [], []
-        for i in range(1, args.runs + 1):  # interleaved, so drift falls on both alike
-            rust.append(rust_pass(f"bench/run-{i}", f"log-etl run {i}"))
-            py.append(python_pass(f"reference.py pass {i}"))
-            say(f"  pass {i}/{args.runs}: log-etl {rust[-1][0].wall_s * 1000:7.1f} ms "
-                f"{rust[-1][0].peak_rss_mib:5.1f} MiB   python {py[-1][0].wall_s * 1000:7.1f} ms "
-                f"{py[-1][0].peak_rss_mib:5.1f} MiB")
-        repeat, repeat_summary = rust_pass("bench/run-1", "log-etl run (repeat)",
-                                           expect_new=False)
 
-        # What landed: every run's objects read back from the bucket.
-        for i in range(1, args.runs + 1):
-            got = bucket_records(s3, f"bench/run-{i}/data/")
-            if got != PASS_RECORDS:
-                raise BenchError(f"s3://{BUCKET}/bench/run-{i}/data/ holds {got} records, "
-                                 f"expected {PASS_RECORDS}")
-        ref_got = bucket_records(s3, "reference/")
-        if ref_got != PASS_RECORDS:
-            raise BenchError(f"s3://{BUCKET}/reference/ holds {ref_got} records, "
+def pass_env(work, api_url, endpoint, secret_arn):
+    """The environment of a pass, the same for both tools."""
+    return clean_env(
+        LOG_API_URL=api_url, BUCKET_NAME=BUCKET, FERNET_SECRET_ID=secret_arn,
+        AWS_ENDPOINT_URL=endpoint, AWS_ACCESS_KEY_ID="test", AWS_SECRET_ACCESS_KEY="test",
+        AWS_REGION="us-east-1", AWS_DEFAULT_REGION="us-east-1",
+        AWS_EC2_METADATA_DISABLED="true",
+        # Neither SDK reads a developer's ~/.aws files: both start alike and see only these.
+        AWS_CONFIG_FILE=work / "no-aws-config",
+        AWS_SHARED_CREDENTIALS_FILE=work / "no-aws-credentials")
+
+
+def timed_passes(args, launcher, env):
+    """A warm-up pass of each tool, --runs passes of each interleaved, then log-etl's repeat of
+    run 1; the (Measured, summary) pairs of each tool and the repeat's."""
+    # One untimed pass each warms the page cache (binary, Python modules) and moto.
+    rust_pass(launcher, env, "bench/warm-up", "log-etl run (warm-up)")
+    python_pass(launcher, env, "reference.py pass (warm-up)")
+
+    rust, py = [], []
+    for i in range(1, args.runs + 1):  # interleaved, so drift falls on both alike
+        rust.append(rust_pass(launcher, env, f"bench/run-{i}", f"log-etl run {i}"))
+        py.append(python_pass(launcher, env, f"reference.py pass {i}"))
+        say(f"  pass {i}/{args.runs}: log-etl {rust[-1][0].wall_s * 1000:7.1f} ms "
+            f"{rust[-1][0].peak_rss_mib:5.1f} MiB   python {py[-1][0].wall_s * 1000:7.1f} ms "
+            f"{py[-1][0].peak_rss_mib:5.1f} MiB")
+    repeat = rust_pass(launcher, env, "bench/run-1", "log-etl run (repeat)", expect_new=False)
+    return rust, py, repeat
+
+
+def rust_pass(launcher, env, prefix, label, expect_new=True):
+    """One log-etl run under `prefix`, checked: all records written, as new objects unless
+    `expect_new` is false (then every object already present)."""
+    m = launcher.run([str(BIN), "run"], dict(env, KEY_PREFIX=f"{prefix}/data",
+                                             QUARANTINE_PREFIX=f"{prefix}/quarantine"),
+                     label, timeout_s=120)
+    s = m.summary(label)
+    if s["records_in"] != PASS_RECORDS or s["records_written"] != PASS_RECORDS:
+        raise BenchError(f"{label}: records_in {s['records_in']}, records_written "
+                         f"{s['records_written']}; expected {PASS_RECORDS}")
+    if expect_new and (s["objects_written"] < 1 or s["objects_already_present"]):
+        raise BenchError(f"{label}: objects_written {s['objects_written']}, "
+                         f"already present {s['objects_already_present']} under a new "
+                         "prefix")
+    if not expect_new and (s["objects_written"] or not s["objects_already_present"]):
+        raise BenchError(f"{label}: repeat pass wrote {s['objects_written']} objects")
+    return m, s
+
+
+def python_pass(launcher, env, label):
+    """One reference.py pass, checked for PASS_RECORDS records."""
+    m = launcher.run([PYTHON, str(REFERENCE), "pass"], env, label, timeout_s=120)
+    r = m.summary(label)
+    if r["records"] != PASS_RECORDS:
+        raise BenchError(f"{label}: {r['records']} records, expected {PASS_RECORDS}")
+    return m, r
+
+
+def check_bucket(s3, runs):
+    """What landed: every run's objects read back from the bucket."""
+    for i in range(1, runs + 1):
+        got = bucket_records(s3, f"bench/run-{i}/data/")
+        if got != PASS_RECORDS:
+            raise BenchError(f"s3://{BUCKET}/bench/run-{i}/data/ holds {got} records, "
                              f"expected {PASS_RECORDS}")
-    finally:
-        stop(sim, "log-etl simulate", signal.SIGINT)
-        stop(moto, "moto")
+    ref_got = bucket_records(s3, "reference/")
+    if ref_got != PASS_RECORDS:
+        raise BenchError(f"s3://{BUCKET}/reference/ holds {ref_got} records, "
+                         f"expected {PASS_RECORDS}")
 
-    def stats(runs, own_ms):
-        walls = [m.wall_s * 1000 for m, _ in runs]
-        return (min(walls), statistics.median(walls), max(m.peak_rss_mib for m, _ in runs),
-                statistics.median(own_ms(s) for _, s in runs))
 
-    r_min, r_med, r_rss, r_own = stats(rust, lambda s: s["duration_ms"])
-    p_min, p_med, p_rss, p_own = stats(py, lambda r: r["seconds"] * 1000)
+def bucket_records(s3, prefix):
+    records = 0
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix):
+        for obj in page.get("Contents", []):
+            body = gzip.decompress(s3.get_object(Bucket=BUCKET, Key=obj["Key"])["Body"].read())
+            records += ndjson_lines(body)
+    return records
+
+
+def pass_stats(runs, own_ms):
+    """Min and median wall ms, largest peak RSS MiB, median of the tool's own ms."""
+    walls = [m.wall_s * 1000 for m, _ in runs]
+    return (min(walls), statistics.median(walls), max(m.peak_rss_mib for m, _ in runs),
+            statistics.median(own_ms(s) for _, s in runs))
+
+
+def report_pass(rust, py, repeat, results):
+    """The pass table, the ratios against their targets, and results["pass"]."""
+    repeat, repeat_summary = repeat
+    r_min, r_med, r_rss, r_own = pass_stats(rust, lambda s: s["duration_ms"])
+    p_min, p_med, p_rss, p_own = pass_stats(py, lambda r: r["seconds"] * 1000)
     say()
     rows = [
         ("log-etl run", len(rust), f"{r_min:.1f}", f"{r_med:.1f}", f"{r_own:.1f}", f"{r_rss:.1f}",
@@ -648,15 +499,6 @@ def pass_bench(args, launcher, scratch, results):
     results["pass"] = {"runs": len(rust), "min": r_min, "median": r_med, "rss": r_rss,
                        "ref_min": p_min, "ref_median": p_med, "ref_rss": p_rss,
                        "speed_min": speed_min, "speed_median": speed_med}
-
-
-def bucket_records(s3, prefix):
-    records = 0
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix):
-        for obj in page.get("Contents", []):
-            body = gzip.decompress(s3.get_object(Bucket=BUCKET, Key=obj["Key"])["Body"].read())
-            records += ndjson_lines(body)
-    return records
 
 
 # --- pipeline ----------------------------------------------------------------------------------
@@ -691,20 +533,9 @@ def summary(results, failures, command):
         f"nproc {len(os.sched_getaffinity(0))}, load average {load_average()} at the end:")
     say()
     if o:
-        prefix = "" if o["reference_records"] == o["records"] else \
-            f" (the reference on the first {fmt_int(o['reference_records'])})"
-        say(f"- Saved response of {fmt_int(o['records'])} records to a folder{prefix}: log-etl "
-            f"{fmt_int(o['rate_median'])} records/s (median of runs; best "
-            f"{fmt_int(o['rate_best'])}), Python {fmt_int(o['ref_rate'])} records/s: "
-            f"**{o['speed_median']:.0f}x** (best {o['speed_best']:.0f}x). Peak RSS "
-            f"{o['rss']:.0f} MiB vs {o['ref_rss']:,.0f} MiB."
-            f" {o['bytes_per_record']:.1f} vs {o['ref_bytes_per_record']:.1f} bytes/record "
-            "gzip'd (log-etl's default level vs the reference's 9).")
+        say(summary_offline(o))
     if p:
-        say(f"- One scheduled pass of {PASS_RECORDS} records, cold process, against moto and the "
-            f"simulator: log-etl {p['median']:.0f} ms (median of {p['runs']}; min {p['min']:.0f}), "
-            f"Python {p['ref_median']:.0f} ms: **{p['speed_median']:.1f}x faster**. Peak RSS "
-            f"{p['rss']:.0f} MiB vs {p['ref_rss']:.0f} MiB.")
+        say(summary_pass(p))
     if b and b["speedup"]:
         say(f"- The pure pipeline in process, one core (cargo bench --bench pipeline): "
             f"**{b['speedup']}** the Python reference's records/s on the same records.")
@@ -715,6 +546,29 @@ def summary(results, failures, command):
         for name, err in failures:
             say(f"FAILED: {name}: {err}")
 
+
+def summary_offline(o):
+    """The summary's line for the offline section."""
+    prefix = "" if o["reference_records"] == o["records"] else \
+        f" (the reference on the first {fmt_int(o['reference_records'])})"
+    return (f"- Saved response of {fmt_int(o['records'])} records to a folder{prefix}: log-etl "
+            f"{fmt_int(o['rate_median'])} records/s (median of runs; best "
+            f"{fmt_int(o['rate_best'])}), Python {fmt_int(o['ref_rate'])} records/s: "
+            f"**{o['speed_median']:.0f}x** (best {o['speed_best']:.0f}x). Peak RSS "
+            f"{o['rss']:.0f} MiB vs {o['ref_rss']:,.0f} MiB."
+            f" {o['bytes_per_record']:.1f} vs {o['ref_bytes_per_record']:.1f} bytes/record "
+            "gzip'd (log-etl's default level vs the reference's 9).")
+
+
+def summary_pass(p):
+    """The summary's line for the pass section."""
+    return (f"- One scheduled pass of {PASS_RECORDS} records, cold process, against moto and the "
+            f"simulator: log-etl {p['median']:.0f} ms (median of {p['runs']}; min "
+            f"{p['min']:.0f}), Python {p['ref_median']:.0f} ms: **{p['speed_median']:.1f}x "
+            f"faster**. Peak RSS {p['rss']:.0f} MiB vs {p['ref_rss']:.0f} MiB.")
+
+
+# --- Command line ------------------------------------------------------------------------------
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(
@@ -749,31 +603,42 @@ def main(argv):
     results, failures = {}, []
     with tempfile.TemporaryDirectory(prefix="log-etl-bench-") as tmp:
         scratch = Path(tmp)
-        if os.access(BUILT, os.X_OK):
-            # Every figure from one binary, whatever cargo rebuilds in the meantime.
-            global BIN
-            BIN = scratch / "log-etl"
-            shutil.copy2(BUILT, BIN)
-        launcher = Launcher(scratch)
+        copy_binary(scratch)
+        launcher = Launcher(scratch, cwd=ROOT)
         header(launcher, command)
-        steps = {
-            "offline": lambda: offline(args, launcher, scratch, results),
-            "pass": lambda: pass_bench(args, launcher, scratch, results),
-            "pipeline": lambda: pipeline(args, results),
-        }
-        for name, step in steps.items():
-            if args.command not in ("all", name):
-                continue
-            try:
-                step()
-            except (BenchError, OSError, subprocess.CalledProcessError) as err:
-                say(f"  FAILED: {err}")
-                failures.append((name, err))
-            except Exception as err:  # boto3 and moto errors: report, go on with the next step
-                say(f"  FAILED: {type(err).__name__}: {err}")
-                failures.append((name, err))
+        run_sections(args, launcher, scratch, results, failures)
     summary(results, failures, command)
     return 1 if failures else 0
+
+
+def copy_binary(scratch):
+    """Points BIN at a copy of the built binary in `scratch`, if it is built: every figure from
+    one binary, whatever cargo rebuilds in the meantime."""
+    global BIN
+    if os.access(BUILT, os.X_OK):
+        BIN = scratch / "log-etl"
+        shutil.copy2(BUILT, BIN)
+
+
+def run_sections(args, launcher, scratch, results, failures):
+    """The sections the command asks for, in order; a failed one is reported and added to
+    `failures`, and the next one runs."""
+    steps = {
+        "offline": lambda: offline(args, launcher, scratch, results),
+        "pass": lambda: pass_bench(args, launcher, scratch, results),
+        "pipeline": lambda: pipeline(args, results),
+    }
+    for name, step in steps.items():
+        if args.command not in ("all", name):
+            continue
+        try:
+            step()
+        except (BenchError, OSError, subprocess.CalledProcessError) as err:
+            say(f"  FAILED: {err}")
+            failures.append((name, err))
+        except Exception as err:  # boto3 and moto errors: report, go on with the next step
+            say(f"  FAILED: {type(err).__name__}: {err}")
+            failures.append((name, err))
 
 
 if __name__ == "__main__":
