@@ -13,14 +13,14 @@ use std::time::{Duration, Instant};
 use chrono::{TimeZone, Utc};
 use flate2::Compression;
 use flate2::write::GzEncoder;
+use log_etl::batch::encode::DEFAULT_GZIP_LEVEL;
+use log_etl::batch::layout::{ObjectLayout, PartitionStyle};
 use log_etl::batch::{BatchSettings, encode_batch};
-use log_etl::compact;
-use log_etl::encode::DEFAULT_GZIP_LEVEL;
-use log_etl::keyring::{KeyRing, generate_key};
-use log_etl::object_key::{KeyLayout, PartitionStyle};
-use log_etl::payload::parse_payload;
-use log_etl::pyrepr::ParseLimits;
-use log_etl::synth::{Synth, SynthOptions, response_body};
+use log_etl::local::synth::{Synth, SynthOptions, response_body};
+use log_etl::record::fernet::{KeyRing, generate_key};
+use log_etl::record::fields;
+use log_etl::record::payload::parse_payload;
+use log_etl::record::pyrepr::ParseLimits;
 use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 
@@ -38,7 +38,7 @@ fn main() {
         .map(|i| RawValue::from_string(i.source.clone()).unwrap())
         .collect();
     let run_time = Utc::now();
-    let layout = KeyLayout::new("data", "quarantine", PartitionStyle::Flat).unwrap();
+    let layout = ObjectLayout::new("data", "quarantine", PartitionStyle::Flat).unwrap();
     println!("log-etl pipeline benchmark: {count} generated records, one core");
     println!();
 
@@ -98,7 +98,7 @@ fn main() {
                 }
                 let mut record = parse_payload(&plain, ParseLimits::default()).unwrap();
                 if depth >= 3 {
-                    compact::compact(&mut record);
+                    fields::compact(&mut record);
                 }
                 if depth >= 4 {
                     let line = serde_json::to_vec(&record).unwrap();
@@ -255,7 +255,7 @@ fn ndjson_of(keys: &KeyRing, tokens: &[String]) -> Vec<u8> {
     for token in tokens {
         let mut record =
             parse_payload(&keys.decrypt(token).unwrap(), ParseLimits::default()).unwrap();
-        compact::compact(&mut record);
+        fields::compact(&mut record);
         serde_json::to_writer(&mut out, &record).unwrap();
         out.push(b'\n');
     }

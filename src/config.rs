@@ -1,39 +1,204 @@
 //! Settings from the environment: the same variable names for the Lambda and the command line,
 //! each with a default or a clear error naming the variable. Validated once, at start-up.
+//!
+//! [`var::ALL`] is the one list of them, with each one's default and allowed range: the code
+//! reads it, and so do the tests, the template checks and `log-etl settings`.
 
 use std::fmt;
 use std::time::Duration;
 
-use crate::encode::DEFAULT_GZIP_LEVEL;
-use crate::object_key::{KeyLayout, LayoutError, PartitionStyle};
-use crate::pyrepr::ParseLimits;
+use crate::batch::layout::{LayoutError, ObjectLayout, PartitionStyle};
 use crate::record::RecordLimits;
+use crate::record::pyrepr::ParseLimits;
 
 /// Every variable read, in one place.
 pub mod var {
-    pub const LOG_API_URL: &str = "LOG_API_URL";
-    pub const BUCKET_NAME: &str = "BUCKET_NAME";
-    pub const KEY_PREFIX: &str = "KEY_PREFIX";
-    pub const QUARANTINE_PREFIX: &str = "QUARANTINE_PREFIX";
-    pub const PARTITION_STYLE: &str = "PARTITION_STYLE";
-    pub const FERNET_SECRET_ID: &str = "FERNET_SECRET_ID";
-    pub const FERNET_KEY: &str = "FERNET_KEY";
-    pub const KEY_CACHE_TTL_SECONDS: &str = "KEY_CACHE_TTL_SECONDS";
-    pub const GZIP_LEVEL: &str = "GZIP_LEVEL";
-    pub const START_DELAY_MS: &str = "START_DELAY_MS";
-    pub const FETCH_TIMEOUT_MS: &str = "FETCH_TIMEOUT_MS";
-    pub const FETCH_MAX_ATTEMPTS: &str = "FETCH_MAX_ATTEMPTS";
-    pub const PUT_MAX_ATTEMPTS: &str = "PUT_MAX_ATTEMPTS";
-    pub const MAX_RESPONSE_BYTES: &str = "MAX_RESPONSE_BYTES";
-    pub const MAX_RECORD_BYTES: &str = "MAX_RECORD_BYTES";
-    pub const MAX_NESTING_DEPTH: &str = "MAX_NESTING_DEPTH";
-    pub const MAX_STRING_BYTES: &str = "MAX_STRING_BYTES";
-    pub const METRICS_NAMESPACE: &str = "METRICS_NAMESPACE";
+    use crate::batch::encode::DEFAULT_GZIP_LEVEL;
+    use crate::record::DEFAULT_MAX_RECORD_BYTES;
+    use crate::record::pyrepr::{DEFAULT_MAX_DEPTH, DEFAULT_MAX_STRING_BYTES};
+
+    /// What values a setting takes.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum Kind {
+        /// Text, with its default when it has one.
+        Text { default: Option<&'static str> },
+        /// A whole number in `min..=max`.
+        Number { default: u64, min: u64, max: u64 },
+    }
+
+    /// One environment variable.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct Setting {
+        pub name: &'static str,
+        pub kind: Kind,
+        /// What it means, in a few words (`log-etl settings` prints it).
+        pub about: &'static str,
+    }
+
+    impl Setting {
+        const fn text(
+            name: &'static str,
+            default: Option<&'static str>,
+            about: &'static str,
+        ) -> Self {
+            Self {
+                name,
+                kind: Kind::Text { default },
+                about,
+            }
+        }
+
+        const fn number(
+            name: &'static str,
+            default: u64,
+            min: u64,
+            max: u64,
+            about: &'static str,
+        ) -> Self {
+            Self {
+                name,
+                kind: Kind::Number { default, min, max },
+                about,
+            }
+        }
+
+        /// The default as it would be written in the environment, if there is one.
+        pub fn default_text(&self) -> Option<String> {
+            match self.kind {
+                Kind::Text { default } => default.map(str::to_owned),
+                Kind::Number { default, .. } => Some(default.to_string()),
+            }
+        }
+    }
+
+    pub const LOG_API_URL: Setting = Setting::text("LOG_API_URL", None, "the source API URL");
+    pub const BUCKET_NAME: Setting = Setting::text("BUCKET_NAME", None, "target bucket");
+    pub const KEY_PREFIX: Setting =
+        Setting::text("KEY_PREFIX", Some("data"), "prefix of the data objects");
+    pub const QUARANTINE_PREFIX: Setting = Setting::text(
+        "QUARANTINE_PREFIX",
+        Some("quarantine"),
+        "prefix of the quarantine objects; must not overlap KEY_PREFIX",
+    );
+    pub const PARTITION_STYLE: Setting = Setting::text(
+        "PARTITION_STYLE",
+        Some("flat"),
+        "hour folders: flat (YYYY/MM/DD/HH) or hive (year=YYYY/month=MM/day=DD/hour=HH)",
+    );
+    pub const FERNET_SECRET_ID: Setting = Setting::text(
+        "FERNET_SECRET_ID",
+        None,
+        "Secrets Manager secret holding the key, or a JSON list of keys (newest first)",
+    );
+    pub const FERNET_KEY: Setting = Setting::text(
+        "FERNET_KEY",
+        None,
+        "a key (or JSON list) given directly; wins over the secret",
+    );
+    pub const KEY_CACHE_TTL_SECONDS: Setting = Setting::number(
+        "KEY_CACHE_TTL_SECONDS",
+        300,
+        0,
+        86_400,
+        "a warm function re-reads the secret after this",
+    );
+    pub const GZIP_LEVEL: Setting = Setting::number(
+        "GZIP_LEVEL",
+        DEFAULT_GZIP_LEVEL as u64,
+        0,
+        9,
+        "gzip level of the objects",
+    );
+    pub const START_DELAY_MS: Setting = Setting::number(
+        "START_DELAY_MS",
+        0,
+        0,
+        60_000,
+        "wait before fetching (at most a quarter of the time left)",
+    );
+    pub const FETCH_TIMEOUT_MS: Setting = Setting::number(
+        "FETCH_TIMEOUT_MS",
+        10_000,
+        100,
+        600_000,
+        "timeout of one GET, connection to last byte",
+    );
+    pub const FETCH_MAX_ATTEMPTS: Setting =
+        Setting::number("FETCH_MAX_ATTEMPTS", 4, 1, 20, "GETs per run at most");
+    pub const PUT_MAX_ATTEMPTS: Setting = Setting::number(
+        "PUT_MAX_ATTEMPTS",
+        5,
+        1,
+        20,
+        "attempts per AWS call (SDK retries) and per 409 conflict",
+    );
+    pub const MAX_RESPONSE_BYTES: Setting = Setting::number(
+        "MAX_RESPONSE_BYTES",
+        64 << 20,
+        1024,
+        1 << 32,
+        "larger responses fail the run",
+    );
+    pub const MAX_RECORD_BYTES: Setting = Setting::number(
+        "MAX_RECORD_BYTES",
+        DEFAULT_MAX_RECORD_BYTES,
+        256,
+        1 << 30,
+        "larger source records are quarantined",
+    );
+    pub const MAX_NESTING_DEPTH: Setting = Setting::number(
+        "MAX_NESTING_DEPTH",
+        DEFAULT_MAX_DEPTH,
+        1,
+        512,
+        "deeper plaintexts are quarantined",
+    );
+    pub const MAX_STRING_BYTES: Setting = Setting::number(
+        "MAX_STRING_BYTES",
+        DEFAULT_MAX_STRING_BYTES,
+        1,
+        1 << 30,
+        "plaintexts with a longer string or key are quarantined",
+    );
+    pub const METRICS_NAMESPACE: Setting = Setting::text(
+        "METRICS_NAMESPACE",
+        Some("LogEtl"),
+        "CloudWatch namespace of the metrics",
+    );
     /// Standard AWS SDK variable: every AWS client goes to this endpoint (a local emulator).
-    pub const AWS_ENDPOINT_URL: &str = "AWS_ENDPOINT_URL";
+    pub const AWS_ENDPOINT_URL: Setting = Setting::text(
+        "AWS_ENDPOINT_URL",
+        None,
+        "S3 and Secrets Manager at a local emulator (path-style S3)",
+    );
+
+    /// Every setting, in the order the README lists them.
+    pub const ALL: [Setting; 19] = [
+        LOG_API_URL,
+        BUCKET_NAME,
+        KEY_PREFIX,
+        QUARANTINE_PREFIX,
+        PARTITION_STYLE,
+        FERNET_SECRET_ID,
+        FERNET_KEY,
+        KEY_CACHE_TTL_SECONDS,
+        START_DELAY_MS,
+        FETCH_TIMEOUT_MS,
+        FETCH_MAX_ATTEMPTS,
+        MAX_RESPONSE_BYTES,
+        MAX_RECORD_BYTES,
+        MAX_NESTING_DEPTH,
+        MAX_STRING_BYTES,
+        PUT_MAX_ATTEMPTS,
+        GZIP_LEVEL,
+        METRICS_NAMESPACE,
+        AWS_ENDPOINT_URL,
+    ];
 }
 
-/// Why the configuration is unusable. Names the variable, never echoes a key.
+use var::{Kind, Setting};
+
+/// Why the configuration is unusable. Names the variable, never echoes a key or the source URL.
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
 pub enum ConfigError {
     #[error("{0} is not set")]
@@ -42,6 +207,11 @@ pub enum ConfigError {
     Invalid {
         var: &'static str,
         value: String,
+        expected: String,
+    },
+    #[error("{var} is invalid: {expected} (the value is not shown: it may hold a credential)")]
+    InvalidHidden {
+        var: &'static str,
         expected: &'static str,
     },
     #[error("key layout: {0}")]
@@ -95,9 +265,10 @@ pub struct FetchSettings {
 /// Every setting of a run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
-    pub api_url: Option<String>,
+    /// `LOG_API_URL`; may carry a credential, so it is never printed (see [`Secret`]).
+    pub api_url: Option<Secret>,
     pub bucket: Option<String>,
-    pub layout: KeyLayout,
+    pub layout: ObjectLayout,
     pub key_source: Option<KeySource>,
     pub gzip_level: u32,
     pub fetch: FetchSettings,
@@ -117,91 +288,72 @@ impl Config {
     /// Reads settings through `lookup` (the environment, or a map in tests). Empty values count
     /// as unset.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
-        let text =
-            |name: &'static str, default: &str| get(name).unwrap_or_else(|| default.to_owned());
-
-        let layout = KeyLayout::new(
-            &text(var::KEY_PREFIX, "data"),
-            &text(var::QUARANTINE_PREFIX, "quarantine"),
-            text(var::PARTITION_STYLE, "flat").parse::<PartitionStyle>()?,
+        let env = Env {
+            lookup: &|name| lookup(name).filter(|v| !v.trim().is_empty()),
+        };
+        let layout = ObjectLayout::new(
+            &env.text(var::KEY_PREFIX),
+            &env.text(var::QUARANTINE_PREFIX),
+            env.text(var::PARTITION_STYLE).parse::<PartitionStyle>()?,
         )?;
 
-        let key_source = match (get(var::FERNET_KEY), get(var::FERNET_SECRET_ID)) {
+        let key_source = match (env.get(var::FERNET_KEY), env.get(var::FERNET_SECRET_ID)) {
             (Some(key), _) => Some(KeySource::Direct(Secret::new(key))),
             (None, Some(secret_id)) => Some(KeySource::SecretsManager {
                 secret_id,
-                ttl: Duration::from_secs(number(
-                    &get,
-                    var::KEY_CACHE_TTL_SECONDS,
-                    300,
-                    0..=86_400,
-                )?),
+                ttl: Duration::from_secs(env.number(var::KEY_CACHE_TTL_SECONDS)?),
             }),
             (None, None) => None,
         };
 
-        let api_url = get(var::LOG_API_URL);
+        let api_url = env.get(var::LOG_API_URL);
         if let Some(url) = &api_url
             && !(url.starts_with("http://") || url.starts_with("https://"))
         {
-            return Err(ConfigError::Invalid {
-                var: var::LOG_API_URL,
-                value: url.clone(),
+            return Err(ConfigError::InvalidHidden {
+                var: var::LOG_API_URL.name,
                 expected: "an http:// or https:// URL",
             });
         }
 
         Ok(Self {
-            api_url,
-            bucket: get(var::BUCKET_NAME),
+            api_url: api_url.map(Secret::new),
+            bucket: env.get(var::BUCKET_NAME),
             layout,
             key_source,
-            gzip_level: number(&get, var::GZIP_LEVEL, DEFAULT_GZIP_LEVEL.into(), 0..=9)? as u32,
+            gzip_level: env.number(var::GZIP_LEVEL)? as u32,
             fetch: FetchSettings {
-                start_delay: Duration::from_millis(number(
-                    &get,
-                    var::START_DELAY_MS,
-                    0,
-                    0..=60_000,
-                )?),
-                timeout: Duration::from_millis(number(
-                    &get,
-                    var::FETCH_TIMEOUT_MS,
-                    10_000,
-                    100..=600_000,
-                )?),
-                max_attempts: number(&get, var::FETCH_MAX_ATTEMPTS, 4, 1..=20)? as u32,
-                max_response_bytes: number(&get, var::MAX_RESPONSE_BYTES, 64 << 20, 1024..=1 << 32)?
-                    as usize,
+                start_delay: Duration::from_millis(env.number(var::START_DELAY_MS)?),
+                timeout: Duration::from_millis(env.number(var::FETCH_TIMEOUT_MS)?),
+                max_attempts: env.number(var::FETCH_MAX_ATTEMPTS)? as u32,
+                max_response_bytes: env.number(var::MAX_RESPONSE_BYTES)? as usize,
             },
-            put_max_attempts: number(&get, var::PUT_MAX_ATTEMPTS, 5, 1..=20)? as u32,
+            put_max_attempts: env.number(var::PUT_MAX_ATTEMPTS)? as u32,
             limits: RecordLimits {
-                max_record_bytes: number(&get, var::MAX_RECORD_BYTES, 1 << 20, 256..=1 << 30)?
-                    as usize,
+                max_record_bytes: env.number(var::MAX_RECORD_BYTES)? as usize,
                 parse: ParseLimits {
-                    max_depth: number(&get, var::MAX_NESTING_DEPTH, 32, 1..=512)? as usize,
-                    max_string_len: number(&get, var::MAX_STRING_BYTES, 1 << 20, 1..=1 << 30)?
-                        as usize,
+                    max_depth: env.number(var::MAX_NESTING_DEPTH)? as usize,
+                    max_string_len: env.number(var::MAX_STRING_BYTES)? as usize,
                 },
             },
-            metrics_namespace: text(var::METRICS_NAMESPACE, "LogEtl"),
-            aws_endpoint_url: get(var::AWS_ENDPOINT_URL),
+            metrics_namespace: env.text(var::METRICS_NAMESPACE),
+            aws_endpoint_url: env.get(var::AWS_ENDPOINT_URL),
         })
     }
 
     /// The API URL, or the error naming its variable.
     pub fn require_api_url(&self) -> Result<&str, ConfigError> {
         self.api_url
-            .as_deref()
-            .ok_or(ConfigError::Missing(var::LOG_API_URL))
+            .as_ref()
+            .map(Secret::expose)
+            .ok_or(ConfigError::Missing(var::LOG_API_URL.name))
     }
 
     /// The bucket, or the error naming its variable.
     pub fn require_bucket(&self) -> Result<&str, ConfigError> {
         self.bucket
             .as_deref()
-            .ok_or(ConfigError::Missing(var::BUCKET_NAME))
+            .ok_or(ConfigError::Missing(var::BUCKET_NAME.name))
     }
 
     /// The key source, or the error naming both variables.
@@ -210,30 +362,47 @@ impl Config {
     }
 }
 
-fn number(
-    get: &impl Fn(&str) -> Option<String>,
-    name: &'static str,
-    default: u64,
-    range: std::ops::RangeInclusive<u64>,
-) -> Result<u64, ConfigError> {
-    let Some(value) = get(name) else {
-        return Ok(default);
-    };
-    value
-        .trim()
-        .parse::<u64>()
-        .ok()
-        .filter(|n| range.contains(n))
-        .ok_or(ConfigError::Invalid {
-            var: name,
-            value,
-            expected: "a whole number in the allowed range (see the README)",
-        })
+/// The environment as the settings read it: empty values are unset, defaults and ranges come
+/// from the setting itself.
+struct Env<'a> {
+    lookup: &'a dyn Fn(&str) -> Option<String>,
+}
+
+impl Env<'_> {
+    fn get(&self, setting: Setting) -> Option<String> {
+        (self.lookup)(setting.name)
+    }
+
+    fn text(&self, setting: Setting) -> String {
+        self.get(setting)
+            .or_else(|| setting.default_text())
+            .unwrap_or_default()
+    }
+
+    fn number(&self, setting: Setting) -> Result<u64, ConfigError> {
+        let Kind::Number { default, min, max } = setting.kind else {
+            unreachable!("{} is a text setting", setting.name)
+        };
+        let Some(value) = self.get(setting) else {
+            return Ok(default);
+        };
+        value
+            .trim()
+            .parse::<u64>()
+            .ok()
+            .filter(|n| (min..=max).contains(n))
+            .ok_or(ConfigError::Invalid {
+                var: setting.name,
+                value,
+                expected: format!("a whole number from {min} to {max}"),
+            })
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::batch::encode::DEFAULT_GZIP_LEVEL;
     use std::collections::HashMap;
 
     fn config(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
@@ -282,15 +451,15 @@ mod tests {
     #[test]
     fn bad_values_name_their_variable() {
         let err = config(&[("GZIP_LEVEL", "11")]).unwrap_err();
-        assert!(
-            err.to_string()
-                .starts_with("GZIP_LEVEL = \"11\" is invalid"),
-            "{err}"
+        assert_eq!(
+            err.to_string(),
+            "GZIP_LEVEL = \"11\" is invalid: a whole number from 0 to 9"
         );
         let err = config(&[("FETCH_MAX_ATTEMPTS", "many")]).unwrap_err();
         assert!(err.to_string().starts_with("FETCH_MAX_ATTEMPTS"), "{err}");
-        let err = config(&[("LOG_API_URL", "ftp://x")]).unwrap_err();
+        let err = config(&[("LOG_API_URL", "ftp://user:pw@x/?api_key=k")]).unwrap_err();
         assert!(err.to_string().starts_with("LOG_API_URL"), "{err}");
+        assert!(!err.to_string().contains("pw") && !err.to_string().contains("api_key"));
         assert!(matches!(
             config(&[("PARTITION_STYLE", "weekly")]),
             Err(ConfigError::Layout(_))

@@ -1,6 +1,7 @@
 //! Log set-up for every binary: fields first, a short message; JSON when Lambda asks for it
 //! (`AWS_LAMBDA_LOG_FORMAT=JSON`); level from `RUST_LOG`, else `AWS_LAMBDA_LOG_LEVEL`, else info.
-//! Logs go to stderr, leaving stdout to results (summaries, restored records, metrics).
+//! Logs go to stderr, leaving stdout to results (summaries, restored records, metrics). Errors are
+//! logged and reported on one line with their causes ([`error_chain`]).
 
 use tracing_subscriber::EnvFilter;
 
@@ -24,4 +25,16 @@ pub fn init() {
     } else {
         builder.compact().try_init()
     };
+}
+
+/// An error and every cause under it, on one line: `error: cause: cause…`.
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }

@@ -2,57 +2,27 @@
 //! once. The Lambda, `log-etl run`, `process` and the demo all come through here.
 
 use std::io::{self, Read};
-use std::path::PathBuf;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::batch::{self, BatchOutput, BatchSettings, BatchStats, EncodedObject, ObjectKind};
+use crate::aws::secrets::{self, SecretError, SecretKeys};
+use crate::batch::response::{self, ResponseError};
+use crate::batch::spool::SpoolPolicy;
+use crate::batch::{self, BatchOutput, BatchSettings, BatchStats, ObjectKind, parallel};
 use crate::config::{Config, ConfigError, KeySource};
-use crate::fetch::{FetchError, Fetcher};
-use crate::keyring::{KeyError, KeyRing};
-use crate::local_store::{LocalStore, LocalStoreError, PutOutcome};
-use crate::response::{self, ResponseError};
-use crate::s3_store::{S3Error, S3Store};
-use crate::secrets::{SecretError, SecretKeys};
-use crate::spool::SpoolPolicy;
-use crate::{aws, s3_store, secrets, stream};
-
-/// Where objects are written.
-#[derive(Debug, Clone)]
-pub enum Store {
-    /// A local folder standing in for the bucket.
-    Local(LocalStore),
-    /// The bucket.
-    S3(S3Store),
-}
-
-/// Why writing an object failed (after retries).
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error(transparent)]
-    Local(#[from] LocalStoreError),
-    #[error(transparent)]
-    S3(#[from] S3Error),
-}
-
-impl Store {
-    /// Creates the object unless its key exists.
-    pub async fn put_once(&self, object: &EncodedObject) -> Result<PutOutcome, StoreError> {
-        match self {
-            Store::Local(store) => Ok(store.put_once(object)?),
-            Store::S3(store) => Ok(store.put_once(object).await?),
-        }
-    }
-}
+use crate::record::fernet::{KeyError, KeyRing};
+use crate::source::{FetchError, Fetcher};
+use crate::store::{PutOutcome, Store, StoreError};
 
 /// Where the Fernet keys come from at run time.
 #[derive(Debug)]
 pub enum Keys {
     /// Given directly (`FERNET_KEY`), parsed once.
-    Fixed(Arc<KeyRing>),
+    Direct(Arc<KeyRing>),
     /// Read from Secrets Manager and cached.
     Secret(SecretKeys),
 }
@@ -60,7 +30,7 @@ pub enum Keys {
 impl Keys {
     pub async fn current(&self) -> Result<Arc<KeyRing>, RunError> {
         match self {
-            Keys::Fixed(keys) => Ok(keys.clone()),
+            Keys::Direct(ring) => Ok(ring.clone()),
             Keys::Secret(secret) => secret.current().await.map_err(RunError::Secret),
         }
     }
@@ -82,6 +52,8 @@ pub enum RunError {
     Response(#[from] ResponseError),
     #[error("encoding the batch failed")]
     Encode(#[source] io::Error),
+    #[error("the temporary folder for object bodies could not be made")]
+    Spill(#[source] io::Error),
     #[error("writing objects failed")]
     Store(#[from] StoreError),
 }
@@ -95,31 +67,15 @@ impl RunError {
             RunError::Secret(_) => "SecretError",
             RunError::Fetch(_) => "FetchError",
             RunError::Response(_) => "ResponseError",
-            RunError::Encode(_) => "EncodeError",
+            RunError::Encode(_) | RunError::Spill(_) => "EncodeError",
             RunError::Store(_) => "StoreError",
         }
     }
 
     /// The message with every cause, on one line.
     pub fn chain(&self) -> String {
-        let mut text = self.to_string();
-        let mut source = std::error::Error::source(self);
-        while let Some(cause) = source {
-            text.push_str(": ");
-            text.push_str(&cause.to_string());
-            source = cause.source();
-        }
-        text
+        crate::logging::error_chain(self)
     }
-}
-
-/// Where a scheduled pass writes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Target {
-    /// `BUCKET_NAME`.
-    Bucket,
-    /// A local folder standing in for the bucket.
-    Folder(PathBuf),
 }
 
 /// Batch settings from the configuration: layout, gzip level and limits. Bodies stay in memory:
@@ -143,45 +99,41 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    /// Builds the HTTP client, the SDK clients (only those the configuration needs) and the key
+    /// Builds the HTTP client, the Secrets Manager client (when the key is a secret) and the key
     /// source. Reads nothing remote yet.
-    pub async fn from_config(config: &Config, target: Target) -> Result<Self, RunError> {
-        Self::with_sdk_config(config, target, None).await
+    pub async fn from_config(config: &Config, store: Store) -> Result<Self, RunError> {
+        let sdk = match config.require_key_source()? {
+            KeySource::SecretsManager { .. } => Some(crate::aws::sdk_config(config).await),
+            KeySource::Direct(_) => None,
+        };
+        Self::with_sdk_config(config, store, sdk.as_ref())
+    }
+
+    /// A pipeline writing to `BUCKET_NAME`, with one SDK configuration for S3 and the secret.
+    pub async fn for_bucket(config: &Config) -> Result<Self, RunError> {
+        let sdk = crate::aws::sdk_config(config).await;
+        let bucket = config.require_bucket()?.to_owned();
+        let store = Store::bucket(&sdk, bucket, config.put_max_attempts);
+        Self::with_sdk_config(config, store, Some(&sdk))
     }
 
     /// As [`Pipeline::from_config`], with the AWS SDK configuration given rather than loaded
-    /// from the environment.
-    pub async fn with_sdk_config(
+    /// from the environment (needed only when the key is a secret).
+    pub fn with_sdk_config(
         config: &Config,
-        target: Target,
-        sdk: Option<aws_config::SdkConfig>,
+        store: Store,
+        sdk: Option<&aws_config::SdkConfig>,
     ) -> Result<Self, RunError> {
         let fetcher = Fetcher::new(config.require_api_url()?, config.fetch.clone())?;
-        let key_source = config.require_key_source()?;
-        let needs_sdk =
-            target == Target::Bucket || matches!(key_source, KeySource::SecretsManager { .. });
-        let sdk = match (needs_sdk, sdk) {
-            (false, _) => None,
-            (true, Some(sdk)) => Some(sdk),
-            (true, None) => Some(aws::sdk_config(config).await),
-        };
-        let keys = match key_source {
-            KeySource::Direct(material) => Keys::Fixed(Arc::new(
+        let keys = match config.require_key_source()? {
+            KeySource::Direct(material) => Keys::Direct(Arc::new(
                 KeyRing::parse(material.expose()).map_err(RunError::Key)?,
             )),
             KeySource::SecretsManager { secret_id, ttl } => Keys::Secret(SecretKeys::new(
-                secrets::client(sdk.as_ref().expect("built when a secret is used")),
+                secrets::client(sdk.expect("an SDK configuration is given when a secret is used")),
                 secret_id.clone(),
                 *ttl,
             )),
-        };
-        let store = match target {
-            Target::Bucket => Store::S3(S3Store::new(
-                s3_store::client(sdk.as_ref().expect("built for a bucket")),
-                config.require_bucket()?.to_owned(),
-                config.put_max_attempts,
-            )),
-            Target::Folder(dir) => Store::Local(LocalStore::new(dir)),
         };
         Ok(Self {
             fetcher,
@@ -209,15 +161,15 @@ impl Pipeline {
         let started = Instant::now();
         let left = deadline.saturating_duration_since(started);
         tokio::time::sleep(self.start_delay.min(left / 4)).await;
-        let keys = self.keys.current().await?;
+        let ring = self.keys.current().await?;
         let fetch_deadline = started + left * 2 / 3;
         let fetch_started = Instant::now();
         let fetched = self.fetcher.fetch(fetch_deadline).await?;
         let fetch_ms = fetch_started.elapsed().as_millis() as u64;
         let records = response::parse_response(&fetched.body)?;
         let output =
-            batch::encode_batch(&records, &keys, &self.settings, now).map_err(RunError::Encode)?;
-        let mut summary = land(&output, &self.store, started).await?;
+            batch::encode_batch(&records, &ring, &self.settings, now).map_err(RunError::Encode)?;
+        let mut summary = write_objects(&output, &self.store, started).await?;
         summary.fetch_ms = Some(fetch_ms);
         summary.fetch_attempts = Some(fetched.attempts);
         Ok(summary)
@@ -230,7 +182,7 @@ pub struct RunSummary {
     /// Source records fetched (or read from the file).
     pub records_in: u64,
     /// Records now in data objects, whether this run wrote the object or found it present.
-    pub records_written: u64,
+    pub records_landed: u64,
     pub records_quarantined: u64,
     pub duplicates_dropped: u64,
     /// Objects created by this run (data and quarantine).
@@ -255,7 +207,7 @@ impl RunSummary {
     fn from_stats(stats: &BatchStats) -> Self {
         Self {
             records_in: stats.records_in,
-            records_written: stats.records_landed,
+            records_landed: stats.records_landed,
             records_quarantined: stats.records_quarantined,
             duplicates_dropped: stats.duplicates_dropped,
             bytes_in: stats.bytes_in,
@@ -266,21 +218,37 @@ impl RunSummary {
     }
 }
 
-/// Encodes a saved response (a JSON array of any size, read as a stream), using every core.
-pub fn encode_saved_response(
-    reader: impl Read,
-    keys: &KeyRing,
-    settings: &BatchSettings,
+/// Processes a saved response (a JSON array of any size, read as a stream) into `store`, using
+/// every core: the objects a scheduled pass would write, written once each. Bodies that outgrow
+/// memory wait in a private temporary folder made under `spill_parent` (beside a folder store's
+/// objects, so they are linked into place), removed whatever happens.
+pub async fn process_saved_response(
+    input: impl Read + Send,
+    ring: &KeyRing,
+    config: &Config,
+    store: &Store,
+    spill_parent: &Path,
     run_time: DateTime<Utc>,
-) -> Result<BatchOutput, ResponseError> {
+) -> Result<RunSummary, RunError> {
+    let started = Instant::now();
+    let spill = tempfile::Builder::new()
+        .prefix(".log-etl-tmp-")
+        .tempdir_in(spill_parent)
+        .map_err(RunError::Spill)?;
+    let mut settings = batch_settings(config);
+    settings.spool = SpoolPolicy::spill_to(spill.path().to_owned(), 256 << 10);
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
-    stream::encode_stream(reader, keys, settings, run_time, workers)
+    let output = parallel::encode_parallel(input, ring, &settings, run_time, workers)?;
+    let summary = write_objects(&output, store, started).await?;
+    drop(output);
+    drop(spill);
+    Ok(summary)
 }
 
 /// Writes every object of a batch once (data objects first, quarantine last) and tallies the
 /// outcome. Stops at the first failure: what was written stays, and a rerun of the same batch
 /// finds it present instead of writing it twice.
-pub async fn land(
+pub async fn write_objects(
     output: &BatchOutput,
     store: &Store,
     started: Instant,

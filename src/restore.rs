@@ -1,14 +1,16 @@
 //! Reading landed objects back: gunzip, parse each line, undo the compaction, and write the
 //! original records as NDJSON in the order stored.
 
-use std::fs::{self, File};
+use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use flate2::read::MultiGzDecoder;
 use serde_json::{Map, Value};
 
-use crate::compact;
+use crate::batch::layout::ObjectLayout;
+use crate::record::fields;
+use crate::store::{Store, StoreError};
 
 /// Why an object could not be restored.
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +30,8 @@ pub enum RestoreError {
     },
     #[error("writing the restored records failed")]
     Output(#[source] io::Error),
+    #[error("reading the stored objects failed")]
+    Store(#[source] StoreError),
 }
 
 /// Restores every line of one gzip'd NDJSON object into `out`; `name` only labels errors.
@@ -54,81 +58,46 @@ pub fn restore_object(
                 line: count,
                 source,
             })?;
-        compact::restore(&mut record);
+        fields::restore(&mut record);
         serde_json::to_writer(&mut *out, &record).map_err(|e| RestoreError::Output(e.into()))?;
         out.write_all(b"\n").map_err(RestoreError::Output)?;
     }
     Ok(count)
 }
 
-/// The object files named by `paths`: files as given, folders walked recursively for
-/// `*.<extension>` files, each folder's entries in name order (so keys come out in time order).
-/// Folders whose path under a given root starts with `skip` (the quarantine prefix) are left out.
-pub fn find_object_files(
-    paths: &[PathBuf],
-    extension: &str,
-    skip: Option<&str>,
-) -> io::Result<Vec<PathBuf>> {
-    let mut found = Vec::new();
-    for path in paths {
-        if fs::metadata(path)?.is_dir() {
-            walk(path, path, extension, skip, &mut found)?;
-        } else {
-            found.push(path.clone());
-        }
-    }
-    Ok(found)
-}
-
-fn walk(
-    root: &Path,
-    dir: &Path,
-    extension: &str,
-    skip: Option<&str>,
-    found: &mut Vec<PathBuf>,
-) -> io::Result<()> {
-    let mut entries: Vec<_> = fs::read_dir(dir)?.collect::<Result<_, _>>()?;
-    entries.sort_by_key(|e| e.file_name());
-    for entry in entries {
-        let path = entry.path();
-        let relative = path.strip_prefix(root).unwrap_or(&path);
-        if let Some(skip) = skip
-            && relative.starts_with(skip)
-        {
-            continue;
-        }
-        if entry.file_type()?.is_dir() {
-            walk(root, &path, extension, skip, found)?;
-        } else if path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .is_some_and(|n| n.ends_with(&format!(".{extension}")) && !n.starts_with('.'))
-        {
-            found.push(path);
-        }
-    }
-    Ok(())
-}
-
-/// Restores each file in turn into `out`. Returns the number of records.
-pub fn restore_files(files: &[PathBuf], out: &mut impl Write) -> Result<u64, RestoreError> {
+/// Restores every record object under `prefix` in `store`, in key order: objects with the
+/// encoding's extension, leaving out the quarantine prefix. Returns the number of records.
+pub async fn restore_store(
+    store: &Store,
+    prefix: &str,
+    layout: &ObjectLayout,
+    out: &mut impl Write,
+) -> Result<u64, RestoreError> {
     let mut total = 0;
-    for path in files {
-        let name = path.display().to_string();
-        let file = File::open(path).map_err(|source| RestoreError::Io {
-            name: name.clone(),
-            source,
-        })?;
-        total += restore_object(&name, file, out)?;
+    let keys = store.list(prefix).await.map_err(RestoreError::Store)?;
+    for key in keys.iter().filter(|key| layout.holds_records(key)) {
+        let bytes = store.get(key).await.map_err(RestoreError::Store)?;
+        total += restore_object(&store.locate(key), &bytes[..], out)?;
     }
     Ok(total)
+}
+
+/// Restores one object file into `out`. Returns the number of records.
+pub fn restore_file(path: &Path, out: &mut impl Write) -> Result<u64, RestoreError> {
+    let name = path.display().to_string();
+    let file = File::open(path).map_err(|source| RestoreError::Io {
+        name: name.clone(),
+        source,
+    })?;
+    restore_object(&name, file, out)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::encode::ObjectWriter;
-    use crate::spool::SpoolPolicy;
+    use crate::batch::encode::ObjectWriter;
+    use crate::batch::layout::PartitionStyle;
+    use crate::batch::spool::SpoolPolicy;
 
     #[test]
     fn compact_lines_come_back_as_the_original_records() {
@@ -158,39 +127,36 @@ mod tests {
         assert_eq!(err.to_string(), "obj line 2 is not a JSON object");
     }
 
-    #[test]
-    fn folders_are_walked_in_key_order_without_quarantine() {
+    #[tokio::test]
+    async fn a_folder_is_restored_in_key_order_without_quarantine() {
+        // Given objects in two hours, a quarantine object and a temporary file
         let dir = tempfile::tempdir().unwrap();
-        for rel in [
-            "data/2023/03/18/16/a.json.gz",
-            "data/2023/03/18/15/b.json.gz",
-            "data/2023/03/18/15/a.json.gz",
-            "data/2023/03/18/15/.tmp123",
-            "quarantine/2023/03/18/15/q.json.gz",
+        let object = |line: &str| {
+            let mut w = ObjectWriter::new(6, &SpoolPolicy::in_memory());
+            w.write_line(line.as_bytes()).unwrap();
+            w.finish().unwrap().body.to_vec().unwrap()
+        };
+        for (rel, line) in [
+            ("data/2023/03/18/16/a.json.gz", r#"{"n":3}"#),
+            ("data/2023/03/18/15/b.json.gz", r#"{"n":2}"#),
+            ("data/2023/03/18/15/a.json.gz", r#"{"n":1}"#),
+            ("data/2023/03/18/15/.tmp123", r#"{"n":9}"#),
+            ("quarantine/2023/03/18/15/q.json.gz", r#"{"n":8}"#),
         ] {
-            let p = dir.path().join(rel);
-            fs::create_dir_all(p.parent().unwrap()).unwrap();
-            fs::write(p, b"").unwrap();
+            let path = dir.path().join(rel);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, object(line)).unwrap();
         }
-        let files =
-            find_object_files(&[dir.path().to_owned()], "json.gz", Some("quarantine")).unwrap();
-        let rel: Vec<_> = files
-            .iter()
-            .map(|p| {
-                p.strip_prefix(dir.path())
-                    .unwrap()
-                    .to_str()
-                    .unwrap()
-                    .to_owned()
-            })
-            .collect();
+        // When the folder is restored
+        let store = Store::Folder(crate::store::FolderStore::new(dir.path()));
+        let layout = ObjectLayout::new("data", "quarantine", PartitionStyle::Flat).unwrap();
+        let mut out = Vec::new();
+        let n = restore_store(&store, "", &layout, &mut out).await.unwrap();
+        // Then the data records come back in key order, and nothing else
+        assert_eq!(n, 3);
         assert_eq!(
-            rel,
-            [
-                "data/2023/03/18/15/a.json.gz",
-                "data/2023/03/18/15/b.json.gz",
-                "data/2023/03/18/16/a.json.gz"
-            ]
+            String::from_utf8(out).unwrap(),
+            "{\"n\":1}\n{\"n\":2}\n{\"n\":3}\n"
         );
     }
 }

@@ -1,15 +1,13 @@
 //! The `log-etl` command end to end on saved responses: what `process` writes is read back
 //! (gunzip, parse, restore) and compared with the records that went in.
 
-mod common;
+use crate::common;
 
 use std::fs;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use common::log_etl;
-use flate2::read::GzDecoder;
-use log_etl::compact;
+use log_etl::record::fields;
 use serde_json::{Map, Value};
 
 struct Fixture {
@@ -116,14 +114,8 @@ fn files_under(root: &Path) -> Vec<String> {
     found
 }
 
-fn gunzip_lines(path: &Path) -> Vec<Map<String, Value>> {
-    let mut text = String::new();
-    GzDecoder::new(fs::File::open(path).unwrap())
-        .read_to_string(&mut text)
-        .unwrap();
-    text.lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
+fn gunzip_file(path: &Path) -> Vec<Map<String, Value>> {
+    common::gunzip_lines(&fs::read(path).unwrap())
 }
 
 #[test]
@@ -148,8 +140,8 @@ fn archives_read_back_are_the_input_records() {
     let mut restored = Vec::new();
     for file in files.iter().filter(|f| f.starts_with("data/")) {
         assert!(file.ends_with(".json.gz"), "{file}");
-        for mut record in gunzip_lines(&out_dir.join(file)) {
-            compact::restore(&mut record);
+        for mut record in gunzip_file(&out_dir.join(file)) {
+            fields::restore(&mut record);
             restored.push(record);
         }
     }
@@ -159,7 +151,7 @@ fn archives_read_back_are_the_input_records() {
     let quarantined: Vec<_> = files
         .iter()
         .filter(|f| f.starts_with("quarantine/"))
-        .flat_map(|f| gunzip_lines(&out_dir.join(f)))
+        .flat_map(|f| gunzip_file(&out_dir.join(f)))
         .collect();
     assert_eq!(quarantined.len() + truth.len(), 3000);
     assert!(!quarantined.is_empty());
@@ -169,7 +161,7 @@ fn archives_read_back_are_the_input_records() {
         assert!(line["reason"].as_str().unwrap().contains("token"));
     }
     assert_eq!(summary["records_in"], 3000);
-    assert_eq!(summary["records_written"], truth.len());
+    assert_eq!(summary["records_landed"], truth.len());
     assert_eq!(summary["records_quarantined"], quarantined.len());
     // and `restore` prints the same records
     let printed = log_etl(&["restore", out_dir.to_str().unwrap()], &[]);
@@ -212,7 +204,7 @@ fn records_straddling_an_hour_and_midnight_land_in_separate_objects() {
         stamp(&after[0]),
         stamp(after.last().unwrap())
     )));
-    assert_eq!(gunzip_lines(&out_dir.join(&files[0])).len(), before.len());
+    assert_eq!(gunzip_file(&out_dir.join(&files[0])).len(), before.len());
     assert_eq!(
         summary["hours"],
         serde_json::json!(["2023-12-31T23", "2024-01-01T00"])
@@ -344,7 +336,7 @@ fn bad_input_fails_in_one_line_and_leaves_nothing() {
 fn keygen_prints_a_usable_key() {
     let out = log_etl(&["keygen"], &[]);
     let key = String::from_utf8(out.stdout).unwrap();
-    assert!(log_etl::keyring::KeyRing::parse(key.trim()).is_ok());
+    assert!(log_etl::record::fernet::KeyRing::parse(key.trim()).is_ok());
     assert_ne!(
         key,
         String::from_utf8(log_etl(&["keygen"], &[]).stdout).unwrap()
@@ -461,9 +453,19 @@ impl Drop for Child {
 
 #[test]
 fn a_simulated_source_and_a_run_into_a_folder_land_what_was_served() {
-    // Given `log-etl simulate` on a free port, making its key file and writing its ground truth
+    // Given a key file made by `log-etl keygen --out`, readable by its owner only
     let dir = tempfile::tempdir().unwrap();
     let key_file = dir.path().join("sim.key");
+    let made = log_etl(&["keygen", "--out", key_file.to_str().unwrap()], &[]);
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let mode = fs::metadata(&key_file).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    // and `log-etl simulate` with that key on a free port, writing its ground truth
     let truth = dir.path().join("truth.ndjson");
     let out_dir = dir.path().join("out");
     let port = common::free_port();
@@ -496,9 +498,6 @@ fn a_simulated_source_and_a_run_into_a_folder_land_what_was_served() {
         );
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
-    use std::os::unix::fs::PermissionsExt;
-    let mode = fs::metadata(&key_file).unwrap().permissions().mode();
-    assert_eq!(mode & 0o777, 0o600);
     let key = fs::read_to_string(&key_file).unwrap().trim().to_owned();
     // When one scheduled pass runs into a folder
     let url = format!("http://127.0.0.1:{port}/api/data/log");
@@ -519,7 +518,7 @@ fn a_simulated_source_and_a_run_into_a_folder_land_what_was_served() {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     assert_eq!(summary["records_in"], 100);
-    assert_eq!(summary["records_written"], served.len() as u64);
+    assert_eq!(summary["records_landed"], served.len() as u64);
     assert_eq!(
         summary["records_quarantined"],
         100 - served.len() as u64,

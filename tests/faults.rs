@@ -3,17 +3,18 @@
 //! as the design says, and once the fault clears a rerun leaves every record in the bucket
 //! exactly once: the bucket is restored and compared with what the simulator served.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use common::faulty_s3::{FaultyS3, Plan};
-use common::world::{BUCKET, World, gunzip_lines, restore_data, sorted_json, world};
-use log_etl::keyring::generate_key;
+use common::gunzip_lines;
+use common::world::{BUCKET, World, restore_data, sorted_json, world};
+use log_etl::local::simulator::Fault;
+use log_etl::local::synth::SynthOptions;
 use log_etl::pipeline::{Pipeline, RunError, RunSummary};
-use log_etl::simulator::Fault;
-use log_etl::synth::SynthOptions;
+use log_etl::record::fernet::generate_key;
 
 const DEADLINE: Duration = Duration::from_secs(60);
 
@@ -67,7 +68,7 @@ async fn the_start_delay_waits_but_never_past_a_quarter_of_the_time_left() {
     let took = started.elapsed();
     assert!(took >= Duration::from_millis(500), "{took:?}");
     assert!(took < Duration::from_secs(30), "{took:?}");
-    assert_eq!(summary.records_written, 100);
+    assert_eq!(summary.records_landed, 100);
     assert_exactly_once(&world).await;
 }
 
@@ -208,7 +209,7 @@ async fn a_wrong_key_quarantines_every_record_and_the_right_one_lands_them_once(
     // When a run reads the batch, every record goes to quarantine, kept as received
     let summary = pass(&pipeline).await.unwrap();
     assert_eq!(
-        (summary.records_written, summary.records_quarantined),
+        (summary.records_landed, summary.records_quarantined),
         (0, 100)
     );
     let objects = world.objects(BUCKET).await;

@@ -3,7 +3,7 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE;
 use chrono::DateTime;
-use log_etl::keyring::KeyRing;
+use log_etl::record::fernet::KeyRing;
 use serde_json::Value;
 
 fn vectors(name: &str) -> Vec<Value> {

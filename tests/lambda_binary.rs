@@ -2,7 +2,7 @@
 //! the Lambda Runtime API (its `next`, `response` and `error` routes), against moto and the
 //! simulator; and the `log-etl` command against the same peers.
 
-mod common;
+use crate::common;
 
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -14,7 +14,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue};
 use axum::routing::{get, post};
 use common::world::{BUCKET, World, restore_data, sorted_json, world};
-use log_etl::synth::SynthOptions;
+use log_etl::local::synth::SynthOptions;
 use serde_json::Value;
 
 /// What the runtime stand-in has been told: `(request id, "response" or "error", body)`.
@@ -279,91 +279,6 @@ async fn a_failing_pass_is_reported_to_the_runtime_with_its_stage() {
             .contains("log-etl/missing")
     );
     assert!(world.objects(BUCKET).await.is_empty());
-}
-
-#[tokio::test]
-async fn the_command_line_runs_a_pass_and_restores_from_the_bucket() {
-    // Given the same peers, configured through the environment
-    let world = world(SynthOptions::default()).await;
-    let mut env = common::aws_env(&world.moto.endpoint());
-    env.extend([
-        ("LOG_API_URL", world.sim.url()),
-        ("BUCKET_NAME", BUCKET.to_owned()),
-        ("FERNET_SECRET_ID", world.secret_arn.clone()),
-    ]);
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    // When `log-etl run` does one pass
-    let out = common::log_etl_async(&["run"], &env).await;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(summary["records_written"], 100);
-    // Then `log-etl restore s3://bucket` prints exactly the records served
-    let out = common::log_etl_async(&["restore", &format!("s3://{BUCKET}")], &env).await;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let restored: Vec<serde_json::Map<String, Value>> = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    assert_eq!(
-        sorted_json(&restored),
-        sorted_json(&world.sim.ground_truth().records)
-    );
-}
-
-#[tokio::test]
-async fn a_saved_response_is_backfilled_into_the_bucket() {
-    let world = world(SynthOptions::default()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let (response, truth) = (dir.path().join("r.json"), dir.path().join("t.ndjson"));
-    let key_env = [("FERNET_KEY", world.key.as_str())];
-    let out = common::log_etl(
-        &[
-            "generate",
-            "--records",
-            "250",
-            "--out",
-            response.to_str().unwrap(),
-            "--truth",
-            truth.to_str().unwrap(),
-        ],
-        &key_env,
-    );
-    assert!(out.status.success());
-    let mut env = common::aws_env(&world.moto.endpoint());
-    env.push(("FERNET_KEY", world.key.clone()));
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let out = common::log_etl_async(
-        &[
-            "process",
-            "--input",
-            response.to_str().unwrap(),
-            "--bucket",
-            BUCKET,
-        ],
-        &env,
-    )
-    .await;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let objects = world.objects(BUCKET).await;
-    let expected: Vec<serde_json::Map<String, Value>> = std::fs::read_to_string(truth)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    assert_eq!(sorted_json(&restore_data(&objects)), sorted_json(&expected));
 }
 
 /// The tokens in the simulator's current batch.

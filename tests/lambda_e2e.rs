@@ -1,17 +1,18 @@
 //! The Lambda handler end to end against real peers: a moto server (S3 and Secrets Manager over
 //! their HTTP APIs), the log-API simulator, and the checked-in scheduled event.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use common::world::{BUCKET, gunzip_lines, restore_data, sorted_json, world};
+use common::gunzip_lines;
+use common::world::{BUCKET, restore_data, sorted_json, world};
 use lambda_runtime::{Context, LambdaEvent};
 use log_etl::lambda::{self, MetricsTarget};
+use log_etl::local::simulator::Fault;
+use log_etl::local::synth::SynthOptions;
 use log_etl::pipeline::{Pipeline, RunError, RunSummary};
-use log_etl::simulator::Fault;
-use log_etl::synth::SynthOptions;
 
 /// Invokes the real handler with the checked-in scheduled event.
 async fn invoke(pipeline: &Pipeline) -> Result<RunSummary, RunError> {
@@ -165,7 +166,7 @@ async fn an_api_answering_500_then_200_is_retried() {
     let summary = invoke(&pipeline).await.unwrap();
     assert_eq!(summary.fetch_attempts, Some(2));
     assert_eq!(world.sim.requests(), 2);
-    assert_eq!(summary.records_written, 100);
+    assert_eq!(summary.records_landed, 100);
 }
 
 #[tokio::test]

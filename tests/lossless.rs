@@ -4,8 +4,8 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use log_etl::compact::{self, ESCAPE_KEY, Field, METHOD_CODES};
-use log_etl::pyrepr::{self, ParseLimits};
+use log_etl::record::fields::{self, ESCAPE_KEY, Field, METHOD_CODES};
+use log_etl::record::pyrepr::{self, ParseLimits};
 use proptest::prelude::*;
 use serde_json::{Map, Number, Value, json};
 
@@ -123,19 +123,19 @@ proptest! {
     #[test]
     fn restore_undoes_compact(r in record()) {
         let mut c = r.clone();
-        compact::compact(&mut c);
-        compact::restore(&mut c);
+        fields::compact(&mut c);
+        fields::restore(&mut c);
         prop_assert_eq!(c, r);
     }
 
     #[test]
     fn restore_undoes_compact_through_archive_text(r in record()) {
         let mut c = r.clone();
-        compact::compact(&mut c);
+        fields::compact(&mut c);
         let line = serde_json::to_string(&c).unwrap();
         prop_assert!(!line.contains('\n'));
         let mut back: Map<String, Value> = serde_json::from_str(&line).unwrap();
-        compact::restore(&mut back);
+        fields::restore(&mut back);
         prop_assert_eq!(serde_json::to_string(&back).unwrap(), serde_json::to_string(&r).unwrap());
         prop_assert_eq!(back, r);
     }
@@ -150,7 +150,7 @@ proptest! {
         r.insert("user_id".into(), json!(id));
         r.insert("method".into(), json!(m.0));
         r.insert("inDate".into(), json!(d));
-        compact::compact(&mut r);
+        fields::compact(&mut r);
         prop_assert_eq!(r["user_id"].as_str().unwrap().len(), 44);
         prop_assert_eq!(&r["method"], &json!(m.1));
         prop_assert_eq!(r["inDate"].as_str().unwrap().len(), 15);
@@ -195,8 +195,8 @@ fn the_adversarial_corner_cases_named_in_the_design() {
     for case in cases {
         let r = case.as_object().unwrap().clone();
         let mut c = r.clone();
-        compact::compact(&mut c);
-        compact::restore(&mut c);
+        fields::compact(&mut c);
+        fields::restore(&mut c);
         assert_eq!(c, r, "{case}");
     }
 }

@@ -1,12 +1,12 @@
 //! Interop with the reference implementations: Python's `cryptography` Fernet and
 //! `ast.literal_eval`, and the `b64uuid` package that defined the `user_id` rule.
 
-mod common;
+use crate::common;
 
-use log_etl::compact::Field;
-use log_etl::keyring::{KeyRing, generate_key};
-use log_etl::payload::parse_payload;
-use log_etl::pyrepr::{ParseLimits, to_repr};
+use log_etl::record::fernet::{KeyRing, generate_key};
+use log_etl::record::fields::Field;
+use log_etl::record::payload::parse_payload;
+use log_etl::record::pyrepr::{ParseLimits, to_repr};
 use serde_json::{Value, json};
 
 #[test]

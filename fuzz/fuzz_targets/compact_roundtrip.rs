@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use log_etl::compact::{self, Field};
+use log_etl::record::fields::{self, Field};
 use serde_json::{Map, Value};
 
 fuzz_target!(|data: &[u8]| {
@@ -11,7 +11,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let mut compacted = original.clone();
-    compact::compact(&mut compacted);
+    fields::compact(&mut compacted);
 
     assert!(
         compacted.keys().eq(original.keys()),
@@ -24,14 +24,14 @@ fuzz_target!(|data: &[u8]| {
     }
 
     let mut restored = compacted.clone();
-    compact::restore(&mut restored);
+    fields::restore(&mut restored);
     assert_eq!(restored, original, "in-memory round trip");
 
     let text = serde_json::to_string(&compacted).expect("a JSON map always serialises");
     assert!(!text.contains('\n'), "an NDJSON line holds no newline");
     match serde_json::from_str::<Map<String, Value>>(&text) {
         Ok(mut reread) => {
-            compact::restore(&mut reread);
+            fields::restore(&mut reread);
             assert_eq!(reread, original, "round trip through text: {text}");
         }
         // An escape adds one level, which can take a record already at serde_json's nesting

@@ -4,8 +4,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use log_etl::payload::parse_payload;
-use log_etl::pyrepr::{self, ParseLimits};
+use log_etl::record::payload::parse_payload;
+use log_etl::record::pyrepr::{self, ParseLimits};
 use serde_json::Value;
 
 /// Roomier than the default, so a failed re-parse can only mean the writer and the parser

@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use log_etl::pyrepr::{self, ParseLimits};
+use log_etl::record::pyrepr::{self, ParseLimits};
 
 /// Roomier than the default, so a failed re-parse can only mean the writer and the parser
 /// disagree, never that a limit was hit.

@@ -17,12 +17,12 @@ use chrono::TimeZone as _;
 use flate2::read::MultiGzDecoder;
 use libfuzzer_sys::fuzz_target;
 use log_etl::batch::{Batch, BatchSettings, ObjectKind};
-use log_etl::compact::{self, Field};
-use log_etl::hour;
-use log_etl::keyring::KeyRing;
-use log_etl::object_key::{KeyLayout, PartitionStyle};
-use log_etl::payload::parse_payload;
-use log_etl::pyrepr;
+use log_etl::record::fields::{self, Field};
+use log_etl::record::hour;
+use log_etl::record::fernet::KeyRing;
+use log_etl::batch::layout::{ObjectLayout, PartitionStyle};
+use log_etl::record::payload::parse_payload;
+use log_etl::record::pyrepr;
 use log_etl::record::{RecordLimits, process_record};
 use log_etl::restore::restore_object;
 use serde_json::value::RawValue;
@@ -40,7 +40,7 @@ static KEYS: LazyLock<KeyRing> =
 
 static SETTINGS: LazyLock<BatchSettings> = LazyLock::new(|| {
     BatchSettings::new(
-        KeyLayout::new("data", "quarantine", PartitionStyle::Flat).expect("a valid layout"),
+        ObjectLayout::new("data", "quarantine", PartitionStyle::Flat).expect("a valid layout"),
     )
 });
 
@@ -75,7 +75,7 @@ fn expected(plaintext: &[u8], limits: &RecordLimits) -> Result<Map<String, Value
 fn restored(line: &[u8]) -> Map<String, Value> {
     let mut record: Map<String, Value> =
         serde_json::from_slice(line).expect("a compact line is a JSON object");
-    compact::restore(&mut record);
+    fields::restore(&mut record);
     record
 }
 

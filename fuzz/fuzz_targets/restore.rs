@@ -8,9 +8,9 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use log_etl::encode::ObjectWriter;
+use log_etl::batch::encode::ObjectWriter;
 use log_etl::restore::restore_object;
-use log_etl::spool::SpoolPolicy;
+use log_etl::batch::spool::SpoolPolicy;
 use serde_json::{Map, Value};
 
 fuzz_target!(|data: &[u8]| {

@@ -3,13 +3,13 @@
 use lambda_runtime::{LambdaEvent, service_fn};
 use log_etl::config::Config;
 use log_etl::lambda::{self, MetricsTarget};
-use log_etl::pipeline::{Pipeline, Target};
+use log_etl::pipeline::Pipeline;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_runtime::Error> {
     log_etl::logging::init();
     let config = Config::from_env()?;
-    let pipeline = Pipeline::from_config(&config, Target::Bucket).await?;
+    let pipeline = Pipeline::for_bucket(&config).await?;
     if let Err(err) = pipeline.warm_up().await {
         tracing::warn!(error_type = err.error_type(), error = %err.chain(), "key not available at start-up");
     }

@@ -5,9 +5,12 @@
 pub mod faulty_s3;
 pub mod world;
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
+
+use flate2::read::GzDecoder;
+use serde_json::{Map, Value};
 
 /// The Python of the test virtual environment. Fails loudly when it is missing: these tests
 /// check against real peers and must never pass without them.
@@ -52,15 +55,8 @@ pub fn log_etl(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_log-etl"));
     cmd.args(args);
     // Only what the test sets: no key or setting leaks in from the caller's environment.
-    for var in [
-        "FERNET_KEY",
-        "FERNET_SECRET_ID",
-        "KEY_PREFIX",
-        "QUARANTINE_PREFIX",
-        "PARTITION_STYLE",
-        "GZIP_LEVEL",
-    ] {
-        cmd.env_remove(var);
+    for setting in log_etl::config::var::ALL {
+        cmd.env_remove(setting.name);
     }
     cmd.envs(env.iter().copied());
     cmd.output().expect("log-etl runs")
@@ -184,4 +180,13 @@ pub async fn log_etl_async(args: &[&str], env: &[(&str, &str)]) -> Output {
     })
     .await
     .expect("the command's thread finishes")
+}
+
+/// The records of a gzip'd NDJSON object, each line parsed.
+pub fn gunzip_lines(bytes: &[u8]) -> Vec<Map<String, Value>> {
+    let mut text = String::new();
+    GzDecoder::new(bytes).read_to_string(&mut text).unwrap();
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
 }

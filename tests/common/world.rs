@@ -1,23 +1,22 @@
 //! A world for end-to-end tests: moto with a bucket and a secret holding the key, and the
 //! log-API simulator serving with that key; plus reading the bucket back.
 
-use std::io::Read;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use chrono::{TimeZone, Utc};
-use flate2::read::GzDecoder;
-use log_etl::compact;
+use log_etl::batch::layout::{ObjectLayout, PartitionStyle};
 use log_etl::config::Config;
-use log_etl::hour::{self, HourKey};
-use log_etl::keyring::{KeyRing, generate_key};
-use log_etl::object_key::{KeyLayout, PartitionStyle};
-use log_etl::pipeline::{Pipeline, Target};
-use log_etl::simulator::{Simulator, SimulatorOptions};
-use log_etl::synth::SynthOptions;
+use log_etl::local::simulator::{Simulator, SimulatorOptions};
+use log_etl::local::synth::SynthOptions;
+use log_etl::pipeline::Pipeline;
+use log_etl::record::fernet::{KeyRing, generate_key};
+use log_etl::record::fields;
+use log_etl::record::hour::{self, HourKey};
+use log_etl::store::Store;
 use serde_json::{Map, Value};
 
-use super::Moto;
+use super::{Moto, gunzip_lines};
 
 pub const BUCKET: &str = "log-etl-test";
 
@@ -35,7 +34,7 @@ pub struct World {
 pub async fn world(synth: SynthOptions) -> World {
     let moto = Moto::start();
     let sdk = super::sdk_config(&moto.endpoint()).await;
-    let s3 = log_etl::s3_store::client(&sdk);
+    let s3 = log_etl::store::s3::client(&sdk);
     s3.create_bucket().bucket(BUCKET).send().await.unwrap();
     let key = generate_key();
     let secrets = aws_sdk_secretsmanager::Client::new(&sdk);
@@ -94,13 +93,15 @@ impl World {
     }
 
     pub async fn pipeline(&self, overrides: &[(&str, &str)]) -> Pipeline {
-        Pipeline::with_sdk_config(
-            &self.config(overrides),
-            Target::Bucket,
-            Some(self.sdk.clone()),
-        )
-        .await
-        .unwrap()
+        self.pipeline_with(overrides, &self.sdk)
+    }
+
+    /// A pipeline into the bucket through `sdk`, configured like [`World::pipeline`].
+    fn pipeline_with(&self, overrides: &[(&str, &str)], sdk: &aws_config::SdkConfig) -> Pipeline {
+        let config = self.config(overrides);
+        let bucket = config.require_bucket().unwrap().to_owned();
+        let store = Store::bucket(sdk, bucket, config.put_max_attempts);
+        Pipeline::with_sdk_config(&config, store, Some(sdk)).unwrap()
     }
 
     /// A pipeline whose AWS requests go through `http` (to inject S3 faults).
@@ -110,9 +111,7 @@ impl World {
         http: super::faulty_s3::FaultyS3,
     ) -> Pipeline {
         let sdk = super::sdk_config_via(&self.moto.endpoint(), Some(http)).await;
-        Pipeline::with_sdk_config(&self.config(overrides), Target::Bucket, Some(sdk))
-            .await
-            .unwrap()
+        self.pipeline_with(overrides, &sdk)
     }
 
     /// Every object in the bucket: key and bytes, in key order.
@@ -144,21 +143,13 @@ impl World {
     }
 }
 
-pub fn gunzip_lines(bytes: &[u8]) -> Vec<Map<String, Value>> {
-    let mut text = String::new();
-    GzDecoder::new(bytes).read_to_string(&mut text).unwrap();
-    text.lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
 /// Restores every data object, checking each record sits under its own hour's folder.
 pub fn restore_data(objects: &[(String, Vec<u8>)]) -> Vec<Map<String, Value>> {
-    let layout = KeyLayout::new("data", "quarantine", PartitionStyle::Flat).unwrap();
+    let layout = ObjectLayout::new("data", "quarantine", PartitionStyle::Flat).unwrap();
     let mut restored = Vec::new();
     for (key, bytes) in objects.iter().filter(|(k, _)| k.starts_with("data/")) {
         for mut record in gunzip_lines(bytes) {
-            compact::restore(&mut record);
+            fields::restore(&mut record);
             let hour: HourKey = hour::place(record.get("inDate")).unwrap().hour;
             assert!(
                 key.starts_with(&format!("{}/", layout.data_hour_path(hour))),

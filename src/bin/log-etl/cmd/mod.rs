@@ -1,0 +1,132 @@
+//! One module per command, each with its arguments and a `run`; what they share: the one-line
+//! error with its exit code, the Fernet key arguments, and the synthetic-record arguments.
+
+pub mod demo;
+pub mod generate;
+pub mod keygen;
+pub mod process;
+pub mod restore;
+pub mod run;
+pub mod settings;
+pub mod simulate;
+
+use std::error::Error;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use log_etl::config::{Config, var};
+use log_etl::local::synth::SynthOptions;
+use log_etl::logging::error_chain;
+use log_etl::pipeline::RunError;
+use log_etl::record::fernet::KeyRing;
+
+/// Why a command did not succeed.
+#[derive(Debug)]
+pub enum CliError {
+    /// Bad usage or input: exit code 2.
+    Usage(String),
+    /// The run failed: exit code 1.
+    Failed(String),
+    /// The reader of our output went away (`| head`): their choice, not a failure.
+    ReaderClosed,
+}
+
+impl CliError {
+    pub fn usage(message: &str) -> Self {
+        CliError::Usage(message.to_owned())
+    }
+
+    pub fn usage_from(context: &str, err: &dyn Error) -> Self {
+        CliError::Usage(format!("{context}: {}", error_chain(err)))
+    }
+
+    pub fn failed(context: &str, err: &dyn Error) -> Self {
+        CliError::Failed(format!("{context}: {}", error_chain(err)))
+    }
+
+    /// A failed run, named by its stage; bad settings or keys are usage errors.
+    pub fn run(err: RunError) -> Self {
+        let message = format!("{}: {}", err.error_type(), err.chain());
+        match err {
+            RunError::Config(_) | RunError::Key(_) => CliError::Usage(message),
+            _ => CliError::Failed(message),
+        }
+    }
+}
+
+/// The exit status of a command, its error printed on one line.
+pub fn exit_code(result: Result<(), CliError>) -> ExitCode {
+    let (code, message) = match result {
+        Ok(()) | Err(CliError::ReaderClosed) => return ExitCode::SUCCESS,
+        Err(CliError::Usage(message)) => (2, message),
+        Err(CliError::Failed(message)) => (1, message),
+    };
+    eprintln!("log-etl: error: {message}");
+    ExitCode::from(code)
+}
+
+/// The settings from the environment.
+pub fn config() -> Result<Config, CliError> {
+    Config::from_env().map_err(|e| CliError::usage_from("configuration", &e))
+}
+
+/// Prints a summary as one JSON line.
+pub fn print_json(value: &impl serde::Serialize) {
+    println!("{}", serde_json::to_string(value).expect("serialisable"));
+}
+
+/// Where the Fernet key comes from: a file, the command line, or `FERNET_KEY`.
+#[derive(clap::Args)]
+pub struct KeyArgs {
+    /// File holding the Fernet key (or a JSON list of keys, newest first).
+    #[arg(long, conflicts_with = "key")]
+    key_file: Option<PathBuf>,
+    /// The Fernet key itself. `ps` shows it to every user: prefer --key-file or FERNET_KEY.
+    #[arg(long)]
+    key: Option<String>,
+}
+
+impl KeyArgs {
+    /// The key ring from `--key-file`, else `--key`, else `FERNET_KEY`.
+    pub fn ring(&self) -> Result<KeyRing, CliError> {
+        let material = match (&self.key_file, &self.key) {
+            (Some(path), _) => read_key_file(path)?,
+            (None, Some(key)) => key.clone(),
+            (None, None) => std::env::var(var::FERNET_KEY.name).map_err(|_| {
+                CliError::usage("no Fernet key: pass --key-file FILE or set FERNET_KEY")
+            })?,
+        };
+        KeyRing::parse(&material)
+            .map_err(|e| CliError::usage_from("the Fernet key is unusable", &e))
+    }
+}
+
+fn read_key_file(path: &Path) -> Result<String, CliError> {
+    std::fs::read_to_string(path)
+        .map_err(|e| CliError::usage_from(&format!("cannot read {}", path.display()), &e))
+}
+
+/// What generated records are like.
+#[derive(clap::Args)]
+pub struct SynthArgs {
+    /// Seed of the generator: the same seed gives the same records.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Records per thousand with unusual but valid values.
+    #[arg(long, default_value_t = 0)]
+    unusual_per_mille: u32,
+    /// Records per thousand with tokens that cannot be decrypted.
+    #[arg(long, default_value_t = 0)]
+    bad_per_mille: u32,
+}
+
+impl From<SynthArgs> for SynthOptions {
+    fn from(args: SynthArgs) -> Self {
+        Self {
+            seed: args.seed,
+            unusual_per_mille: args.unusual_per_mille,
+            bad_per_mille: args.bad_per_mille,
+            ..SynthOptions::default()
+        }
+    }
+}

@@ -1,0 +1,54 @@
+//! `log-etl restore`: the original records of landed objects.
+
+use std::io::{self, BufWriter, Write};
+use std::path::Path;
+
+use log_etl::restore::{self, RestoreError};
+use log_etl::store::{FolderStore, Store};
+
+use super::{CliError, config};
+
+/// Print the original records stored in objects, as NDJSON in the order stored. PATHs are files,
+/// folders (searched recursively) or s3://bucket/prefix; quarantine is skipped.
+#[derive(clap::Args)]
+pub struct Args {
+    #[arg(required = true)]
+    paths: Vec<String>,
+}
+
+pub async fn run(args: Args) -> Result<(), CliError> {
+    let mut config = config()?;
+    let stdout = io::stdout();
+    let mut out = BufWriter::new(stdout.lock());
+    for path in &args.paths {
+        let restored = match path.strip_prefix("s3://") {
+            Some(location) => {
+                let (bucket, prefix) = location.split_once('/').unwrap_or((location, ""));
+                config.bucket = Some(bucket.to_owned());
+                let store = Store::bucket_from_config(&config)
+                    .await
+                    .map_err(|e| CliError::usage_from("configuration", &e))?;
+                restore::restore_store(&store, prefix, &config.layout, &mut out).await
+            }
+            None if Path::new(path).is_dir() => {
+                let store = Store::Folder(FolderStore::new(path));
+                restore::restore_store(&store, "", &config.layout, &mut out).await
+            }
+            None if Path::new(path).exists() => restore::restore_file(Path::new(path), &mut out),
+            None => {
+                return Err(CliError::usage(&format!(
+                    "cannot read {path}: no such file"
+                )));
+            }
+        };
+        restored.map_err(failed)?;
+    }
+    out.flush().map_err(|e| failed(RestoreError::Output(e)))
+}
+
+fn failed(err: RestoreError) -> CliError {
+    match err {
+        RestoreError::Output(e) if e.kind() == io::ErrorKind::BrokenPipe => CliError::ReaderClosed,
+        err => CliError::failed("restore failed", &err),
+    }
+}

@@ -1,0 +1,133 @@
+//! A run's figures as a CloudWatch Embedded Metric Format line: printed to stdout, turned into
+//! metrics by CloudWatch Logs with no API call. The template's alarms use these names.
+
+use serde_json::{Value, json};
+
+use crate::pipeline::RunSummary;
+
+/// Dimension naming the function, so several deployments do not mix their figures.
+pub const DIMENSION: &str = "FunctionName";
+
+/// One figure of a run: its metric name, CloudWatch unit and value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Metric {
+    pub name: &'static str,
+    pub unit: &'static str,
+    pub value: u64,
+}
+
+const fn count(name: &'static str, value: u64) -> Metric {
+    Metric {
+        name,
+        unit: "Count",
+        value,
+    }
+}
+
+/// A pass's figures: the one list of metric names, units and values, in the order written.
+pub fn of_pass(summary: &RunSummary) -> Vec<Metric> {
+    vec![
+        count("RecordsFetched", summary.records_in),
+        count("RecordsLanded", summary.records_landed),
+        count("RecordsQuarantined", summary.records_quarantined),
+        count("DuplicatesDropped", summary.duplicates_dropped),
+        count("ObjectsWritten", summary.objects_written),
+        count("ObjectsAlreadyPresent", summary.objects_already_present),
+        Metric {
+            name: "BytesIn",
+            unit: "Bytes",
+            value: summary.bytes_in,
+        },
+        Metric {
+            name: "BytesOut",
+            unit: "Bytes",
+            value: summary.bytes_out,
+        },
+        Metric {
+            name: "FetchDuration",
+            unit: "Milliseconds",
+            value: summary.fetch_ms.unwrap_or(0),
+        },
+        Metric {
+            name: "Duration",
+            unit: "Milliseconds",
+            value: summary.duration_ms,
+        },
+    ]
+}
+
+/// The name of every metric a pass emits (the template's alarms and dashboard use these).
+pub fn pass_metric_names() -> Vec<&'static str> {
+    of_pass(&RunSummary::default())
+        .into_iter()
+        .map(|m| m.name)
+        .collect()
+}
+
+/// The EMF document for one run's `metrics`. `timestamp_ms` is the run's time (epoch
+/// milliseconds).
+pub fn emf_line(
+    namespace: &str,
+    function_name: &str,
+    metrics: &[Metric],
+    timestamp_ms: i64,
+) -> String {
+    let mut doc = json!({
+        "_aws": {
+            "Timestamp": timestamp_ms,
+            "CloudWatchMetrics": [{
+                "Namespace": namespace,
+                "Dimensions": [[DIMENSION]],
+                "Metrics": metrics.iter().map(|m| json!({"Name": m.name, "Unit": m.unit})).collect::<Vec<_>>(),
+            }],
+        },
+        DIMENSION: function_name,
+    });
+    let map = doc.as_object_mut().expect("built as an object");
+    for metric in metrics {
+        map.insert(metric.name.to_owned(), Value::from(metric.value));
+    }
+    doc.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_metric_is_declared_and_valued() {
+        // Given a run's summary
+        let summary = RunSummary {
+            records_in: 100,
+            records_landed: 97,
+            records_quarantined: 3,
+            objects_written: 2,
+            fetch_ms: Some(40),
+            duration_ms: 120,
+            ..RunSummary::default()
+        };
+        // When it becomes an EMF line
+        let doc: Value = serde_json::from_str(&emf_line(
+            "LogEtl",
+            "log-etl-fn",
+            &of_pass(&summary),
+            1_700_000_000_000,
+        ))
+        .unwrap();
+        // Then the directive declares each metric with its unit, under the function's dimension
+        let directive = &doc["_aws"]["CloudWatchMetrics"][0];
+        assert_eq!(directive["Namespace"], "LogEtl");
+        assert_eq!(directive["Dimensions"], json!([["FunctionName"]]));
+        let names = pass_metric_names();
+        assert_eq!(directive["Metrics"].as_array().unwrap().len(), names.len());
+        assert_eq!(doc["FunctionName"], "log-etl-fn");
+        // and each value sits at the top level
+        assert_eq!(doc["RecordsFetched"], 100);
+        assert_eq!(doc["RecordsQuarantined"], 3);
+        assert_eq!(doc["FetchDuration"], 40);
+        assert_eq!(doc["RecordsLanded"], 97);
+        for name in names {
+            assert!(doc[name].is_u64(), "{name}");
+        }
+    }
+}

@@ -1,0 +1,98 @@
+//! The Lambda handler: a scheduled event in, one pass, a typed summary out, logged as one line
+//! and emitted as metrics ([`metrics`]).
+
+pub mod metrics;
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use aws_lambda_events::event::eventbridge::EventBridgeEvent;
+use chrono::Utc;
+use lambda_runtime::{Diagnostic, LambdaEvent};
+
+use crate::pipeline::{Pipeline, RunError, RunSummary};
+
+/// Time a pass may take when the runtime gives no deadline (tests, local invokes).
+const DEFAULT_BUDGET: Duration = Duration::from_secs(60);
+/// Kept back from the invocation's deadline so the summary and metrics still get out.
+const DEADLINE_MARGIN: Duration = Duration::from_millis(500);
+
+/// Where metrics go: the namespace, and the function name used as their dimension.
+#[derive(Debug, Clone)]
+pub struct MetricsTarget {
+    pub namespace: String,
+    pub function_name: String,
+}
+
+impl From<RunError> for Diagnostic {
+    fn from(err: RunError) -> Self {
+        Diagnostic {
+            error_type: err.error_type().to_owned(),
+            error_message: err.chain(),
+        }
+    }
+}
+
+/// Runs one pass for a scheduled event.
+pub async fn handle(
+    pipeline: &Pipeline,
+    metrics_target: &MetricsTarget,
+    event: LambdaEvent<EventBridgeEvent>,
+) -> Result<RunSummary, RunError> {
+    let deadline = Instant::now() + time_left(event.context.deadline);
+    let scheduled = event
+        .payload
+        .time
+        .map(|t| t.to_rfc3339())
+        .unwrap_or_default();
+    let now = Utc::now();
+    match pipeline.run_pass(now, deadline).await {
+        Ok(summary) => {
+            tracing::info!(
+                request_id = %event.context.request_id,
+                scheduled = %scheduled,
+                records_in = summary.records_in,
+                records_landed = summary.records_landed,
+                records_quarantined = summary.records_quarantined,
+                duplicates_dropped = summary.duplicates_dropped,
+                objects_written = summary.objects_written,
+                objects_already_present = summary.objects_already_present,
+                bytes_in = summary.bytes_in,
+                bytes_out = summary.bytes_out,
+                fetch_ms = summary.fetch_ms.unwrap_or(0),
+                duration_ms = summary.duration_ms,
+                "pass complete"
+            );
+            println!(
+                "{}",
+                metrics::emf_line(
+                    &metrics_target.namespace,
+                    &metrics_target.function_name,
+                    &metrics::of_pass(&summary),
+                    now.timestamp_millis()
+                )
+            );
+            Ok(summary)
+        }
+        Err(err) => {
+            tracing::error!(
+                request_id = %event.context.request_id,
+                scheduled = %scheduled,
+                error_type = err.error_type(),
+                error = %err.chain(),
+                "pass failed"
+            );
+            Err(err)
+        }
+    }
+}
+
+/// Time until the invocation's deadline (epoch milliseconds), less a margin.
+fn time_left(deadline_ms: u64) -> Duration {
+    if deadline_ms == 0 {
+        return DEFAULT_BUDGET;
+    }
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    Duration::from_millis(deadline_ms.saturating_sub(now_ms)).saturating_sub(DEADLINE_MARGIN)
+}

@@ -1,0 +1,325 @@
+//! A stand-in for the log API: serves `GET /api/data/log` as the real server does (a JSON array
+//! of the current batch of Fernet tokens), replaces the batch on a period or on demand, keeps the
+//! ground truth of what it served, and injects faults on request for the tests.
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::State as AxumState;
+use axum::http::{StatusCode, header};
+use axum::response::Response;
+use axum::routing::get;
+use chrono::{DateTime, Utc};
+use serde_json::{Map, Value};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::local::synth::{SourceItem, Synth, SynthOptions, response_body};
+use crate::record::fernet::KeyRing;
+
+/// Path the real server serves.
+pub const PATH: &str = "/api/data/log";
+
+/// How the simulated server behaves.
+#[derive(Debug, Clone)]
+pub struct SimulatorOptions {
+    /// Records per batch (the server: 100).
+    pub batch_size: usize,
+    /// Real time between batch replacements; `None` replaces only on [`Simulator::next_batch`].
+    pub period: Option<Duration>,
+    pub synth: SynthOptions,
+    /// `inDate` of the first record of the first batch.
+    pub record_start: DateTime<Utc>,
+    /// How far `inDate` moves on between batches (the server: 3 minutes).
+    pub record_step: Duration,
+    /// Where to append the records served (NDJSON), as the ground truth.
+    pub truth_file: Option<PathBuf>,
+}
+
+impl SimulatorOptions {
+    /// The real server's rhythm: 100 records every 3 minutes, starting now.
+    pub fn like_the_server(now: DateTime<Utc>) -> Self {
+        Self {
+            batch_size: 100,
+            period: Some(Duration::from_secs(180)),
+            synth: SynthOptions::default(),
+            record_start: now,
+            record_step: Duration::from_secs(180),
+            truth_file: None,
+        }
+    }
+}
+
+/// A misbehaviour for the next request (queued; each request takes one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fault {
+    /// Answer with this status and a short text body.
+    Status(u16),
+    /// Wait this long, then answer normally.
+    Delay(Duration),
+    /// Answer 200 with an HTML page.
+    Html,
+    /// Answer 200 with the first half of the body.
+    Truncated,
+    /// Answer 200 with a JSON object instead of an array.
+    NotAnArray,
+    /// Answer 200 with `[]`.
+    EmptyArray,
+    /// Answer 200 with the batch followed by whitespace up to this many bytes.
+    Oversized(usize),
+    /// Answer 200 with every record of the batch twice.
+    Duplicates,
+}
+
+/// What the simulator has served so far.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct GroundTruth {
+    /// Plaintext records of every batch served at least once, in order.
+    pub records: Vec<Map<String, Value>>,
+    /// Records served whose tokens cannot be decrypted.
+    pub undecryptable: u64,
+    /// Batches served at least once.
+    pub batches: u64,
+    /// Bytes of those batches' response bodies.
+    pub bytes: u64,
+}
+
+struct State {
+    ring: KeyRing,
+    synth: Synth,
+    options: SimulatorOptions,
+    batch_no: u32,
+    items: Vec<SourceItem>,
+    body: Vec<u8>,
+    served: bool,
+    truth: GroundTruth,
+    truth_file: Option<BufWriter<File>>,
+    faults: VecDeque<Fault>,
+    requests: u64,
+}
+
+impl State {
+    fn make_batch(&mut self) {
+        let start = self.options.record_start + self.options.record_step * self.batch_no;
+        self.items = self.synth.batch(&self.ring, start, self.options.batch_size);
+        self.body = response_body(&self.items).into_bytes();
+        self.served = false;
+    }
+
+    fn mark_served(&mut self) {
+        if self.served {
+            return;
+        }
+        self.served = true;
+        self.truth.batches += 1;
+        self.truth.bytes += self.body.len() as u64;
+        for item in &self.items {
+            match &item.truth {
+                Some(record) => {
+                    if let Some(file) = self.truth_file.as_mut() {
+                        let _ = serde_json::to_writer(&mut *file, record);
+                        let _ = file.write_all(b"\n").and_then(|()| file.flush());
+                    }
+                    self.truth.records.push(record.clone());
+                }
+                None => self.truth.undecryptable += 1,
+            }
+        }
+    }
+}
+
+/// A running simulator; stops when [`Simulator::stop`] is called or it is dropped.
+pub struct Simulator {
+    addr: SocketAddr,
+    state: Arc<Mutex<State>>,
+    server: Option<JoinHandle<()>>,
+    ticker: Option<JoinHandle<()>>,
+    shutdown: Option<oneshot::Sender<()>>,
+}
+
+impl Simulator {
+    /// Binds `addr` (port 0 picks a free port) and starts serving the first batch.
+    pub async fn start(
+        addr: SocketAddr,
+        ring: KeyRing,
+        options: SimulatorOptions,
+    ) -> std::io::Result<Self> {
+        let truth_file = match &options.truth_file {
+            Some(path) => Some(BufWriter::new(File::create(path)?)),
+            None => None,
+        };
+        let mut state = State {
+            ring,
+            synth: Synth::new(options.synth),
+            options: options.clone(),
+            batch_no: 0,
+            items: Vec::new(),
+            body: Vec::new(),
+            served: false,
+            truth: GroundTruth::default(),
+            truth_file,
+            faults: VecDeque::new(),
+            requests: 0,
+        };
+        state.make_batch();
+        let state = Arc::new(Mutex::new(state));
+        let listener = TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let router = Router::new()
+            .route(PATH, get(serve))
+            .with_state(state.clone());
+        let (shutdown, stopped) = oneshot::channel::<()>();
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(listener, router)
+                .with_graceful_shutdown(async {
+                    let _ = stopped.await;
+                })
+                .await;
+        });
+        let ticker = options.period.map(|period| {
+            let state = state.clone();
+            tokio::spawn(async move {
+                let mut interval =
+                    tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+                loop {
+                    interval.tick().await;
+                    advance(&mut lock(&state));
+                }
+            })
+        });
+        Ok(Self {
+            addr,
+            state,
+            server: Some(server),
+            ticker,
+            shutdown: Some(shutdown),
+        })
+    }
+
+    /// The URL to give as `LOG_API_URL`.
+    pub fn url(&self) -> String {
+        format!("http://{}{PATH}", self.addr)
+    }
+
+    /// Replaces the batch now, as the server does every period.
+    pub fn next_batch(&self) {
+        advance(&mut lock(&self.state));
+    }
+
+    /// Queues a fault for a coming request.
+    pub fn push_fault(&self, fault: Fault) {
+        lock(&self.state).faults.push_back(fault);
+    }
+
+    /// What has been served so far.
+    pub fn ground_truth(&self) -> GroundTruth {
+        lock(&self.state).truth.clone()
+    }
+
+    /// Requests answered so far, faults included.
+    pub fn requests(&self) -> u64 {
+        lock(&self.state).requests
+    }
+
+    /// Stops serving and waits for the server to finish.
+    pub async fn stop(mut self) {
+        self.halt();
+        if let Some(server) = self.server.take() {
+            let _ = server.await;
+        }
+    }
+
+    fn halt(&mut self) {
+        if let Some(ticker) = self.ticker.take() {
+            ticker.abort();
+        }
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+    }
+}
+
+impl Drop for Simulator {
+    fn drop(&mut self) {
+        self.halt();
+        if let Some(server) = self.server.take() {
+            server.abort();
+        }
+    }
+}
+
+fn advance(state: &mut State) {
+    state.batch_no += 1;
+    state.make_batch();
+}
+
+fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
+    // A panic while holding the lock cannot leave the state half-updated in a way that matters
+    // to a test double; keep serving.
+    state
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+async fn serve(AxumState(state): AxumState<Arc<Mutex<State>>>) -> Response {
+    let (fault, body) = {
+        let mut s = lock(&state);
+        s.requests += 1;
+        (s.faults.pop_front(), s.body.clone())
+    };
+    let json = |status: StatusCode, body: Vec<u8>| {
+        Response::builder()
+            .status(status)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(body))
+            .expect("a valid response")
+    };
+    let served = |state: &Arc<Mutex<State>>| lock(state).mark_served();
+    match fault {
+        None => {
+            served(&state);
+            json(StatusCode::OK, body)
+        }
+        Some(Fault::Delay(delay)) => {
+            tokio::time::sleep(delay).await;
+            served(&state);
+            json(StatusCode::OK, body)
+        }
+        Some(Fault::Status(code)) => {
+            let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            json(
+                status,
+                format!("{{\"error\": \"simulated {code}\"}}").into_bytes(),
+            )
+        }
+        Some(Fault::Html) => Response::builder()
+            .status(StatusCode::OK)
+            .header(header::CONTENT_TYPE, "text/html")
+            .body(Body::from("<html><body>502 Bad Gateway</body></html>"))
+            .expect("a valid response"),
+        Some(Fault::Truncated) => json(StatusCode::OK, body[..body.len() / 2].to_vec()),
+        Some(Fault::NotAnArray) => json(StatusCode::OK, b"{\"data\": []}".to_vec()),
+        Some(Fault::EmptyArray) => json(StatusCode::OK, b"[]".to_vec()),
+        Some(Fault::Oversized(size)) => {
+            served(&state);
+            let mut padded = body;
+            padded.resize(size.max(padded.len()), b' ');
+            json(StatusCode::OK, padded)
+        }
+        Some(Fault::Duplicates) => {
+            served(&state);
+            let items = lock(&state).items.clone();
+            let doubled: Vec<SourceItem> =
+                items.iter().flat_map(|i| [i.clone(), i.clone()]).collect();
+            json(StatusCode::OK, response_body(&doubled).into_bytes())
+        }
+    }
+}

@@ -1,0 +1,165 @@
+//! One source record through the pure stages: decrypt ([`fernet`]), parse ([`payload`], over
+//! [`pyrepr`]), place in an hour ([`hour`]) and compact its fields ([`fields`]). Pure: no clock,
+//! no environment, no I/O.
+
+pub mod fernet;
+pub mod fields;
+pub mod hour;
+pub mod payload;
+pub mod pyrepr;
+
+use std::borrow::Cow;
+
+use serde::Deserialize;
+
+use fernet::{DecryptError, KeyRing};
+use fields::Field;
+use hour::{PlaceError, Placement};
+use payload::ParseError;
+use pyrepr::ParseLimits;
+
+/// Default of [`RecordLimits::max_record_bytes`] (`MAX_RECORD_BYTES`).
+pub const DEFAULT_MAX_RECORD_BYTES: u64 = 1 << 20;
+
+/// Bounds on one record; anything over them is quarantined, never allocated without limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordLimits {
+    /// Largest source record (the JSON object as received, token included), in bytes.
+    pub max_record_bytes: usize,
+    /// Bounds on the decrypted plaintext's structure.
+    pub parse: ParseLimits,
+}
+
+impl Default for RecordLimits {
+    fn default() -> Self {
+        Self {
+            max_record_bytes: DEFAULT_MAX_RECORD_BYTES as usize,
+            parse: ParseLimits::default(),
+        }
+    }
+}
+
+/// Why one record was quarantined. Its message never contains the token, a key or plaintext.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum RecordError {
+    #[error("source record is not an object with a string \"data\" field")]
+    Shape,
+    #[error("source record is {len} bytes, over the limit of {max}")]
+    TooLarge { len: usize, max: usize },
+    #[error(transparent)]
+    Decrypt(#[from] DecryptError),
+    #[error(transparent)]
+    Parse(#[from] ParseError),
+    #[error(transparent)]
+    Place(#[from] PlaceError),
+}
+
+impl RecordError {
+    /// The stage that refused the record, as written in quarantine lines and metrics.
+    pub fn stage(&self) -> &'static str {
+        match self {
+            RecordError::Shape | RecordError::TooLarge { .. } => "shape",
+            RecordError::Decrypt(_) => "decrypt",
+            RecordError::Parse(_) => "parse",
+            RecordError::Place(_) => "place",
+        }
+    }
+}
+
+/// A record ready to be written: where it goes and its NDJSON line (without the newline).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompactRecord {
+    pub placement: Placement,
+    pub line: Vec<u8>,
+}
+
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    #[serde(borrow)]
+    data: Cow<'a, str>,
+}
+
+/// Runs one source record (its raw JSON text) through decrypt → parse → place → compact.
+pub fn process_record(
+    raw: &str,
+    ring: &KeyRing,
+    limits: &RecordLimits,
+) -> Result<CompactRecord, RecordError> {
+    if raw.len() > limits.max_record_bytes {
+        return Err(RecordError::TooLarge {
+            len: raw.len(),
+            max: limits.max_record_bytes,
+        });
+    }
+    let envelope: Envelope<'_> = serde_json::from_str(raw).map_err(|_| RecordError::Shape)?;
+    let plaintext = ring.decrypt(&envelope.data)?;
+    let mut record = payload::parse_payload(&plaintext, limits.parse)?;
+    let placement = hour::place(record.get(Field::InDate.name()))?;
+    fields::compact(&mut record);
+    let line = serde_json::to_vec(&record).expect("a JSON map always serialises");
+    Ok(CompactRecord { placement, line })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::fernet::generate_key;
+
+    fn fresh_ring() -> KeyRing {
+        KeyRing::parse(&generate_key()).unwrap()
+    }
+
+    fn source(token: &str) -> String {
+        serde_json::json!({"recordId": "1", "data": token, "ArrivalTimeStamp": 1.5}).to_string()
+    }
+
+    #[test]
+    fn usual_record_becomes_a_compact_line() {
+        // Given a token of the server's usual payload
+        let ring = fresh_ring();
+        let token = ring
+            .encrypt(b"{'user_id': None, 'method': 'GET', 'inDate': '2023-03-18T15:08:02.284Z'}");
+        // When it is processed
+        let out = process_record(&source(&token), &ring, &RecordLimits::default()).unwrap();
+        // Then it lands in its hour with the compact line
+        assert_eq!(out.placement.hour.to_string(), "2023-03-18T15");
+        assert_eq!(
+            String::from_utf8(out.line).unwrap(),
+            r#"{"user_id":null,"method":1,"inDate":"230318150802284"}"#
+        );
+    }
+
+    #[test]
+    fn each_failure_names_its_stage() {
+        let ring = fresh_ring();
+        let limits = RecordLimits::default();
+        let cases = [
+            (r#"{"nodata": 1}"#.to_owned(), "shape"),
+            (r#"{"data": 5}"#.to_owned(), "shape"),
+            ("[1]".to_owned(), "shape"),
+            (source(&fresh_ring().encrypt(b"{}")), "decrypt"),
+            (source("not a token"), "decrypt"),
+            (source(&ring.encrypt(b"print(1)")), "parse"),
+            (source(&ring.encrypt(b"{'inDate': 'yesterday'}")), "place"),
+            (source(&ring.encrypt(b"{'a': 1}")), "place"),
+        ];
+        for (raw, stage) in cases {
+            let err = process_record(&raw, &ring, &limits).unwrap_err();
+            assert_eq!(err.stage(), stage, "{raw}: {err}");
+        }
+    }
+
+    #[test]
+    fn oversized_records_are_refused_before_decrypting() {
+        let ring = fresh_ring();
+        let limits = RecordLimits {
+            max_record_bytes: 64,
+            ..RecordLimits::default()
+        };
+        let raw = source(&ring.encrypt(&[b'x'; 100]));
+        assert!(matches!(
+            process_record(&raw, &ring, &limits),
+            Err(RecordError::TooLarge { max: 64, .. })
+        ));
+    }
+}

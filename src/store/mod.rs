@@ -1,0 +1,81 @@
+//! Where objects go: one [`Store`] over a local folder ([`folder`]) or an S3 bucket ([`s3`]).
+//! Objects are only ever created once under their key; nothing here overwrites.
+
+pub mod folder;
+pub mod s3;
+
+use crate::batch::EncodedObject;
+use crate::config::Config;
+
+pub use folder::{FolderStore, FolderStoreError};
+pub use s3::{S3Error, S3Store};
+
+/// Whether a put created the object or found it already there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PutOutcome {
+    Written,
+    /// An object with this key exists; since keys carry the content digest, it is this object.
+    AlreadyPresent,
+}
+
+/// Why a store operation failed (after retries).
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(transparent)]
+    Folder(#[from] FolderStoreError),
+    #[error(transparent)]
+    S3(#[from] S3Error),
+}
+
+/// A folder standing in for the bucket, or the bucket.
+#[derive(Debug, Clone)]
+pub enum Store {
+    Folder(FolderStore),
+    S3(S3Store),
+}
+
+impl Store {
+    /// The bucket named by `BUCKET_NAME`, with the SDK configuration loaded from the environment.
+    pub async fn bucket_from_config(config: &Config) -> Result<Self, crate::config::ConfigError> {
+        let bucket = config.require_bucket()?.to_owned();
+        let sdk = crate::aws::sdk_config(config).await;
+        Ok(Self::bucket(&sdk, bucket, config.put_max_attempts))
+    }
+
+    /// `bucket`, through the given SDK configuration.
+    pub fn bucket(sdk: &aws_config::SdkConfig, bucket: String, max_attempts: u32) -> Self {
+        Store::S3(S3Store::new(s3::client(sdk), bucket, max_attempts))
+    }
+
+    /// Creates the object unless its key exists.
+    pub async fn put_once(&self, object: &EncodedObject) -> Result<PutOutcome, StoreError> {
+        match self {
+            Store::Folder(store) => Ok(store.put_once(object)?),
+            Store::S3(store) => Ok(store.put_once(object).await?),
+        }
+    }
+
+    /// Every key under `prefix` (a key prefix, not only a folder), in key order.
+    pub async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        match self {
+            Store::Folder(store) => Ok(store.list(prefix)?),
+            Store::S3(store) => Ok(store.list(prefix).await?),
+        }
+    }
+
+    /// The object's bytes as stored.
+    pub async fn get(&self, key: &str) -> Result<Vec<u8>, StoreError> {
+        match self {
+            Store::Folder(store) => Ok(store.get(key)?),
+            Store::S3(store) => Ok(store.get(key).await?),
+        }
+    }
+
+    /// `s3://bucket/key` or the file's path: where an object is, for messages.
+    pub fn locate(&self, key: &str) -> String {
+        match self {
+            Store::Folder(store) => store.path_of(key).display().to_string(),
+            Store::S3(store) => store.url_of(key),
+        }
+    }
+}

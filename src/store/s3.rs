@@ -1,0 +1,191 @@
+//! The bucket: the one place that calls `PutObject` (create-only, `If-None-Match: *`), and the
+//! reads `restore` needs. The only module that speaks to S3.
+
+use aws_sdk_s3::Client;
+use aws_sdk_s3::error::{DisplayErrorContext, SdkError};
+use aws_sdk_s3::primitives::ByteStream;
+
+use super::PutOutcome;
+use crate::batch::EncodedObject;
+use crate::batch::spool::Body;
+use crate::source::backoff::retry_delay;
+
+/// Why an S3 call failed (after the SDK's retries, and ours for 409).
+#[derive(Debug, thiserror::Error)]
+pub enum S3Error {
+    #[error("PutObject s3://{bucket}/{key} failed after {attempts} attempt(s): {detail}")]
+    Put {
+        bucket: String,
+        key: String,
+        attempts: u32,
+        detail: String,
+    },
+    #[error("reading the spooled body of {key} failed")]
+    Body {
+        key: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{operation} s3://{bucket}/{key} failed: {detail}")]
+    Read {
+        operation: &'static str,
+        bucket: String,
+        key: String,
+        detail: String,
+    },
+}
+
+/// Writes objects to one bucket.
+#[derive(Debug, Clone)]
+pub struct S3Store {
+    client: Client,
+    bucket: String,
+    max_attempts: u32,
+}
+
+/// Builds the S3 client from the shared SDK configuration. With a custom endpoint (a local
+/// emulator) requests use path-style addressing, which emulators serve without wildcard DNS.
+pub fn client(sdk: &aws_config::SdkConfig) -> Client {
+    let path_style = sdk.endpoint_url().is_some();
+    Client::from_conf(
+        aws_sdk_s3::config::Builder::from(sdk)
+            .force_path_style(path_style)
+            .build(),
+    )
+}
+
+/// What a failed put means for the run.
+enum PutFailure {
+    /// 412: an object with this key exists. Keys carry the content digest, so it is ours.
+    AlreadyPresent,
+    /// 409 ConditionalRequestConflict: another conditional write to the key is in flight.
+    Conflict,
+    Other,
+}
+
+fn classify<E>(err: &SdkError<E>) -> PutFailure {
+    match err.raw_response().map(|r| r.status().as_u16()) {
+        Some(412) => PutFailure::AlreadyPresent,
+        Some(409) => PutFailure::Conflict,
+        _ => PutFailure::Other,
+    }
+}
+
+impl S3Store {
+    /// `max_attempts` bounds our retries of 409 conflicts; throttling and 5xx are retried by the
+    /// SDK's standard policy (configured with the same bound).
+    pub fn new(client: Client, bucket: String, max_attempts: u32) -> Self {
+        Self {
+            client,
+            bucket,
+            max_attempts: max_attempts.max(1),
+        }
+    }
+
+    /// `s3://<bucket>/<key>`.
+    pub fn url_of(&self, key: &str) -> String {
+        format!("s3://{}/{key}", self.bucket)
+    }
+
+    /// Creates the object unless its key exists (`If-None-Match: *`). A 412 means the object is
+    /// already there and counts as written; a 409 (a concurrent conditional write) is retried.
+    pub async fn put_once(&self, object: &EncodedObject) -> Result<PutOutcome, S3Error> {
+        let mut rng = fastrand::Rng::new();
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let body = match &object.body {
+                Body::Memory(bytes) => ByteStream::from(bytes.clone()),
+                Body::File { path, .. } => {
+                    ByteStream::from_path(path)
+                        .await
+                        .map_err(|e| S3Error::Body {
+                            key: object.key.clone(),
+                            source: std::io::Error::other(e),
+                        })?
+                }
+            };
+            let result = self
+                .client
+                .put_object()
+                .bucket(&self.bucket)
+                .key(&object.key)
+                .body(body)
+                .content_length(object.body.len() as i64)
+                .content_type(object.encoding.content_type())
+                .content_encoding(object.encoding.content_encoding())
+                .if_none_match("*")
+                .send()
+                .await;
+            let err = match result {
+                Ok(_) => return Ok(PutOutcome::Written),
+                Err(err) => err,
+            };
+            match classify(&err) {
+                PutFailure::AlreadyPresent => return Ok(PutOutcome::AlreadyPresent),
+                PutFailure::Conflict if attempt < self.max_attempts => {
+                    tokio::time::sleep(retry_delay(attempt, &mut rng)).await;
+                }
+                PutFailure::Conflict | PutFailure::Other => {
+                    return Err(S3Error::Put {
+                        bucket: self.bucket.clone(),
+                        key: object.key.clone(),
+                        attempts: attempt,
+                        detail: DisplayErrorContext(&err).to_string(),
+                    });
+                }
+            }
+        }
+    }
+
+    /// Every key under `prefix`, in key order.
+    pub async fn list(&self, prefix: &str) -> Result<Vec<String>, S3Error> {
+        let mut keys = Vec::new();
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(prefix)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|err| S3Error::Read {
+                operation: "ListObjectsV2",
+                bucket: self.bucket.clone(),
+                key: prefix.to_owned(),
+                detail: DisplayErrorContext(&err).to_string(),
+            })?;
+            keys.extend(
+                page.contents()
+                    .iter()
+                    .filter_map(|o| o.key().map(str::to_owned)),
+            );
+        }
+        keys.sort();
+        Ok(keys)
+    }
+
+    /// The object's bytes as stored.
+    pub async fn get(&self, key: &str) -> Result<Vec<u8>, S3Error> {
+        let read_err = |operation, detail: String| S3Error::Read {
+            operation,
+            bucket: self.bucket.clone(),
+            key: key.to_owned(),
+            detail,
+        };
+        let output = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|err| read_err("GetObject", DisplayErrorContext(&err).to_string()))?;
+        let bytes = output
+            .body
+            .collect()
+            .await
+            .map_err(|err| read_err("GetObject body", err.to_string()))?;
+        Ok(bytes.into_bytes().to_vec())
+    }
+}

@@ -1,0 +1,15 @@
+//! The integration tests, built as one binary (so the AWS SDK is linked once): a module per
+//! area, with the shared peers and helpers in `common`.
+
+mod common;
+
+mod cli;
+mod cli_s3;
+mod faults;
+mod fernet_vectors;
+mod lambda_binary;
+mod lambda_e2e;
+mod lossless;
+mod python_interop;
+mod readme;
+mod template;

@@ -1,0 +1,230 @@
+//! Checks `template.yaml` (the SAM template) against the product contract and against the code,
+//! a module per part: the function and its settings, the schedule and its failure handling (and
+//! the sample event), storage and permissions, alarms, and the Athena table. Here: reading the
+//! template and its intrinsics.
+
+mod alarms;
+mod athena;
+mod function;
+mod schedule;
+mod security;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use aws_lambda_events::event::eventbridge::EventBridgeEvent;
+use chrono::{TimeZone, Utc};
+use log_etl::batch::layout::{ObjectLayout, PartitionStyle};
+use log_etl::config::var;
+use log_etl::lambda::metrics::{DIMENSION, pass_metric_names};
+use log_etl::record::fields::METHOD_CODES;
+use log_etl::record::hour::HourKey;
+use serde_norway::Value;
+
+const TEMPLATE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/template.yaml");
+const SCHEDULED_EVENT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/events/scheduled-event.json");
+const FUNCTION: &str = "LogEtlFunction";
+const THREE_MINUTES_IN_SECONDS: u64 = 180;
+
+fn template() -> Value {
+    let text = std::fs::read_to_string(TEMPLATE).expect("template.yaml is readable");
+    serde_norway::from_str(&text).expect("template.yaml is valid YAML")
+}
+
+/// The value at `path` (mapping keys, or sequence indexes written as numbers).
+fn at<'a>(value: &'a Value, path: &[&str]) -> &'a Value {
+    path.iter().fold(value, |v, key| {
+        let next = match key.parse::<usize>() {
+            Ok(i) if v.as_sequence().is_some() => v.get(i),
+            _ => v.get(*key),
+        };
+        next.unwrap_or_else(|| panic!("template has no {}", path.join(".")))
+    })
+}
+
+fn text<'a>(value: &'a Value, path: &[&str]) -> &'a str {
+    let v = at(value, path);
+    assert!(
+        tagged(v).is_none(),
+        "{} is an intrinsic, not text: {v:?}",
+        path.join(".")
+    );
+    v.as_str()
+        .unwrap_or_else(|| panic!("{} is not text: {v:?}", path.join(".")))
+}
+
+fn number(value: &Value, path: &[&str]) -> u64 {
+    let v = at(value, path);
+    v.as_u64()
+        .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+        .unwrap_or_else(|| panic!("{} is not a whole number: {v:?}", path.join(".")))
+}
+
+fn resource<'a>(t: &'a Value, id: &str) -> &'a Value {
+    at(t, &["Resources", id])
+}
+
+fn properties<'a>(t: &'a Value, id: &str) -> &'a Value {
+    at(resource(t, id), &["Properties"])
+}
+
+fn resources_of_type<'a>(t: &'a Value, kind: &str) -> Vec<(&'a str, &'a Value)> {
+    at(t, &["Resources"])
+        .as_mapping()
+        .expect("Resources is a mapping")
+        .iter()
+        .filter(|(_, r)| r.get("Type").and_then(Value::as_str) == Some(kind))
+        .map(|(id, r)| (id.as_str().expect("logical ids are text"), r))
+        .collect()
+}
+
+/// `(tag without '!', operand)` of a short-form intrinsic such as `!Ref X` or `!If [...]`.
+fn tagged(value: &Value) -> Option<(String, &Value)> {
+    match value {
+        Value::Tagged(t) => Some((
+            t.tag.to_string().trim_start_matches('!').to_owned(),
+            &t.value,
+        )),
+        _ => None,
+    }
+}
+
+/// The name in `!Ref name`.
+fn ref_name(value: &Value) -> &str {
+    match tagged(value) {
+        Some((tag, operand)) if tag == "Ref" => operand.as_str().expect("!Ref takes a name"),
+        _ => panic!("expected a !Ref, found {value:?}"),
+    }
+}
+
+/// `(condition, when true, when false)` of `!If [condition, a, b]`.
+fn if_branches(value: &Value) -> (&str, &Value, &Value) {
+    match tagged(value) {
+        Some((tag, Value::Sequence(args))) if tag == "If" && args.len() == 3 => (
+            args[0].as_str().expect("!If names a condition"),
+            &args[1],
+            &args[2],
+        ),
+        _ => panic!("expected an !If, found {value:?}"),
+    }
+}
+
+/// The logical id in `!GetAtt Id.Attribute`.
+fn get_att_resource(value: &Value) -> &str {
+    match tagged(value) {
+        Some((tag, Value::String(target))) if tag == "GetAtt" => {
+            target.split_once('.').expect("Id.Attribute").0
+        }
+        _ => panic!("expected a !GetAtt, found {value:?}"),
+    }
+}
+
+/// The template string of `!Sub text` or `!Sub [text, {vars}]`.
+fn sub_text(value: &Value) -> &str {
+    match tagged(value) {
+        Some((tag, Value::String(s))) if tag == "Sub" => s,
+        Some((tag, Value::Sequence(args))) if tag == "Sub" => {
+            args[0].as_str().expect("!Sub's first argument is its text")
+        }
+        _ => panic!("expected a !Sub, found {value:?}"),
+    }
+}
+
+/// Renders a `!Sub` template string the way CloudFormation does: `${name}` is replaced from
+/// `vars`, `${!text}` is the literal `${text}`.
+fn render_sub(template: &str, vars: &[(&str, &str)]) -> String {
+    let mut out = String::new();
+    let mut rest = template;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let end = after.find('}').expect("every ${ is closed");
+        let name = &after[..end];
+        if let Some(literal) = name.strip_prefix('!') {
+            out.push_str("${");
+            out.push_str(literal);
+            out.push('}');
+        } else {
+            let value = vars
+                .iter()
+                .find(|(n, _)| *n == name)
+                .unwrap_or_else(|| panic!("no value given for ${{{name}}}"))
+                .1;
+            out.push_str(value);
+        }
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// A parameter's default.
+fn default_of<'a>(t: &'a Value, parameter: &str) -> &'a Value {
+    at(t, &["Parameters", parameter, "Default"])
+}
+
+/// Every string anywhere under `value`, intrinsics included (`!Sub` texts, `!If` branches, ...).
+fn strings_in(value: &Value) -> Vec<&str> {
+    match value {
+        Value::String(s) => vec![s.as_str()],
+        Value::Sequence(items) => items.iter().flat_map(strings_in).collect(),
+        Value::Mapping(map) => map.values().flat_map(strings_in).collect(),
+        Value::Tagged(t) => strings_in(&t.value),
+        _ => Vec::new(),
+    }
+}
+
+/// Every policy statement under `value`: each mapping found in a `Statement` list, with the
+/// branches of a conditional statement (`!If`) counted as statements and `AWS::NoValue` skipped.
+fn statements_in(value: &Value) -> Vec<&Value> {
+    fn flatten<'a>(item: &'a Value, out: &mut Vec<&'a Value>) {
+        match tagged(item) {
+            Some((tag, Value::Sequence(args))) if tag == "If" => {
+                args[1..].iter().for_each(|branch| flatten(branch, out));
+            }
+            Some((tag, _)) if tag == "Ref" => {} // AWS::NoValue
+            Some(_) => panic!("unexpected intrinsic as a statement: {item:?}"),
+            None => out.push(item),
+        }
+    }
+    let mut found = Vec::new();
+    match value {
+        Value::Mapping(map) => {
+            for (key, child) in map {
+                if key.as_str() == Some("Statement") {
+                    match child {
+                        Value::Sequence(items) => items.iter().for_each(|s| flatten(s, &mut found)),
+                        single => flatten(single, &mut found),
+                    }
+                } else {
+                    found.extend(statements_in(child));
+                }
+            }
+        }
+        Value::Sequence(items) => items.iter().for_each(|v| found.extend(statements_in(v))),
+        Value::Tagged(t) => found.extend(statements_in(&t.value)),
+        _ => {}
+    }
+    found
+}
+
+fn function_environment(t: &Value) -> &serde_norway::Mapping {
+    at(properties(t, FUNCTION), &["Environment", "Variables"])
+        .as_mapping()
+        .expect("Environment.Variables is a mapping")
+}
+
+fn schedule_event(t: &Value) -> &Value {
+    let events = at(properties(t, FUNCTION), &["Events"])
+        .as_mapping()
+        .expect("Events");
+    let schedules: Vec<&Value> = events
+        .values()
+        .filter(|e| e.get("Type").and_then(Value::as_str) == Some("ScheduleV2"))
+        .collect();
+    assert_eq!(
+        schedules.len(),
+        1,
+        "exactly one ScheduleV2 event on the function"
+    );
+    schedules[0]
+}

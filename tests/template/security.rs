@@ -1,0 +1,256 @@
+//! Storage and permissions: the bucket is encrypted and private, TLS only, and every role may
+//! do only what it needs.
+
+use super::*;
+
+#[test]
+fn bucket_is_encrypted_and_never_public() {
+    // Given the bucket the stack creates
+    let t = template();
+    let (id, bucket) = resources_of_type(&t, "AWS::S3::Bucket")
+        .pop()
+        .expect("the stack can create a bucket");
+    let props = at(bucket, &["Properties"]);
+    // When its encryption and public access settings are read
+    let rule = at(
+        props,
+        &["BucketEncryption", "ServerSideEncryptionConfiguration", "0"],
+    );
+    let algorithm = text(rule, &["ServerSideEncryptionByDefault", "SSEAlgorithm"]);
+    let block = at(props, &["PublicAccessBlockConfiguration"]);
+    // Then objects are encrypted at rest and all four public-access blocks are on
+    assert!(
+        ["AES256", "aws:kms", "aws:kms:dsse"].contains(&algorithm),
+        "{id}: {algorithm}"
+    );
+    for flag in [
+        "BlockPublicAcls",
+        "BlockPublicPolicy",
+        "IgnorePublicAcls",
+        "RestrictPublicBuckets",
+    ] {
+        assert_eq!(at(block, &[flag]).as_bool(), Some(true), "{flag}");
+    }
+    let ownership = text(
+        props,
+        &["OwnershipControls", "Rules", "0", "ObjectOwnership"],
+    );
+    assert_eq!(ownership, "BucketOwnerEnforced");
+}
+
+#[test]
+fn bucket_policy_refuses_requests_without_tls() {
+    // Given the policy on the bucket the stack creates
+    let t = template();
+    let (_, policy) = resources_of_type(&t, "AWS::S3::BucketPolicy")
+        .pop()
+        .expect("a bucket policy");
+    // When its statements are read
+    let statements = statements_in(policy);
+    // Then one denies every request that is not over TLS
+    let denies_plain_http = statements.iter().any(|s| {
+        s.get("Effect").and_then(Value::as_str) == Some("Deny")
+            && s.get("Condition")
+                .and_then(|c| c.get("Bool"))
+                .and_then(|b| b.get("aws:SecureTransport"))
+                .and_then(|v| {
+                    v.as_str()
+                        .map(str::to_owned)
+                        .or(v.as_bool().map(|b| b.to_string()))
+                })
+                .as_deref()
+                == Some("false")
+    });
+    assert!(denies_plain_http, "no Deny on aws:SecureTransport = false");
+}
+
+#[test]
+fn no_policy_grants_a_wildcard_action_or_resource() {
+    // Given every IAM statement in the template (the function's Policies and all AWS::IAM::*
+    // resources), and every Allow statement anywhere else
+    let t = template();
+    let mut checked: Vec<&Value> = Vec::new();
+    for (id, r) in at(&t, &["Resources"])
+        .as_mapping()
+        .expect("Resources")
+        .iter()
+    {
+        let kind = text(r, &["Type"]);
+        let statements = statements_in(r);
+        if kind.starts_with("AWS::IAM::") {
+            checked.extend(statements);
+        } else if kind == "AWS::Serverless::Function" {
+            if let Some(policies) = r.get("Properties").and_then(|p| p.get("Policies")) {
+                // Managed policies and SAM policy templates hide their statements from this
+                // check, so only inline documents are accepted.
+                let inline = |p: &Value| p.get("Statement").is_some();
+                let all_inline = match policies {
+                    Value::Sequence(list) => list.iter().all(inline),
+                    single => inline(single),
+                };
+                assert!(
+                    all_inline,
+                    "{id:?}: Policies must be inline policy documents"
+                );
+                checked.extend(statements_in(policies));
+            }
+        } else {
+            checked.extend(
+                statements
+                    .into_iter()
+                    .filter(|s| s.get("Effect").and_then(Value::as_str) == Some("Allow")),
+            );
+        }
+    }
+    assert!(
+        checked.len() >= 5,
+        "found only {} statements",
+        checked.len()
+    );
+    // When their actions and resources are read (inside !Sub, !If, ... too)
+    for statement in checked {
+        let allow = statement.get("Effect").and_then(Value::as_str) == Some("Allow");
+        // Then no action has a wildcard and no resource is a bare "*"
+        assert!(
+            statement.get("NotAction").is_none() || !allow,
+            "{statement:?}"
+        );
+        assert!(
+            statement.get("NotResource").is_none() || !allow,
+            "{statement:?}"
+        );
+        let actions = strings_in(
+            statement
+                .get("Action")
+                .expect("every statement names actions"),
+        );
+        assert!(!actions.is_empty());
+        for action in actions {
+            assert!(!action.contains('*'), "wildcard action {action:?}");
+        }
+        // and a resource's only wildcard is an object prefix's trailing "/*" (no "arn:...:*:*")
+        if let Some(resources) = statement.get("Resource") {
+            for resource in strings_in(resources) {
+                let stars = resource.matches('*').count();
+                assert!(
+                    stars == 0 || (stars == 1 && resource.ends_with("/*") && resource.len() > 2),
+                    "wildcard resource {resource:?} in {statement:?}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn function_may_put_objects_only_under_its_two_prefixes() {
+    // Given the function's role
+    let t = template();
+    let role = get_att_resource(at(properties(&t, FUNCTION), &["Role"]));
+    let statements = statements_in(resource(&t, role));
+    // When its S3 statements are read
+    let s3: Vec<&Value> = statements
+        .into_iter()
+        .filter(|s| {
+            strings_in(&s["Action"])
+                .iter()
+                .any(|a| a.starts_with("s3:"))
+        })
+        .collect();
+    // Then the only S3 permission is PutObject on the data and quarantine prefixes
+    assert_eq!(s3.len(), 1, "{s3:?}");
+    assert_eq!(strings_in(&s3[0]["Action"]), vec!["s3:PutObject"]);
+    let resources = s3[0]["Resource"].as_sequence().expect("a list of ARNs");
+    let rendered: BTreeSet<String> = resources
+        .iter()
+        .map(|r| {
+            render_sub(
+                sub_text(r),
+                &[
+                    ("AWS::Partition", "aws"),
+                    ("Bucket", "bucket"),
+                    ("KeyPrefix", "data"),
+                    ("QuarantinePrefix", "quarantine"),
+                ],
+            )
+        })
+        .collect();
+    assert_eq!(
+        rendered,
+        BTreeSet::from([
+            "arn:aws:s3:::bucket/data/*".to_owned(),
+            "arn:aws:s3:::bucket/quarantine/*".to_owned()
+        ])
+    );
+}
+
+#[test]
+fn every_other_permission_names_the_one_resource_it_needs() {
+    // Given the statements of the function role's policies, by Sid
+    let t = template();
+    let role = get_att_resource(at(properties(&t, FUNCTION), &["Role"]));
+    let role_policies = at(properties(&t, role), &["Policies"]);
+    let statements = statements_in(role_policies);
+    let by_sid = |sid: &str| -> &Value {
+        statements
+            .iter()
+            .find(|s| s.get("Sid").and_then(Value::as_str) == Some(sid))
+            .unwrap_or_else(|| panic!("no statement {sid}"))
+    };
+    let sids: BTreeSet<&str> = statements
+        .iter()
+        .map(|s| {
+            s.get("Sid")
+                .and_then(Value::as_str)
+                .expect("every statement has a Sid")
+        })
+        .collect();
+    assert_eq!(
+        sids,
+        BTreeSet::from([
+            "WriteOwnLogs",
+            "PutDataAndQuarantineObjects",
+            "ReadFernetKey",
+            "SendFailedInvocations",
+            "DecryptFernetKey",
+        ])
+    );
+    // Then logs go only to its own log group and failures only to its own queue
+    let logs = by_sid("WriteOwnLogs");
+    assert_eq!(get_att_resource(&logs["Resource"]), "LogEtlLogGroup");
+    assert_eq!(
+        strings_in(&logs["Action"]),
+        vec!["logs:CreateLogStream", "logs:PutLogEvents"]
+    );
+    let queue = by_sid("SendFailedInvocations");
+    assert_eq!(get_att_resource(&queue["Resource"]), "DeadLetterQueue");
+    assert_eq!(strings_in(&queue["Action"]), vec!["sqs:SendMessage"]);
+    // and the key is read from the one secret: the stack's, or the one named by parameter
+    let secret = by_sid("ReadFernetKey");
+    assert_eq!(
+        strings_in(&secret["Action"]),
+        vec!["secretsmanager:GetSecretValue"]
+    );
+    let (condition, created, existing) = if_branches(&secret["Resource"]);
+    assert_eq!(
+        (condition, ref_name(created), ref_name(existing)),
+        ("CreateSecret", "FernetSecret", "ExistingSecretArn")
+    );
+    assert_eq!(
+        resource(&t, "FernetSecret")["Type"].as_str(),
+        Some("AWS::SecretsManager::Secret")
+    );
+    // and KMS decrypt exists only when a customer key is named, for that key, via Secrets Manager
+    let listed = strings_in(role_policies);
+    assert!(
+        listed.contains(&"HasSecretKmsKey"),
+        "KMS statement is not conditional"
+    );
+    let kms = by_sid("DecryptFernetKey");
+    assert_eq!(strings_in(&kms["Action"]), vec!["kms:Decrypt"]);
+    assert_eq!(ref_name(&kms["Resource"]), "SecretKmsKeyArn");
+    assert!(
+        sub_text(&kms["Condition"]["StringEquals"]["kms:ViaService"])
+            .starts_with("secretsmanager."),
+        "{kms:?}"
+    );
+}
