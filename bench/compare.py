@@ -79,20 +79,27 @@ PASS_SPEEDUP_TARGET = 10.0
 PASS_RSS_TARGET_MIB = 32.0
 
 # Settings a developer's shell may carry that would change what is measured: every variable
-# log-etl reads (src/config.rs) and its log settings. AWS_* are dropped as a whole too.
-INHERITED_SETTINGS = {
-    "LOG_API_URL", "BUCKET_NAME", "KEY_PREFIX", "QUARANTINE_PREFIX", "PARTITION_STYLE",
-    "FERNET_SECRET_ID", "FERNET_KEY", "KEY_CACHE_TTL_SECONDS", "GZIP_LEVEL", "START_DELAY_MS",
-    "FETCH_TIMEOUT_MS", "FETCH_MAX_ATTEMPTS", "PUT_MAX_ATTEMPTS", "MAX_RESPONSE_BYTES",
-    "MAX_RECORD_BYTES", "MAX_NESTING_DEPTH", "METRICS_NAMESPACE", "RUST_LOG",
-}
+# log-etl reads (its own list, `log-etl settings --names`) and its log settings. AWS_* are dropped
+# as a whole too.
+LOG_SETTINGS = {"RUST_LOG", "AWS_LAMBDA_LOG_LEVEL", "AWS_LAMBDA_LOG_FORMAT"}
+_inherited_settings = None
+
+
+def inherited_settings():
+    """The variables clean_env drops, read once from the binary."""
+    global _inherited_settings
+    if _inherited_settings is None:
+        names = subprocess.run([str(BIN), "settings", "--names"], capture_output=True,
+                               text=True, check=True).stdout.split()
+        _inherited_settings = set(names) | LOG_SETTINGS
+    return _inherited_settings
 
 
 # --- Small things ------------------------------------------------------------------------------
 
 def clean_env(**extra):
     env = {k: v for k, v in os.environ.items()
-           if k not in INHERITED_SETTINGS and not k.startswith("AWS_")}
+           if k not in inherited_settings() and not k.startswith("AWS_")}
     env.update({k: str(v) for k, v in extra.items()})
     return env
 
@@ -217,9 +224,9 @@ def offline_log_etl(args, launcher, scratch, env, response, key):
 
 def check_process_summary(s, n):
     """log-etl process's summary: every record in and written, none quarantined."""
-    if s["records_in"] != n or s["records_written"] != n or s["records_quarantined"]:
-        raise BenchError(f"log-etl process: records_in {s['records_in']}, records_written "
-                         f"{s['records_written']}, quarantined {s['records_quarantined']}; "
+    if s["records_in"] != n or s["records_landed"] != n or s["records_quarantined"]:
+        raise BenchError(f"log-etl process: records_in {s['records_in']}, records_landed "
+                         f"{s['records_landed']}, quarantined {s['records_quarantined']}; "
                          f"expected {n}, {n}, 0")
 
 
@@ -419,9 +426,9 @@ def rust_pass(launcher, env, prefix, label, expect_new=True):
                                              QUARANTINE_PREFIX=f"{prefix}/quarantine"),
                      label, timeout_s=120)
     s = m.summary(label)
-    if s["records_in"] != PASS_RECORDS or s["records_written"] != PASS_RECORDS:
-        raise BenchError(f"{label}: records_in {s['records_in']}, records_written "
-                         f"{s['records_written']}; expected {PASS_RECORDS}")
+    if s["records_in"] != PASS_RECORDS or s["records_landed"] != PASS_RECORDS:
+        raise BenchError(f"{label}: records_in {s['records_in']}, records_landed "
+                         f"{s['records_landed']}; expected {PASS_RECORDS}")
     if expect_new and (s["objects_written"] < 1 or s["objects_already_present"]):
         raise BenchError(f"{label}: objects_written {s['objects_written']}, "
                          f"already present {s['objects_already_present']} under a new "
