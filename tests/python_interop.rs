@@ -3,6 +3,8 @@
 
 use crate::common;
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
 use log_etl::record::fernet::{KeyRing, generate_key};
 use log_etl::record::fields::Field;
 use log_etl::record::payload::parse_payload;
@@ -63,4 +65,47 @@ fn user_id_rule_matches_b64uuid_on_random_ids() {
         assert_eq!(expected.len(), 44);
         assert_eq!(Field::UserId.restore(compact), json!(hex));
     }
+}
+
+#[test]
+fn tokens_are_accepted_exactly_when_python_fernet_accepts_them() {
+    // Given tokens made by `cryptography` (ahead of the clock, years back, with whitespace, in the
+    // standard alphabet, wrapped) and mutations of valid ones, each decided by Python's Fernet
+    let cases: Vec<Value> =
+        serde_json::from_slice(&common::run_python("fernet_oracle.py", &["7"], b"")).unwrap();
+    let accepted = cases.iter().filter(|c| c["accepted"] == true).count();
+    assert!(
+        cases.len() >= 80 && accepted >= 20 && cases.len() - accepted >= 50,
+        "too few cases: {} ({accepted} accepted)",
+        cases.len()
+    );
+    // When log-etl decides each with the same keys
+    let mut disagreements = Vec::new();
+    for case in &cases {
+        let keys: Vec<&str> = case["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k.as_str().unwrap())
+            .collect();
+        let ring = KeyRing::parse(&serde_json::to_string(&keys).unwrap()).unwrap();
+        let ours = ring.decrypt(case["token"].as_str().unwrap());
+        let python = case["plaintext"]
+            .as_str()
+            .map(|b64| STANDARD.decode(b64).unwrap());
+        // Then the decision, and the plaintext when accepted, are Python's
+        if ours.as_ref().ok() != python.as_ref() {
+            disagreements.push(format!(
+                "{}: python {}, log-etl {:?}",
+                case["what"],
+                if python.is_some() {
+                    "accepts"
+                } else {
+                    "refuses"
+                },
+                ours.map(|_| "accepts")
+            ));
+        }
+    }
+    assert!(disagreements.is_empty(), "{disagreements:#?}");
 }

@@ -1,16 +1,28 @@
 //! Fernet keys and token decryption: one key, or several for rotation (newest first).
+//!
+//! A token is accepted exactly when Python's `cryptography` `Fernet.decrypt(token)` (no TTL)
+//! accepts it: base64 is read as Python's `urlsafe_b64decode` reads it (either alphabet,
+//! characters outside it such as whitespace skipped, nothing after the padding read), the
+//! token's timestamp is not judged, and the HMAC is always verified before anything is
+//! decrypted. The `fernet` crate makes keys and tokens (the simulator, the tests); it cannot
+//! decrypt here, since it refuses tokens stamped more than a minute ahead of the local clock.
 
 use std::fmt;
 
+use aes::Aes128;
 use base64::Engine as _;
-use base64::engine::general_purpose::{URL_SAFE, URL_SAFE_NO_PAD};
+use base64::engine::general_purpose::URL_SAFE;
+use cbc::cipher::block_padding::Pkcs7;
+use cbc::cipher::{BlockDecryptMut, KeyIvInit};
 use fernet::Fernet;
+use hmac::{Hmac, Mac};
+use sha2_010::Sha256;
 
 /// Version byte every Fernet token starts with (spec: `0x80`).
 const FERNET_VERSION: u8 = 0x80;
-/// Version (1) + timestamp (8) + IV (16) + HMAC (32): a token shorter than this plus one
-/// cipher block cannot be valid.
-const FERNET_OVERHEAD: usize = 1 + 8 + 16 + 32;
+/// Version (1) + timestamp (8) + IV (16): where the ciphertext starts.
+const HEADER: usize = 1 + 8 + 16;
+const HMAC_LEN: usize = 32;
 const AES_BLOCK: usize = 16;
 
 /// Why the key material given to [`KeyRing::parse`] is unusable. Never contains the key itself.
@@ -24,28 +36,38 @@ pub enum KeyError {
     NotAList,
 }
 
-/// Why one token could not be decrypted. The token and the keys are never part of the message.
+/// Why one token could not be decrypted, naming what actually failed. The token and the keys
+/// are never part of the message.
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
 pub enum DecryptError {
-    #[error("token is not a string")]
-    NotAString,
-    #[error("token is not URL-safe base64")]
+    #[error("token is not base64 (as Python's Fernet reads it)")]
     NotBase64,
-    #[error("token is too short ({len} bytes decoded)")]
+    #[error("token is too short ({len} bytes decoded, a token has at least 73)")]
     TooShort { len: usize },
     #[error("token has version byte {found:#04x}, expected 0x80")]
     BadVersion { found: u8 },
-    #[error("token ciphertext is not a whole number of AES blocks")]
-    BadLength,
     #[error("token does not verify under any of the {keys} key(s): wrong key or tampered")]
     NoKeyMatched { keys: usize },
+    #[error("token verifies, but its ciphertext is not a whole number of AES blocks")]
+    BadLength,
+    #[error("token verifies, but its plaintext padding is invalid")]
+    BadPadding,
+}
+
+/// One key: the HMAC-SHA256 signing half and the AES-128 encryption half.
+#[derive(Clone)]
+struct Key {
+    signing: [u8; 16],
+    encryption: [u8; 16],
+    /// The same key for making tokens.
+    maker: Fernet,
 }
 
 /// The keys a batch is decrypted with, newest first. Holds no clock: token age is not checked,
 /// because logs are landed however late they are read.
 #[derive(Clone)]
 pub struct KeyRing {
-    keys: Vec<Fernet>,
+    keys: Vec<Key>,
 }
 
 impl fmt::Debug for KeyRing {
@@ -74,7 +96,7 @@ impl KeyRing {
         let keys = texts
             .iter()
             .enumerate()
-            .map(|(index, text)| Fernet::new(text.trim()).ok_or(KeyError::Invalid { index }))
+            .map(|(index, text)| Key::parse(text.trim()).ok_or(KeyError::Invalid { index }))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Self { keys })
     }
@@ -89,19 +111,59 @@ impl KeyRing {
         self.keys.is_empty()
     }
 
-    /// Decrypts a token with the first key that verifies it.
+    /// Decrypts a token with the first key whose HMAC verifies it.
     pub fn decrypt(&self, token: &str) -> Result<Vec<u8>, DecryptError> {
-        for key in &self.keys {
-            if let Ok(plain) = key.decrypt(token) {
-                return Ok(plain);
-            }
+        let data = decode_token(token)?;
+        match data.first() {
+            Some(&FERNET_VERSION) => {}
+            Some(&found) => return Err(DecryptError::BadVersion { found }),
+            None => return Err(DecryptError::TooShort { len: 0 }),
         }
-        Err(diagnose(token, self.keys.len()))
+        if data.len() < HEADER + AES_BLOCK + HMAC_LEN {
+            return Err(DecryptError::TooShort { len: data.len() });
+        }
+        let (signed, tag) = data.split_at(data.len() - HMAC_LEN);
+        let key = self
+            .keys
+            .iter()
+            .find(|key| key.verifies(signed, tag))
+            .ok_or(DecryptError::NoKeyMatched {
+                keys: self.keys.len(),
+            })?;
+        let ciphertext = &signed[HEADER..];
+        if ciphertext.is_empty() || !ciphertext.len().is_multiple_of(AES_BLOCK) {
+            return Err(DecryptError::BadLength);
+        }
+        cbc::Decryptor::<Aes128>::new(&key.encryption.into(), signed[9..HEADER].into())
+            .decrypt_padded_vec_mut::<Pkcs7>(ciphertext)
+            .map_err(|_| DecryptError::BadPadding)
     }
 
     /// Encrypts with the newest key (the simulator and tests; the pipeline only decrypts).
     pub fn encrypt(&self, plaintext: &[u8]) -> String {
-        self.keys[0].encrypt(plaintext)
+        self.keys[0].maker.encrypt(plaintext)
+    }
+}
+
+impl Key {
+    /// A key as Python's `Fernet(key)` takes it: 32 bytes in base64.
+    fn parse(text: &str) -> Option<Self> {
+        let raw = decode_like_python(text).ok()?;
+        let raw: [u8; 32] = raw.try_into().ok()?;
+        let (signing, encryption) = raw.split_at(16);
+        Some(Self {
+            signing: signing.try_into().ok()?,
+            encryption: encryption.try_into().ok()?,
+            maker: Fernet::new(&URL_SAFE.encode(raw))?,
+        })
+    }
+
+    /// Whether `tag` is the HMAC-SHA256 of `signed` under this key (compared in constant time).
+    fn verifies(&self, signed: &[u8], tag: &[u8]) -> bool {
+        let mut mac =
+            Hmac::<Sha256>::new_from_slice(&self.signing).expect("HMAC takes a key of any size");
+        mac.update(signed);
+        mac.verify_slice(tag).is_ok()
     }
 }
 
@@ -110,26 +172,67 @@ pub fn generate_key() -> String {
     Fernet::generate_key()
 }
 
-/// Names the first structural fault of a token that no key accepted. Only runs on the failure
-/// path, so valid tokens are decoded once.
-fn diagnose(token: &str, keys: usize) -> DecryptError {
-    let token = token.trim_end_matches('=');
-    let Ok(raw) = URL_SAFE_NO_PAD
+/// The bytes of a token. Tokens as Fernet writes them (URL-safe, padded, nothing else) take the
+/// fast decoder; anything else is read as Python reads it, so both accept the same tokens.
+fn decode_token(token: &str) -> Result<Vec<u8>, DecryptError> {
+    URL_SAFE
         .decode(token)
-        .or_else(|_| URL_SAFE.decode(token))
-    else {
-        return DecryptError::NotBase64;
-    };
-    if raw.len() < FERNET_OVERHEAD + AES_BLOCK {
-        return DecryptError::TooShort { len: raw.len() };
+        .or_else(|_| decode_like_python(token))
+}
+
+/// Python's `base64.urlsafe_b64decode` on a `str`: ASCII only; `-`/`_` and `+`/`/` both read as
+/// 62/63; any other character that is not `=` is skipped; once the padding completes a group of
+/// four, the rest is ignored; a group left incomplete is an error; unused trailing bits are
+/// dropped (CPython's `binascii.a2b_base64` in its non-strict mode).
+fn decode_like_python(text: &str) -> Result<Vec<u8>, DecryptError> {
+    if !text.is_ascii() {
+        return Err(DecryptError::NotBase64);
     }
-    if raw[0] != FERNET_VERSION {
-        return DecryptError::BadVersion { found: raw[0] };
+    let mut out = Vec::with_capacity(text.len() / 4 * 3 + 2);
+    let (mut quad_pos, mut left, mut pads) = (0u8, 0u8, 0u8);
+    for &c in text.as_bytes() {
+        if c == b'=' {
+            if quad_pos >= 2 {
+                pads += 1;
+                if quad_pos + pads >= 4 {
+                    return Ok(out);
+                }
+            }
+            continue;
+        }
+        let Some(v) = sextet(c) else { continue };
+        pads = 0;
+        match quad_pos {
+            0 => left = v,
+            1 => {
+                out.push(left << 2 | v >> 4);
+                left = v & 0x0f;
+            }
+            2 => {
+                out.push(left << 4 | v >> 2);
+                left = v & 0x03;
+            }
+            _ => out.push(left << 6 | v),
+        }
+        quad_pos = (quad_pos + 1) % 4;
     }
-    if !(raw.len() - FERNET_OVERHEAD).is_multiple_of(AES_BLOCK) {
-        return DecryptError::BadLength;
+    if quad_pos == 0 {
+        Ok(out)
+    } else {
+        Err(DecryptError::NotBase64)
     }
-    DecryptError::NoKeyMatched { keys }
+}
+
+/// The value of a base64 character in either alphabet.
+fn sextet(c: u8) -> Option<u8> {
+    match c {
+        b'A'..=b'Z' => Some(c - b'A'),
+        b'a'..=b'z' => Some(c - b'a' + 26),
+        b'0'..=b'9' => Some(c - b'0' + 52),
+        b'+' | b'-' => Some(62),
+        b'/' | b'_' => Some(63),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
@@ -174,7 +277,10 @@ mod tests {
     #[test]
     fn structural_faults_are_named() {
         let ring = KeyRing::parse(&generate_key()).unwrap();
-        assert_eq!(ring.decrypt("%%%"), Err(DecryptError::NotBase64));
+        // Python skips characters outside the alphabet: this is an empty token
+        assert_eq!(ring.decrypt("%%%"), Err(DecryptError::TooShort { len: 0 }));
+        // but a group of four left incomplete is not base64
+        assert_eq!(ring.decrypt("gAAAA"), Err(DecryptError::NotBase64));
         assert_eq!(ring.decrypt("gAAA"), Err(DecryptError::TooShort { len: 3 }));
         let token = ring.encrypt(b"payload");
         let mut raw = URL_SAFE.decode(&token).unwrap();
