@@ -14,7 +14,9 @@ use crate::record::pyrepr::ParseLimits;
 /// Every variable read, in one place.
 pub mod var {
     use crate::batch::encode::DEFAULT_GZIP_LEVEL;
+    use crate::batch::response::DEFAULT_MAX_RECORDS_PER_RESPONSE;
     use crate::record::DEFAULT_MAX_RECORD_BYTES;
+    use crate::record::hour::{DEFAULT_EARLIEST_YEAR, DEFAULT_MAX_HOURS_AHEAD};
     use crate::record::pyrepr::{DEFAULT_MAX_DEPTH, DEFAULT_MAX_STRING_BYTES};
 
     /// What values a setting takes.
@@ -139,6 +141,13 @@ pub mod var {
         1 << 32,
         "larger responses fail the run",
     );
+    pub const MAX_RECORDS_PER_RESPONSE: Setting = Setting::number(
+        "MAX_RECORDS_PER_RESPONSE",
+        DEFAULT_MAX_RECORDS_PER_RESPONSE,
+        1,
+        10_000_000,
+        "a response with more records fails the run, nothing written",
+    );
     pub const MAX_RECORD_BYTES: Setting = Setting::number(
         "MAX_RECORD_BYTES",
         DEFAULT_MAX_RECORD_BYTES,
@@ -160,6 +169,20 @@ pub mod var {
         1 << 30,
         "plaintexts with a longer string or key are quarantined",
     );
+    pub const EARLIEST_YEAR: Setting = Setting::number(
+        "EARLIEST_YEAR",
+        DEFAULT_EARLIEST_YEAR,
+        1970,
+        2100,
+        "records dated before this year are quarantined",
+    );
+    pub const MAX_HOURS_AHEAD: Setting = Setting::number(
+        "MAX_HOURS_AHEAD",
+        DEFAULT_MAX_HOURS_AHEAD,
+        0,
+        8_784,
+        "records dated more hours after the run's hour are quarantined",
+    );
     pub const METRICS_NAMESPACE: Setting = Setting::text(
         "METRICS_NAMESPACE",
         Some("LogEtl"),
@@ -173,7 +196,7 @@ pub mod var {
     );
 
     /// Every setting, in the order the README lists them.
-    pub const ALL: [Setting; 19] = [
+    pub const ALL: [Setting; 22] = [
         LOG_API_URL,
         BUCKET_NAME,
         KEY_PREFIX,
@@ -186,9 +209,12 @@ pub mod var {
         FETCH_TIMEOUT_MS,
         FETCH_MAX_ATTEMPTS,
         MAX_RESPONSE_BYTES,
+        MAX_RECORDS_PER_RESPONSE,
         MAX_RECORD_BYTES,
         MAX_NESTING_DEPTH,
         MAX_STRING_BYTES,
+        EARLIEST_YEAR,
+        MAX_HOURS_AHEAD,
         PUT_MAX_ATTEMPTS,
         GZIP_LEVEL,
         METRICS_NAMESPACE,
@@ -260,6 +286,8 @@ pub struct FetchSettings {
     pub max_attempts: u32,
     /// Largest response body accepted.
     pub max_response_bytes: usize,
+    /// Most records a response may hold.
+    pub max_records: u64,
 }
 
 /// Every setting of a run.
@@ -327,6 +355,7 @@ impl Config {
                 timeout: Duration::from_millis(env.number(var::FETCH_TIMEOUT_MS)?),
                 max_attempts: env.number(var::FETCH_MAX_ATTEMPTS)? as u32,
                 max_response_bytes: env.number(var::MAX_RESPONSE_BYTES)? as usize,
+                max_records: env.number(var::MAX_RECORDS_PER_RESPONSE)?,
             },
             put_max_attempts: env.number(var::PUT_MAX_ATTEMPTS)? as u32,
             limits: RecordLimits {
@@ -335,6 +364,8 @@ impl Config {
                     max_depth: env.number(var::MAX_NESTING_DEPTH)? as usize,
                     max_string_len: env.number(var::MAX_STRING_BYTES)? as usize,
                 },
+                earliest_year: env.number(var::EARLIEST_YEAR)? as i32,
+                max_hours_ahead: env.number(var::MAX_HOURS_AHEAD)? as u32,
             },
             metrics_namespace: env.text(var::METRICS_NAMESPACE),
             aws_endpoint_url: env.get(var::AWS_ENDPOINT_URL),

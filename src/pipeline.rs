@@ -2,7 +2,7 @@
 //! once. The Lambda, `log-etl run`, `process` and the demo all come through here.
 
 use std::io::{self, Read};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -10,13 +10,14 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::aws::secrets::{self, SecretError, SecretKeys};
-use crate::batch::response::{self, ResponseError};
-use crate::batch::spool::SpoolPolicy;
-use crate::batch::{self, BatchOutput, BatchSettings, BatchStats, ObjectKind, parallel};
+use crate::batch::response::{self, ResponseError, ResponseLimits};
+use crate::batch::spool::{self, SpoolPolicy};
+use crate::batch::{Batch, BatchOutput, BatchSettings, BatchStats, parallel};
 use crate::config::{Config, ConfigError, KeySource};
 use crate::record::fernet::{KeyError, KeyRing};
 use crate::source::{FetchError, Fetcher};
-use crate::store::{PutOutcome, Store, StoreError};
+use crate::store::Store;
+use crate::store::exactly_once::{self, WriteError, WriteReport, WriteSettings};
 
 /// Where the Fernet keys come from at run time.
 #[derive(Debug)]
@@ -55,7 +56,7 @@ pub enum RunError {
     #[error("the temporary folder for object bodies could not be made")]
     Spill(#[source] io::Error),
     #[error("writing objects failed")]
-    Store(#[from] StoreError),
+    Store(#[from] WriteError),
 }
 
 impl RunError {
@@ -68,7 +69,8 @@ impl RunError {
             RunError::Fetch(_) => "FetchError",
             RunError::Response(_) => "ResponseError",
             RunError::Encode(_) | RunError::Spill(_) => "EncodeError",
-            RunError::Store(_) => "StoreError",
+            RunError::Store(WriteError::Store(_)) => "StoreError",
+            RunError::Store(WriteError::Body { .. }) => "EncodeError",
         }
     }
 
@@ -78,8 +80,8 @@ impl RunError {
     }
 }
 
-/// Batch settings from the configuration: layout, gzip level and limits. Bodies stay in memory:
-/// a scheduled batch is bounded by `MAX_RESPONSE_BYTES`.
+/// Batch settings from the configuration: layout, gzip level and limits. Bodies stay in memory
+/// until a run gives them a spill folder.
 pub fn batch_settings(config: &Config) -> BatchSettings {
     let mut settings = BatchSettings::new(config.layout.clone());
     settings.gzip_level = config.gzip_level;
@@ -87,6 +89,9 @@ pub fn batch_settings(config: &Config) -> BatchSettings {
     settings.spool = SpoolPolicy::in_memory();
     settings
 }
+
+/// Bytes a body keeps in memory before it moves to its run's spill folder.
+const SPILL_AFTER_BYTES: usize = 256 << 10;
 
 /// Everything a scheduled pass needs, built once (at cold start) and reused.
 #[derive(Debug)]
@@ -96,6 +101,9 @@ pub struct Pipeline {
     store: Store,
     settings: BatchSettings,
     start_delay: Duration,
+    max_records: u64,
+    /// Where each pass makes its spill folder (the system's temporary folder: `/tmp` on Lambda).
+    spill_parent: PathBuf,
 }
 
 impl Pipeline {
@@ -141,6 +149,8 @@ impl Pipeline {
             store,
             settings: batch_settings(config),
             start_delay: config.fetch.start_delay,
+            max_records: config.fetch.max_records,
+            spill_parent: std::env::temp_dir(),
         })
     }
 
@@ -151,8 +161,9 @@ impl Pipeline {
     }
 
     /// One scheduled pass: wait the start delay, read the key, fetch the batch, encode it, write
-    /// each object once. `now` names the quarantine hour; `deadline` bounds the whole pass: the
-    /// fetch, retries included, may use two thirds of the time left, the writes the rest.
+    /// the records its hours do not hold yet. `now` bounds the hours records may land in and
+    /// names the quarantine hour; `deadline` bounds the whole pass: the fetch, retries included,
+    /// may use two thirds of the time left, the writes the rest.
     pub async fn run_pass(
         &self,
         now: DateTime<Utc>,
@@ -166,14 +177,34 @@ impl Pipeline {
         let fetch_started = Instant::now();
         let fetched = self.fetcher.fetch(fetch_deadline).await?;
         let fetch_ms = fetch_started.elapsed().as_millis() as u64;
-        let records = response::parse_response(&fetched.body)?;
-        let output =
-            batch::encode_batch(&records, &ring, &self.settings, now).map_err(RunError::Encode)?;
-        let mut summary = write_objects(&output, &self.store, started).await?;
+        let spill = spool::spill_dir(&self.spill_parent).map_err(RunError::Spill)?;
+        let mut settings = self.settings.clone();
+        settings.spool = SpoolPolicy::spill_to(spill.path().to_owned(), SPILL_AFTER_BYTES);
+        let output = encode_response(&fetched.body, &ring, &settings, self.max_records, now)?;
+        let mut summary = write(&output, &self.store, &settings, started).await?;
         summary.fetch_ms = Some(fetch_ms);
         summary.fetch_attempts = Some(fetched.attempts);
         Ok(summary)
     }
+}
+
+/// Encodes a fetched response one record at a time (no list of its records is built, so a body
+/// of tiny elements costs no more than its bytes). More than `max_records` records fail the run
+/// before anything is written.
+fn encode_response(
+    body: &[u8],
+    ring: &KeyRing,
+    settings: &BatchSettings,
+    max_records: u64,
+    now: DateTime<Utc>,
+) -> Result<BatchOutput, RunError> {
+    let mut batch = Batch::new(ring, settings, now);
+    let limits = ResponseLimits {
+        max_element: usize::MAX,
+        max_records,
+    };
+    response::for_each_record(body, limits, |raw| batch.push(raw))?;
+    batch.finish().map_err(RunError::Encode)
 }
 
 /// What a pass or a `process` run did; logged as one line and returned by the Lambda.
@@ -181,21 +212,32 @@ impl Pipeline {
 pub struct RunSummary {
     /// Source records fetched (or read from the file).
     pub records_in: u64,
-    /// Records now in data objects, whether this run wrote the object or found it present.
+    /// Records written by this run, each under its hour.
     pub records_landed: u64,
-    pub records_quarantined: u64,
+    /// Records their hour already held (an earlier or overlapping run): not written again.
+    pub records_already_present: u64,
+    /// Records the batch itself held more than once, written once.
     pub duplicates_dropped: u64,
+    /// Records quarantined by this run.
+    pub records_quarantined: u64,
+    /// Records refused again that the quarantine already held (this run's hour or the one
+    /// before): not written again.
+    pub quarantined_already_present: u64,
     /// Objects created by this run (data and quarantine).
     pub objects_written: u64,
-    /// Objects whose key already existed: a retried or overlapping run of the same batch.
+    /// Objects whose key already existed: the same records, written by a racing run.
     pub objects_already_present: u64,
     /// Bytes of the source records as received.
     pub bytes_in: u64,
+    /// Uncompressed and compressed bytes of the objects written.
     pub bytes_uncompressed: u64,
-    /// Compressed bytes of all objects of the batch.
     pub bytes_out: u64,
-    /// Hours (UTC, `YYYY-MM-DDTHH`) that received records.
+    /// Hours (UTC, `YYYY-MM-DDTHH`) the batch had records for.
     pub hours: Vec<String>,
+    /// Listings and object reads made to learn what those hours already held, and their time.
+    pub lists: u64,
+    pub objects_read: u64,
+    pub existing_read_ms: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fetch_ms: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -204,24 +246,32 @@ pub struct RunSummary {
 }
 
 impl RunSummary {
-    fn from_stats(stats: &BatchStats) -> Self {
+    fn of(stats: &BatchStats, report: WriteReport) -> Self {
         Self {
             records_in: stats.records_in,
-            records_landed: stats.records_landed,
-            records_quarantined: stats.records_quarantined,
-            duplicates_dropped: stats.duplicates_dropped,
+            records_landed: report.records_landed,
+            records_already_present: report.records_already_present,
+            duplicates_dropped: report.duplicates_dropped,
+            records_quarantined: report.records_quarantined,
+            quarantined_already_present: report.quarantined_already_present,
+            objects_written: report.objects_written,
+            objects_already_present: report.objects_already_present,
             bytes_in: stats.bytes_in,
-            bytes_uncompressed: stats.bytes_uncompressed,
-            bytes_out: stats.bytes_out,
+            bytes_uncompressed: report.bytes_uncompressed,
+            bytes_out: report.bytes_out,
+            hours: report.hours,
+            lists: report.lists,
+            objects_read: report.objects_read,
+            existing_read_ms: report.existing_read_ms,
             ..Self::default()
         }
     }
 }
 
 /// Processes a saved response (a JSON array of any size, read as a stream) into `store`, using
-/// every core: the objects a scheduled pass would write, written once each. Bodies that outgrow
-/// memory wait in a private temporary folder made under `spill_parent` (beside a folder store's
-/// objects, so they are linked into place), removed whatever happens.
+/// every core: the objects a scheduled pass would write, each record written once. Bodies that
+/// outgrow memory wait in a private temporary folder made under `spill_parent` (beside a folder
+/// store's objects, so they are linked into place), removed whatever happens.
 pub async fn process_saved_response(
     input: impl Read + Send,
     ring: &KeyRing,
@@ -231,41 +281,34 @@ pub async fn process_saved_response(
     run_time: DateTime<Utc>,
 ) -> Result<RunSummary, RunError> {
     let started = Instant::now();
-    let spill = tempfile::Builder::new()
-        .prefix(".log-etl-tmp-")
-        .tempdir_in(spill_parent)
-        .map_err(RunError::Spill)?;
+    let spill = spool::spill_dir(spill_parent).map_err(RunError::Spill)?;
     let mut settings = batch_settings(config);
-    settings.spool = SpoolPolicy::spill_to(spill.path().to_owned(), 256 << 10);
+    settings.spool = SpoolPolicy::spill_to(spill.path().to_owned(), SPILL_AFTER_BYTES);
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
     let output = parallel::encode_parallel(input, ring, &settings, run_time, workers)?;
-    let summary = write_objects(&output, store, started).await?;
+    let summary = write(&output, store, &settings, started).await?;
     drop(output);
     drop(spill);
     Ok(summary)
 }
 
-/// Writes every object of a batch once (data objects first, quarantine last) and tallies the
-/// outcome. Stops at the first failure: what was written stays, and a rerun of the same batch
-/// finds it present instead of writing it twice.
-pub async fn write_objects(
+/// Writes the records of a batch that their hours do not hold yet (quarantine first) and sums
+/// up the run. Stops at the first failure: what was written stays, and a rerun of the same batch
+/// finds it instead of writing it twice.
+async fn write(
     output: &BatchOutput,
     store: &Store,
+    settings: &BatchSettings,
     started: Instant,
-) -> Result<RunSummary, StoreError> {
-    let mut summary = RunSummary::from_stats(&output.stats);
-    for object in &output.objects {
-        match store.put_once(object).await? {
-            PutOutcome::Written => summary.objects_written += 1,
-            PutOutcome::AlreadyPresent => summary.objects_already_present += 1,
-        }
-        if let ObjectKind::Data { hour } = object.kind {
-            let hour = hour.to_string();
-            if summary.hours.last() != Some(&hour) && !summary.hours.contains(&hour) {
-                summary.hours.push(hour);
-            }
-        }
-    }
+) -> Result<RunSummary, RunError> {
+    let write_settings = WriteSettings {
+        layout: settings.layout.clone(),
+        encoding: settings.encoding,
+        gzip_level: settings.gzip_level,
+        spool: settings.spool.clone(),
+    };
+    let report = exactly_once::write_new_records(output, store, &write_settings).await?;
+    let mut summary = RunSummary::of(&output.stats, report);
     summary.duration_ms = started.elapsed().as_millis() as u64;
     Ok(summary)
 }

@@ -2,12 +2,12 @@
 //! original records as NDJSON in the order stored.
 
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, Read, Write};
 use std::path::Path;
 
-use flate2::read::MultiGzDecoder;
 use serde_json::{Map, Value};
 
+use crate::batch::encode;
 use crate::batch::layout::ObjectLayout;
 use crate::record::fields;
 use crate::store::{Store, StoreError};
@@ -41,16 +41,12 @@ pub fn restore_object(
     gzipped: impl Read,
     out: &mut impl Write,
 ) -> Result<u64, RestoreError> {
-    let reader = BufReader::with_capacity(1 << 16, MultiGzDecoder::new(gzipped));
     let mut count = 0;
-    for line in reader.split(b'\n') {
+    for line in encode::lines(gzipped) {
         let line = line.map_err(|source| RestoreError::Io {
             name: name.to_owned(),
             source,
         })?;
-        if line.is_empty() {
-            continue;
-        }
         count += 1;
         let mut record: Map<String, Value> =
             serde_json::from_slice(&line).map_err(|source| RestoreError::Line {

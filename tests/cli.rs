@@ -229,7 +229,8 @@ fn processing_the_same_response_twice_writes_nothing_new() {
         .collect();
     assert_eq!(before, after);
     assert_eq!(second["objects_written"], 0);
-    assert_eq!(second["objects_already_present"], first["objects_written"]);
+    assert_eq!(second["records_landed"], 0);
+    assert_eq!(second["records_already_present"], first["records_landed"]);
 }
 
 #[test]

@@ -300,7 +300,8 @@ async fn s3_down_before_a_run_fails_typed_and_a_rerun_lands_once() {
 
 #[tokio::test]
 async fn s3_going_away_mid_run_leaves_no_duplicate_after_the_rerun() {
-    // Given S3 that goes away after the first of the batch's three objects
+    // Given S3 that goes away after the first of the batch's three objects (the quarantine,
+    // which is written first)
     let after_one = Plan {
         down_after_puts: Some(1),
         ..Plan::default()
@@ -310,13 +311,13 @@ async fn s3_going_away_mid_run_leaves_no_duplicate_after_the_rerun() {
     let err = pass(&pipeline).await.unwrap_err();
     assert_eq!(err.error_type(), "StoreError");
     assert_eq!(world.objects(BUCKET).await.len(), 1);
-    // Then, once S3 is back, a rerun finds the first object and writes the rest
+    // Then, once S3 is back, a rerun finds the quarantined records and writes the rest
     s3.set(Plan::default());
     let rerun = pass(&pipeline).await.unwrap();
-    assert_eq!(
-        (rerun.objects_already_present, rerun.objects_written),
-        (1, 2)
-    );
+    let truth = world.sim.ground_truth();
+    assert_eq!(rerun.objects_written, 2);
+    assert_eq!(rerun.quarantined_already_present, truth.undecryptable);
+    assert_eq!(rerun.records_landed, truth.records.len() as u64);
     assert_exactly_once(&world).await;
     let objects = world.objects(BUCKET).await;
     let (_, quarantine) = objects
@@ -388,9 +389,15 @@ async fn two_passes_at_once_over_the_same_batch_leave_one_copy() {
         ra.objects_written + rb.objects_written,
         objects.len() as u64
     );
+    // Every record was written by one of them, and found present by the other
+    let truth = world.sim.ground_truth();
     assert_eq!(
-        ra.objects_written + ra.objects_already_present,
-        rb.objects_written + rb.objects_already_present
+        ra.records_landed + rb.records_landed,
+        truth.records.len() as u64
+    );
+    assert_eq!(
+        ra.records_landed + ra.records_already_present,
+        rb.records_landed + rb.records_already_present
     );
     assert_exactly_once(&world).await;
 }

@@ -3,10 +3,10 @@
 //! `Batch` into gzip'd objects that are read back with `restore_object`.
 //!
 //! Checked: `process_record` lands exactly the records `parse_payload` and `hour::place`
-//! accept, in the hour `place` gives, and refuses the rest at the stage that refused them;
-//! every landed record comes back from the data objects unchanged, each distinct record once;
-//! every other record is in the quarantine object, one per line, exactly as received; the
-//! batch's counts add up.
+//! accept inside the run's hour window, in the hour `place` gives, and refuses the rest at the
+//! stage that refused them; every landed record comes back from the data objects unchanged; an
+//! object that says its records are distinct holds each once; every other record is in the
+//! quarantine object, one per line, exactly as received; the batch's counts add up.
 #![no_main]
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -18,7 +18,7 @@ use flate2::read::MultiGzDecoder;
 use libfuzzer_sys::fuzz_target;
 use log_etl::batch::{Batch, BatchSettings, ObjectKind};
 use log_etl::record::fields::{self, Field};
-use log_etl::record::hour;
+use log_etl::record::hour::{self, HourWindow};
 use log_etl::record::fernet::KeyRing;
 use log_etl::batch::layout::{ObjectLayout, PartitionStyle};
 use log_etl::record::payload::parse_payload;
@@ -37,6 +37,16 @@ const IN_DATE: &str = "2023-03-18T15:08:02.284Z";
 
 static KEYS: LazyLock<KeyRing> =
     LazyLock::new(|| KeyRing::parse(TEST_KEY).expect("the test key is a Fernet key"));
+
+/// The run's time: it bounds the hours records may land in.
+static RUN_TIME: LazyLock<chrono::DateTime<chrono::Utc>> = LazyLock::new(|| {
+    chrono::Utc
+        .timestamp_opt(1_700_000_000, 0)
+        .single()
+        .expect("a valid instant")
+});
+
+static WINDOW: LazyLock<HourWindow> = LazyLock::new(|| SETTINGS.limits.window(*RUN_TIME));
 
 static SETTINGS: LazyLock<BatchSettings> = LazyLock::new(|| {
     BatchSettings::new(
@@ -67,7 +77,9 @@ impl Source {
 /// What a token of `plaintext` must become: the record to land, or the stage that refuses it.
 fn expected(plaintext: &[u8], limits: &RecordLimits) -> Result<Map<String, Value>, &'static str> {
     let record = parse_payload(plaintext, limits.parse).map_err(|_| "parse")?;
-    hour::place(record.get(Field::InDate.name())).map_err(|_| "place")?;
+    hour::place(record.get(Field::InDate.name()))
+        .and_then(|placement| WINDOW.admit(placement))
+        .map_err(|_| "place")?;
     Ok(record)
 }
 
@@ -90,7 +102,7 @@ fuzz_target!(|data: &[u8]| {
     // The input as a plaintext.
     let raw = source_record(data);
     let want = expected(data, &limits);
-    match (&want, process_record(&raw, &KEYS, &limits)) {
+    match (&want, process_record(&raw, &KEYS, &limits, &WINDOW)) {
         (Ok(record), Ok(out)) => {
             let placement = hour::place(record.get(Field::InDate.name()));
             assert_eq!(Ok(out.placement), placement, "placed in another hour");
@@ -113,7 +125,8 @@ fuzz_target!(|data: &[u8]| {
     // A record parsed from the input, placed in an hour if it was not, encrypted in both of
     // the plaintext forms the server may send: it must land whatever its other fields hold.
     if let Some(mut record) = parsed {
-        if hour::place(record.get(Field::InDate.name())).is_err() {
+        let placed = hour::place(record.get(Field::InDate.name()));
+        if placed.and_then(|placement| WINDOW.admit(placement)).is_err() {
             record.insert(Field::InDate.name().to_owned(), IN_DATE.into());
         }
         let repr = pyrepr::to_repr(&Value::Object(record.clone()));
@@ -126,34 +139,28 @@ fuzz_target!(|data: &[u8]| {
     // The input as the source record itself: any text must be refused or landed without a
     // panic; JSON goes on into the batch, as the response reader would pass it (trimmed).
     if let Ok(text) = std::str::from_utf8(data) {
-        let _ = process_record(text, &KEYS, &limits);
+        let _ = process_record(text, &KEYS, &limits, &WINDOW);
         if let Ok(raw) = RawValue::from_string(text.to_owned()) {
-            let landed = process_record(raw.get(), &KEYS, &limits)
+            let landed = process_record(raw.get(), &KEYS, &limits, &WINDOW)
                 .ok()
                 .map(|out| restored(&out.line));
             sources.push(Source { raw, lands: landed });
         }
     }
 
-    let mut batch = Batch::new(&KEYS, &SETTINGS);
+    let mut batch = Batch::new(&KEYS, &SETTINGS, *RUN_TIME);
     for source in &sources {
         batch
             .push(&source.raw)
             .expect("in-memory batches cannot fail");
     }
-    let run_time = chrono::Utc
-        .timestamp_opt(1_700_000_000, 0)
-        .single()
-        .expect("a valid instant");
-    let out = batch
-        .finish(run_time)
-        .expect("in-memory batches cannot fail");
+    let out = batch.finish().expect("in-memory batches cannot fail");
 
     let stats = out.stats;
     assert_eq!(stats.records_in, sources.len() as u64);
     assert_eq!(
         stats.records_in,
-        stats.records_landed + stats.records_quarantined + stats.duplicates_dropped,
+        stats.records_placed + stats.records_refused,
         "batch counts: {stats:?}"
     );
 
@@ -181,21 +188,25 @@ fuzz_target!(|data: &[u8]| {
                     .unwrap_or_else(|err| panic!("object {} does not restore: {err}", object.key));
                 assert_eq!(count, object.records, "records in {}", object.key);
                 let text = String::from_utf8(text).expect("restored records are UTF-8");
-                got.extend(text.lines().map(str::to_owned));
+                let lines: Vec<String> = text.lines().map(str::to_owned).collect();
+                if object.distinct {
+                    let distinct: BTreeSet<&String> = lines.iter().collect();
+                    assert_eq!(distinct.len(), lines.len(), "{} holds a record twice", object.key);
+                }
+                got.extend(lines);
             }
-            ObjectKind::Quarantine => quarantined.extend(quarantine_records(&body)),
+            ObjectKind::Quarantine { .. } => quarantined.extend(quarantine_records(&body)),
         }
     }
-    assert_eq!(got.len() as u64, stats.records_landed, "landed records");
+    assert_eq!(got.len() as u64, stats.records_placed, "placed records");
     let got_set: BTreeSet<String> = got.iter().cloned().collect();
-    assert_eq!(got_set.len(), got.len(), "a record landed twice");
     assert_eq!(
         got_set, want,
         "restored records differ from the records that landed"
     );
     assert_eq!(
         quarantined.len() as u64,
-        stats.records_quarantined,
+        stats.records_refused,
         "quarantined records"
     );
     quarantined.sort_unstable();

@@ -1,7 +1,8 @@
 //! NDJSON lines into a deterministic gzip body, with the content digest that names the object.
 
-use std::io::{self, BufWriter, Write};
+use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
 
+use flate2::read::MultiGzDecoder;
 use flate2::write::GzEncoder;
 use flate2::{Compression, GzBuilder};
 use sha2::{Digest, Sha256};
@@ -108,6 +109,14 @@ impl ObjectWriter {
     }
 }
 
+/// The lines of an encoded object read from `gzipped`, newlines removed, empty lines skipped
+/// (the inverse of [`ObjectWriter`]; several gzip members in a row are read as one).
+pub fn lines(gzipped: impl Read) -> impl Iterator<Item = io::Result<Vec<u8>>> {
+    BufReader::with_capacity(1 << 16, MultiGzDecoder::new(gzipped))
+        .split(b'\n')
+        .filter(|line| !matches!(line, Ok(l) if l.is_empty()))
+}
+
 fn short_digest(digest: &[u8]) -> String {
     use std::fmt::Write as _;
     digest[..DIGEST_HEX_LEN / 2]
@@ -122,7 +131,6 @@ fn short_digest(digest: &[u8]) -> String {
 mod tests {
     use super::*;
     use flate2::read::GzDecoder;
-    use std::io::Read;
 
     fn encode(lines: &[&str], level: u32) -> EncodedBody {
         let mut w = ObjectWriter::new(level, &SpoolPolicy::in_memory());

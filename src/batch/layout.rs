@@ -108,14 +108,19 @@ impl ObjectLayout {
         self.style
     }
 
+    /// Whether `key` names an object this layout writes (by its encoding's extension).
+    pub fn is_object(&self, key: &str) -> bool {
+        let name = key.rsplit('/').next().unwrap_or(key);
+        name.ends_with(&format!(".{}", ObjectEncoding::GzipNdjson.extension()))
+    }
+
     /// Whether the object `key` (relative to where a listing started) holds records to read
-    /// back: an object of this encoding, outside the quarantine prefix.
+    /// back: an object of this layout, outside the quarantine prefix.
     pub fn holds_records(&self, key: &str) -> bool {
         let quarantine = key
             .strip_prefix(self.quarantine_prefix.as_str())
             .is_some_and(|rest| rest.starts_with('/'));
-        let name = key.rsplit('/').next().unwrap_or(key);
-        !quarantine && name.ends_with(&format!(".{}", ObjectEncoding::GzipNdjson.extension()))
+        !quarantine && self.is_object(key)
     }
 
     /// `<data-prefix>/<hour folder>`: the folder a table partition maps to.
@@ -139,6 +144,15 @@ impl ObjectLayout {
         )
     }
 
+    /// `<quarantine-prefix>/<hour folder of the run>`.
+    pub fn quarantine_hour_path(&self, run_hour: HourKey) -> String {
+        format!(
+            "{}/{}",
+            self.quarantine_prefix,
+            self.style.hour_folder(run_hour)
+        )
+    }
+
     /// `<quarantine-prefix>/<hour folder of the run>/<run-id>.<ext>`.
     pub fn quarantine_key(
         &self,
@@ -147,9 +161,8 @@ impl ObjectLayout {
         encoding: ObjectEncoding,
     ) -> String {
         format!(
-            "{}/{}/{run_id}.{}",
-            self.quarantine_prefix,
-            self.style.hour_folder(run_hour),
+            "{}/{run_id}.{}",
+            self.quarantine_hour_path(run_hour),
             encoding.extension()
         )
     }

@@ -26,7 +26,7 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 
 use crate::record::fernet::KeyRing;
-use crate::record::hour::{HourKey, Stamp};
+use crate::record::hour::{HourKey, HourWindow, Stamp};
 use crate::record::{self, CompactRecord, RecordError, RecordLimits};
 use encode::{DEFAULT_GZIP_LEVEL, ObjectEncoding, ObjectWriter};
 use layout::ObjectLayout;
@@ -67,8 +67,8 @@ impl BatchSettings {
 pub enum ObjectKind {
     /// Compact records of one UTC hour.
     Data { hour: HourKey },
-    /// Records that could not be processed, with their reasons.
-    Quarantine,
+    /// Records that could not be processed, with their reasons, filed under the run's hour.
+    Quarantine { run_hour: HourKey },
 }
 
 /// An object ready to be written once under its key.
@@ -82,28 +82,26 @@ pub struct EncodedObject {
     pub records: u64,
     /// Uncompressed bytes.
     pub uncompressed: u64,
+    /// No two lines of the object hash alike, so no two are the same record. When false, the
+    /// object may hold a record twice: the writer compares its lines, content against content,
+    /// before anything lands.
+    pub distinct: bool,
 }
 
-/// Counts over a batch.
+/// Counts over a batch, before anything is written.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct BatchStats {
     /// Source records seen.
     pub records_in: u64,
     /// Records placed in data objects.
-    pub records_landed: u64,
+    pub records_placed: u64,
     /// Records sent to quarantine.
-    pub records_quarantined: u64,
-    /// Records identical to one already in the same hour of this batch, kept once.
-    pub duplicates_dropped: u64,
+    pub records_refused: u64,
     /// Bytes of the source records as received.
     pub bytes_in: u64,
-    /// Uncompressed NDJSON bytes of all objects.
-    pub bytes_uncompressed: u64,
-    /// Compressed bytes of all objects.
-    pub bytes_out: u64,
 }
 
-/// All objects of a batch (data objects in key order, then the quarantine object, if any).
+/// All objects of a batch: data objects in key order, then the quarantine object, if any.
 #[derive(Debug)]
 pub struct BatchOutput {
     pub objects: Vec<EncodedObject>,
@@ -115,13 +113,28 @@ struct OpenHour {
     first: Stamp,
     last: Stamp,
     writer: ObjectWriter,
-    /// 128-bit hash of every line so far, to keep an exact duplicate once. (A collision would
-    /// need about 2^64 lines; SHA-256 here cost 5% of the pipeline for no practical gain.)
-    seen: HashSet<u128, BuildHasherDefault<Prehashed>>,
+    /// A hash of every line so far: distinct hashes prove distinct lines, so an object whose
+    /// hashes never repeat needs no comparison of its lines when it lands.
+    seen: LineHashes,
     last_used: u64,
 }
 
-/// Hasher for keys that already are hashes (xxh3 of a line): uses their low bits as they are.
+/// Hashes of lines, to tell whether an object may hold a line twice.
+#[derive(Default)]
+struct LineHashes {
+    seen: HashSet<u64, BuildHasherDefault<Prehashed>>,
+    repeated: bool,
+}
+
+impl LineHashes {
+    fn add(&mut self, line: &[u8]) {
+        if !self.seen.insert(xxhash_rust::xxh3::xxh3_64(line)) {
+            self.repeated = true;
+        }
+    }
+}
+
+/// Hasher for keys that already are hashes (xxh3 of a line): uses them as they are.
 #[derive(Default)]
 struct Prehashed(u64);
 
@@ -131,14 +144,14 @@ impl Hasher for Prehashed {
     }
 
     fn write(&mut self, bytes: &[u8]) {
-        // Only `u128` keys are hashed here; this path is for completeness.
+        // Only `u64` keys are hashed here; this path is for completeness.
         for &b in bytes {
             self.0 = self.0.rotate_left(8) ^ u64::from(b);
         }
     }
 
-    fn write_u128(&mut self, value: u128) {
-        self.0 = value as u64;
+    fn write_u64(&mut self, value: u64) {
+        self.0 = value;
     }
 }
 
@@ -148,9 +161,13 @@ pub struct Batch<'a> {
     settings: &'a BatchSettings,
     open: Vec<OpenHour>,
     closed: Vec<EncodedObject>,
-    quarantine: Option<ObjectWriter>,
+    quarantine: Option<(ObjectWriter, LineHashes)>,
     stats: BatchStats,
     tick: u64,
+    /// The hours records may land in.
+    window: HourWindow,
+    /// The run's hour: the quarantine object's folder.
+    run_hour: HourKey,
 }
 
 #[derive(Serialize)]
@@ -161,7 +178,9 @@ struct QuarantineLine<'a> {
 }
 
 impl<'a> Batch<'a> {
-    pub fn new(ring: &'a KeyRing, settings: &'a BatchSettings) -> Self {
+    /// A batch of a run at `run_time`, which bounds the hours records may land in and names the
+    /// quarantine object's folder.
+    pub fn new(ring: &'a KeyRing, settings: &'a BatchSettings, run_time: DateTime<Utc>) -> Self {
         Self {
             ring,
             settings,
@@ -170,13 +189,21 @@ impl<'a> Batch<'a> {
             quarantine: None,
             stats: BatchStats::default(),
             tick: 0,
+            window: settings.limits.window(run_time),
+            run_hour: HourKey::of(run_time),
         }
+    }
+
+    /// The hours records of this batch may land in.
+    pub fn window(&self) -> HourWindow {
+        self.window
     }
 
     /// Adds one source record (the raw JSON of one array element). Only I/O on a spool file can
     /// fail here; a bad record is quarantined, not returned as an error.
     pub fn push(&mut self, raw: &RawValue) -> io::Result<()> {
-        let outcome = record::process_record(raw.get(), self.ring, &self.settings.limits);
+        let outcome =
+            record::process_record(raw.get(), self.ring, &self.settings.limits, &self.window);
         self.push_processed(raw, outcome)
     }
 
@@ -200,16 +227,13 @@ impl<'a> Batch<'a> {
         let index = self.open_index(hour)?;
         let group = &mut self.open[index];
         group.last_used = self.tick;
-        if !group.seen.insert(xxhash_rust::xxh3::xxh3_128(line)) {
-            self.stats.duplicates_dropped += 1;
-            return Ok(());
-        }
+        group.seen.add(line);
         if group.writer.lines() == 0 {
             group.first = stamp;
         }
         group.last = stamp;
         group.writer.write_line(line)?;
-        self.stats.records_landed += 1;
+        self.stats.records_placed += 1;
         if group.writer.lines() >= self.settings.max_records_per_object {
             let full = self.open.swap_remove(index);
             self.close(full)?;
@@ -235,7 +259,7 @@ impl<'a> Batch<'a> {
             first: Stamp::default(),
             last: Stamp::default(),
             writer: ObjectWriter::new(self.settings.gzip_level, &self.settings.spool),
-            seen: HashSet::default(),
+            seen: LineHashes::default(),
             last_used: self.tick,
         });
         Ok(self.open.len() - 1)
@@ -260,6 +284,7 @@ impl<'a> Batch<'a> {
             body: encoded.body,
             records: encoded.lines,
             uncompressed: encoded.uncompressed,
+            distinct: !group.seen.repeated,
         });
         Ok(())
     }
@@ -282,16 +307,23 @@ impl<'a> Batch<'a> {
         };
         let bytes = serde_json::to_vec(&line).expect("quarantine line serialises");
         let settings = self.settings;
-        self.quarantine
-            .get_or_insert_with(|| ObjectWriter::new(settings.gzip_level, &settings.spool))
-            .write_line(&bytes)?;
-        self.stats.records_quarantined += 1;
+        let (writer, seen) = self.quarantine.get_or_insert_with(|| {
+            (
+                ObjectWriter::new(settings.gzip_level, &settings.spool),
+                LineHashes::default(),
+            )
+        });
+        // A quarantined record is the same record when it arrived the same: its identity is
+        // the source object, whatever reason it was refused for.
+        seen.add(record.get().as_bytes());
+        writer.write_line(&bytes)?;
+        self.stats.records_refused += 1;
         Ok(())
     }
 
-    /// Closes every object. `run_time` only names the quarantine object's hour folder; the
-    /// quarantine object's name is the digest of its content, so a retried run names it alike.
-    pub fn finish(mut self, run_time: DateTime<Utc>) -> io::Result<BatchOutput> {
+    /// Closes every object. The quarantine object goes under the run's hour, named by the digest
+    /// of its content, so a retried run names it alike.
+    pub fn finish(mut self) -> io::Result<BatchOutput> {
         let mut open = std::mem::take(&mut self.open);
         open.sort_by_key(|g| g.hour);
         for group in open {
@@ -299,27 +331,28 @@ impl<'a> Batch<'a> {
         }
         let mut objects = std::mem::take(&mut self.closed);
         objects.sort_by(|a, b| a.key.cmp(&b.key));
-        if let Some(writer) = self.quarantine.take() {
+        if let Some((writer, seen)) = self.quarantine.take() {
             let encoded = writer.finish()?;
             objects.push(EncodedObject {
                 key: self.settings.layout.quarantine_key(
-                    HourKey::of(run_time),
+                    self.run_hour,
                     &encoded.digest,
                     self.settings.encoding,
                 ),
-                kind: ObjectKind::Quarantine,
+                kind: ObjectKind::Quarantine {
+                    run_hour: self.run_hour,
+                },
                 encoding: self.settings.encoding,
                 body: encoded.body,
                 records: encoded.lines,
                 uncompressed: encoded.uncompressed,
+                distinct: !seen.repeated,
             });
         }
-        let mut stats = self.stats;
-        for object in &objects {
-            stats.bytes_uncompressed += object.uncompressed;
-            stats.bytes_out += object.body.len();
-        }
-        Ok(BatchOutput { objects, stats })
+        Ok(BatchOutput {
+            objects,
+            stats: self.stats,
+        })
     }
 }
 
@@ -330,11 +363,11 @@ pub fn encode_batch(
     settings: &BatchSettings,
     run_time: DateTime<Utc>,
 ) -> io::Result<BatchOutput> {
-    let mut batch = Batch::new(ring, settings);
+    let mut batch = Batch::new(ring, settings, run_time);
     for raw in records {
         batch.push(raw.borrow())?;
     }
-    batch.finish(run_time)
+    batch.finish()
 }
 
 #[cfg(test)]
@@ -385,7 +418,7 @@ mod tests {
         assert!(keys_written[0].starts_with("data/2023/12/31/23/5959700_5959700_"));
         assert!(keys_written[1].starts_with("data/2024/01/01/00/0000000_0000300_"));
         assert_eq!(gunzip(&out.objects[1]).lines().count(), 2);
-        assert_eq!(out.stats.records_landed, 3);
+        assert_eq!(out.stats.records_placed, 3);
     }
 
     #[test]
@@ -398,10 +431,15 @@ mod tests {
             RawValue::from_string(r#"{"data": 7}"#.into()).unwrap(),
         ];
         let out = encode_batch(&records, &ring, &settings(), run_time()).unwrap();
-        assert_eq!(out.stats.records_landed, 1);
-        assert_eq!(out.stats.records_quarantined, 2);
+        assert_eq!(out.stats.records_placed, 1);
+        assert_eq!(out.stats.records_refused, 2);
         let q = out.objects.last().unwrap();
-        assert_eq!(q.kind, ObjectKind::Quarantine);
+        assert_eq!(
+            q.kind,
+            ObjectKind::Quarantine {
+                run_hour: HourKey::of(run_time())
+            }
+        );
         assert!(q.key.starts_with("quarantine/2024/01/01/00/"));
         let lines: Vec<serde_json::Value> = gunzip(q)
             .lines()
@@ -425,17 +463,44 @@ mod tests {
     }
 
     #[test]
-    fn exact_duplicates_in_a_batch_are_kept_once() {
+    fn an_object_that_may_hold_a_record_twice_says_so() {
         let ring = KeyRing::parse(&generate_key()).unwrap();
-        // Two tokens of the same plaintext differ (random IV) but decrypt alike
-        let records = vec![
+        // Given two tokens of the same plaintext (they differ by their random IV)
+        let twice = vec![
             raw_record(&ring, "2023-03-18T15:08:02.284Z", 1),
             raw_record(&ring, "2023-03-18T15:08:02.284Z", 1),
             raw_record(&ring, "2023-03-18T15:08:02.584Z", 2),
         ];
+        // Then the object holding them is not known to be distinct (the writer compares its
+        // lines before it lands), while one of different records is
+        let out = encode_batch(&twice, &ring, &settings(), run_time()).unwrap();
+        assert!(!out.objects[0].distinct);
+        let once = vec![twice[0].clone(), twice[2].clone()];
+        let out = encode_batch(&once, &ring, &settings(), run_time()).unwrap();
+        assert!(out.objects[0].distinct);
+    }
+
+    #[test]
+    fn records_outside_the_hours_the_table_shows_are_quarantined() {
+        // Given records from 1999 and two days after the run, among one inside
+        let ring = KeyRing::parse(&generate_key()).unwrap();
+        let records = vec![
+            raw_record(&ring, "1999-12-31T23:00:00.000Z", 1),
+            raw_record(&ring, "2024-01-01T00:00:01.000Z", 2),
+            raw_record(&ring, "2024-01-03T00:00:00.000Z", 3),
+        ];
+        // When the batch is encoded
         let out = encode_batch(&records, &ring, &settings(), run_time()).unwrap();
-        assert_eq!(out.stats.duplicates_dropped, 1);
-        assert_eq!(gunzip(&out.objects[0]).lines().count(), 2);
+        // Then only the one inside lands; the others are quarantined saying why
+        assert_eq!(
+            (out.stats.records_placed, out.stats.records_refused),
+            (1, 2)
+        );
+        let reasons = gunzip(out.objects.last().unwrap());
+        assert_eq!(
+            reasons.matches("outside the hours the table shows").count(),
+            2
+        );
     }
 
     #[test]
@@ -493,6 +558,6 @@ mod tests {
                 ("data/2023/03/18/12/".to_owned(), 1),
             ]
         );
-        assert_eq!(out.stats.records_landed, 7);
+        assert_eq!(out.stats.records_placed, 7);
     }
 }

@@ -1,29 +1,44 @@
 //! A saved response of any size through the pipeline on every core: one thread reads and splits
 //! the array, workers decrypt, parse and compact chunks of records, and one thread puts the
 //! results back in source order and encodes them. The output is the same, byte for byte, as
-//! encoding the records one by one; memory stays bounded by the channels' capacity.
+//! encoding the records one by one.
+//!
+//! Memory is bounded in bytes, not in records: a chunk closes at [`CHUNK_RECORDS`] records or
+//! [`CHUNK_BYTES`] bytes, and a chunk is handed out only when the bytes of every chunk read but
+//! not yet encoded (queued, in a worker, or waiting for its turn) stay within
+//! [`IN_FLIGHT_BYTES`]. A slow chunk therefore stops the reading instead of letting the others
+//! pile up behind it; a single element larger than the whole allowance goes alone.
 
 use std::collections::BTreeMap;
 use std::io::{self, Read};
 use std::sync::mpsc::{Receiver, sync_channel};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use chrono::{DateTime, Utc};
 use serde_json::value::RawValue;
 
-use crate::batch::response::{self, ResponseError};
+use crate::batch::response::{self, ResponseError, ResponseLimits};
 use crate::batch::{Batch, BatchOutput, BatchSettings};
 use crate::record::fernet::KeyRing;
 use crate::record::{self, CompactRecord, RecordError};
 
-/// Records handed to a worker at a time.
-const CHUNK: usize = 1024;
+/// Records handed to a worker at a time, at most.
+pub const CHUNK_RECORDS: usize = 1024;
+/// Source bytes handed to a worker at a time, at most (a larger element goes alone).
+pub const CHUNK_BYTES: usize = 256 << 10;
+/// Source bytes read but not yet encoded, at most (a larger element goes alone). Each byte is
+/// held about twice while in flight (the source record, then its compact line), hence a weight
+/// of two per byte against this allowance.
+pub const IN_FLIGHT_BYTES: usize = 16 << 20;
 
-type Processed = (
-    u64,
-    Vec<Box<RawValue>>,
-    Vec<Result<CompactRecord, RecordError>>,
-);
+/// A chunk of source records, numbered in source order, and its weight against the allowance.
+struct Chunk {
+    seq: u64,
+    records: Vec<Box<RawValue>>,
+    weight: usize,
+}
+
+type Processed = (Chunk, Vec<Result<CompactRecord, RecordError>>);
 
 /// Encodes the JSON array read from `reader` with `workers` threads doing the per-record work.
 pub fn encode_parallel(
@@ -34,8 +49,10 @@ pub fn encode_parallel(
     workers: usize,
 ) -> Result<BatchOutput, ResponseError> {
     let workers = workers.max(1);
+    let budget = Budget::new(IN_FLIGHT_BYTES);
+    let window = settings.limits.window(run_time);
     std::thread::scope(|scope| {
-        let (work_tx, work_rx) = sync_channel::<(u64, Vec<Box<RawValue>>)>(workers * 2);
+        let (work_tx, work_rx) = sync_channel::<Chunk>(workers * 2);
         let work_rx = Arc::new(Mutex::new(work_rx));
         let (done_tx, done_rx) = sync_channel::<Processed>(workers * 2);
         for _ in 0..workers {
@@ -46,40 +63,46 @@ pub fn encode_parallel(
                         .lock()
                         .map_err(|_| ())
                         .and_then(|rx| rx.recv().map_err(|_| ()));
-                    let Ok((seq, chunk)) = next else { break };
+                    let Ok(chunk) = next else { break };
                     let results = chunk
+                        .records
                         .iter()
-                        .map(|raw| record::process_record(raw.get(), ring, &settings.limits))
+                        .map(|raw| {
+                            record::process_record(raw.get(), ring, &settings.limits, &window)
+                        })
                         .collect();
-                    if done_tx.send((seq, chunk, results)).is_err() {
+                    if done_tx.send((chunk, results)).is_err() {
                         break;
                     }
                 }
             });
         }
         drop((work_rx, done_tx));
-        let collector = scope.spawn(move || collect(done_rx, ring, settings, run_time));
+        let collector = scope.spawn(|| {
+            let collected = collect(done_rx, ring, settings, run_time, &budget);
+            // Whatever happened, the reader must not wait for room that will never come.
+            budget.close();
+            collected
+        });
 
-        let mut chunk = Vec::with_capacity(CHUNK);
-        let mut seq = 0;
-        let mut send = |chunk: Vec<Box<RawValue>>| {
-            let sent = work_tx
-                .send((seq, chunk))
-                .map_err(|_| io::Error::other("the encoder stopped"));
-            seq += 1;
-            sent
+        let mut chunker = Chunker::default();
+        let send = |chunk: Chunk| -> io::Result<()> {
+            budget.take(chunk.weight)?;
+            work_tx
+                .send(chunk)
+                .map_err(|_| io::Error::other("the encoder stopped"))
         };
-        let max_element = response::element_limit(settings.limits.max_record_bytes);
-        let read = response::for_each_record(reader, max_element, |raw| {
-            chunk.push(raw.to_owned());
-            if chunk.len() == CHUNK {
-                send(std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK)))?;
-            }
-            Ok(())
+        let limits = ResponseLimits {
+            max_element: response::element_limit(settings.limits.max_record_bytes),
+            max_records: u64::MAX,
+        };
+        let read = response::for_each_record(reader, limits, |raw| match chunker.add(raw) {
+            Some(full) => send(full),
+            None => Ok(()),
         })
-        .and_then(|_| match chunk.is_empty() {
-            true => Ok(()),
-            false => send(chunk).map_err(ResponseError::Sink),
+        .and_then(|_| match chunker.rest() {
+            Some(rest) => send(rest).map_err(ResponseError::Sink),
+            None => Ok(()),
         });
         // Closing the work channel is what lets the workers, then the encoder, finish.
         drop(work_tx);
@@ -93,26 +116,118 @@ pub fn encode_parallel(
     })
 }
 
-/// Puts processed chunks back in source order and encodes them.
+/// Cuts the records into chunks by count and by bytes.
+#[derive(Default)]
+struct Chunker {
+    records: Vec<Box<RawValue>>,
+    bytes: usize,
+    seq: u64,
+}
+
+impl Chunker {
+    /// Adds a record; returns the chunk it completes, if it does.
+    fn add(&mut self, raw: &RawValue) -> Option<Chunk> {
+        self.bytes += raw.get().len();
+        self.records.push(raw.to_owned());
+        (self.records.len() >= CHUNK_RECORDS || self.bytes >= CHUNK_BYTES).then(|| self.cut())
+    }
+
+    /// The last, partial chunk, if any.
+    fn rest(&mut self) -> Option<Chunk> {
+        (!self.records.is_empty()).then(|| self.cut())
+    }
+
+    fn cut(&mut self) -> Chunk {
+        let chunk = Chunk {
+            seq: self.seq,
+            records: std::mem::take(&mut self.records),
+            weight: std::mem::take(&mut self.bytes).saturating_mul(2),
+        };
+        self.seq += 1;
+        chunk
+    }
+}
+
+/// Puts processed chunks back in source order, encodes them, and gives their weight back.
 fn collect(
     done: Receiver<Processed>,
     ring: &KeyRing,
     settings: &BatchSettings,
     run_time: DateTime<Utc>,
+    budget: &Budget,
 ) -> io::Result<BatchOutput> {
-    let mut batch = Batch::new(ring, settings);
+    let mut batch = Batch::new(ring, settings, run_time);
     let mut waiting = BTreeMap::new();
     let mut next = 0;
-    for (seq, chunk, results) in done {
-        waiting.insert(seq, (chunk, results));
+    for (chunk, results) in done {
+        waiting.insert(chunk.seq, (chunk, results));
         while let Some((chunk, results)) = waiting.remove(&next) {
-            for (raw, outcome) in chunk.iter().zip(results) {
+            for (raw, outcome) in chunk.records.iter().zip(results) {
                 batch.push_processed(raw, outcome)?;
             }
+            budget.give_back(chunk.weight);
             next += 1;
         }
     }
-    batch.finish(run_time)
+    batch.finish()
+}
+
+/// The allowance of bytes in flight: taken by the reader before a chunk goes out, given back by
+/// the encoder once the chunk is encoded.
+struct Budget {
+    state: Mutex<BudgetState>,
+    changed: Condvar,
+    limit: usize,
+}
+
+struct BudgetState {
+    in_flight: usize,
+    closed: bool,
+}
+
+impl Budget {
+    fn new(limit: usize) -> Self {
+        Self {
+            state: Mutex::new(BudgetState {
+                in_flight: 0,
+                closed: false,
+            }),
+            changed: Condvar::new(),
+            limit,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, BudgetState> {
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Waits until `weight` fits (or nothing else is in flight), then takes it.
+    fn take(&self, weight: usize) -> io::Result<()> {
+        let mut state = self.lock();
+        while !state.closed && state.in_flight > 0 && state.in_flight + weight > self.limit {
+            state = self
+                .changed
+                .wait(state)
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+        }
+        if state.closed {
+            return Err(io::Error::other("the encoder stopped"));
+        }
+        state.in_flight += weight;
+        Ok(())
+    }
+
+    fn give_back(&self, weight: usize) {
+        self.lock().in_flight -= weight;
+        self.changed.notify_all();
+    }
+
+    fn close(&self) {
+        self.lock().closed = true;
+        self.changed.notify_all();
+    }
 }
 
 #[cfg(test)]
@@ -131,6 +246,10 @@ mod tests {
             .collect()
     }
 
+    fn settings() -> BatchSettings {
+        BatchSettings::new(ObjectLayout::new("data", "quarantine", PartitionStyle::Flat).unwrap())
+    }
+
     #[test]
     fn any_number_of_workers_gives_the_sequential_output() {
         // Given a response of several chunks with bad records mixed in
@@ -141,15 +260,16 @@ mod tests {
             unusual_per_mille: 100,
             ..SynthOptions::default()
         };
-        let body = response_body(&Synth::new(options).batch(&ring, start, 3 * CHUNK + 17));
-        let settings = BatchSettings::new(
-            ObjectLayout::new("data", "quarantine", PartitionStyle::Flat).unwrap(),
-        );
+        let body = response_body(&Synth::new(options).batch(&ring, start, 3 * CHUNK_RECORDS + 17));
         let run_time = Utc.with_ymd_and_hms(2023, 3, 18, 16, 0, 0).unwrap();
         // When it is encoded one by one, and on 1, 2 and 4 workers
-        let mut batch = Batch::new(&ring, &settings);
-        response::for_each_record(body.as_bytes(), usize::MAX, |raw| batch.push(raw)).unwrap();
-        let sequential = batch.finish(run_time).unwrap();
+        let settings = settings();
+        let mut batch = Batch::new(&ring, &settings, run_time);
+        response::for_each_record(body.as_bytes(), ResponseLimits::none(), |raw| {
+            batch.push(raw)
+        })
+        .unwrap();
+        let sequential = batch.finish().unwrap();
         for workers in [1, 2, 4] {
             let parallel =
                 encode_parallel(body.as_bytes(), &ring, &settings, run_time, workers).unwrap();
@@ -164,16 +284,49 @@ mod tests {
     }
 
     #[test]
+    fn chunks_close_by_bytes_as_well_as_by_count() {
+        // Given elements of 100 KiB
+        let big = RawValue::from_string(format!("\"{}\"", "x".repeat(100 << 10))).unwrap();
+        let mut chunker = Chunker::default();
+        // Then a chunk closes at its third element, past 256 KiB, weighing twice its bytes
+        assert!(chunker.add(&big).is_none());
+        assert!(chunker.add(&big).is_none());
+        let chunk = chunker.add(&big).expect("a full chunk");
+        assert_eq!(chunk.records.len(), 3);
+        assert_eq!(chunk.weight, 2 * 3 * big.get().len());
+        assert!(chunker.rest().is_none());
+    }
+
+    #[test]
+    fn the_allowance_holds_the_reader_until_chunks_are_given_back() {
+        // Given an allowance of 10 with 8 taken
+        let budget = Arc::new(Budget::new(10));
+        budget.take(8).unwrap();
+        // When the reader asks for 5 more, it waits until 8 are given back
+        let waiter = {
+            let budget = budget.clone();
+            std::thread::spawn(move || budget.take(5))
+        };
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert!(!waiter.is_finished());
+        budget.give_back(8);
+        waiter.join().unwrap().unwrap();
+        // and a weight over the whole allowance goes once nothing else is in flight
+        budget.give_back(5);
+        budget.take(50).unwrap();
+        // and a closed allowance refuses instead of waiting
+        budget.close();
+        assert!(budget.take(1).is_err());
+    }
+
+    #[test]
     fn a_malformed_response_is_an_error_whatever_the_workers() {
         let ring = KeyRing::parse(&generate_key()).unwrap();
-        let settings = BatchSettings::new(
-            ObjectLayout::new("data", "quarantine", PartitionStyle::Flat).unwrap(),
-        );
         let run_time = Utc.with_ymd_and_hms(2023, 3, 18, 16, 0, 0).unwrap();
         let err = encode_parallel(
             &b"[{\"data\": \"x\"}, oops]"[..],
             &ring,
-            &settings,
+            &settings(),
             run_time,
             2,
         )

@@ -3,8 +3,11 @@
 
 use std::io::{self, Read};
 
-use serde_json::error::Category;
 use serde_json::value::RawValue;
+
+/// Default most records a response may hold (`MAX_RECORDS_PER_RESPONSE`): far more than the
+/// source's batch of 100, few enough that a pass over them fits the function's memory and time.
+pub const DEFAULT_MAX_RECORDS_PER_RESPONSE: u64 = 100_000;
 
 /// Largest single element a streamed response may hold, given the record size limit: records
 /// over the limit are quarantined whole, so an element up to twice the limit (and at least
@@ -29,38 +32,48 @@ pub enum ResponseError {
     Truncated,
     #[error("an element at byte {offset} is larger than {max} bytes")]
     ElementTooLarge { offset: u64, max: usize },
+    #[error("response holds more than {max} records (MAX_RECORDS_PER_RESPONSE)")]
+    TooManyRecords { max: u64 },
     #[error("reading the response failed")]
     Io(#[source] io::Error),
     #[error("handling a record failed")]
     Sink(#[source] io::Error),
 }
 
-/// Splits a whole response body into its records, borrowing each from `body`.
-pub fn parse_response(body: &[u8]) -> Result<Vec<&RawValue>, ResponseError> {
-    serde_json::from_slice(body).map_err(|err| match err.classify() {
-        Category::Data => ResponseError::NotAnArray,
-        Category::Eof => ResponseError::Truncated,
-        Category::Syntax | Category::Io => ResponseError::Malformed {
-            position: format!("line {}, column {}", err.line(), err.column()),
-            source: Some(err),
-        },
-    })
+/// What one response may hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResponseLimits {
+    /// Largest element, in bytes (see [`element_limit`]).
+    pub max_element: usize,
+    /// Most elements.
+    pub max_records: u64,
+}
+
+impl ResponseLimits {
+    /// No limit (tests).
+    pub fn none() -> Self {
+        Self {
+            max_element: usize::MAX,
+            max_records: u64::MAX,
+        }
+    }
 }
 
 /// Calls `each` with every element of the JSON array read from `reader`, in order, holding one
-/// element (and one read chunk) in memory at a time. Returns the number of elements.
+/// element (and one read chunk) in memory at a time. Returns the number of elements. An element
+/// past `limits.max_element`, or more elements than `limits.max_records`, stops the read.
 ///
 /// The array's structure is scanned here, a chunk at a time, and each element is then checked
 /// by serde_json: serde_json's own reader-based path reads byte by byte and was the largest
 /// single cost of processing a saved response.
 pub fn for_each_record<R: Read>(
     reader: R,
-    max_element: usize,
+    limits: ResponseLimits,
     mut each: impl FnMut(&RawValue) -> io::Result<()>,
 ) -> Result<u64, ResponseError> {
     let mut chunks = Chunks {
         reader,
-        max_element,
+        max_element: limits.max_element,
         buf: Vec::with_capacity(CHUNK),
         pos: 0,
         offset: 0,
@@ -79,6 +92,11 @@ pub fn for_each_record<R: Read>(
         chunks.pos += 1;
     } else {
         loop {
+            if count == limits.max_records {
+                return Err(ResponseError::TooManyRecords {
+                    max: limits.max_records,
+                });
+            }
             let (start, end) = chunks.element()?;
             let text = trim_end(&chunks.buf[start..end]);
             let raw: &RawValue =
@@ -243,7 +261,7 @@ mod tests {
 
     fn collect(text: &str) -> Result<Vec<String>, ResponseError> {
         let mut out = Vec::new();
-        for_each_record(text.as_bytes(), usize::MAX, |raw| {
+        for_each_record(text.as_bytes(), ResponseLimits::none(), |raw| {
             out.push(raw.get().to_owned());
             Ok(())
         })?;
@@ -257,14 +275,11 @@ mod tests {
             collect(text).unwrap(),
             [r#"{"data": "a", "x": 1.50}"#, r#"{"data":"b"}"#]
         );
-        let whole = parse_response(text.as_bytes()).unwrap();
-        assert_eq!(whole[0].get(), r#"{"data": "a", "x": 1.50}"#);
     }
 
     #[test]
     fn an_empty_array_is_an_empty_batch() {
         assert!(collect("[]").unwrap().is_empty());
-        assert!(parse_response(b"[]").unwrap().is_empty());
     }
 
     #[test]
@@ -273,10 +288,7 @@ mod tests {
             collect(r#"{"data": 1}"#),
             Err(ResponseError::NotAnArray)
         ));
-        assert!(matches!(
-            parse_response(b"\"x\""),
-            Err(ResponseError::NotAnArray)
-        ));
+        assert!(matches!(collect("\"x\""), Err(ResponseError::NotAnArray)));
         assert!(matches!(
             collect(r#"[{"data": 1},"#),
             Err(ResponseError::Truncated)
@@ -286,15 +298,7 @@ mod tests {
             Err(ResponseError::Truncated)
         ));
         assert!(matches!(collect(""), Err(ResponseError::Truncated)));
-        assert!(matches!(
-            parse_response(b"[1,"),
-            Err(ResponseError::Truncated)
-        ));
-        let err = parse_response(b"<html>502</html>").unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "response is not valid JSON (line 1, column 1)"
-        );
+        assert!(matches!(collect("[1,"), Err(ResponseError::Truncated)));
         let err = collect("<html>502</html>").unwrap_err();
         assert_eq!(err.to_string(), "response is not valid JSON (byte 0)");
         for bad in ["[1] [2]", "[1,,2]", "[1,]", "[{]", "[}]", "[tru]", "[1 2]"] {
@@ -319,13 +323,11 @@ mod tests {
         let got = collect(&text).unwrap();
         // Then each element comes out whole, as serde_json reads the array too
         assert_eq!(got, items);
-        let whole = parse_response(text.as_bytes()).unwrap();
-        assert_eq!(whole.iter().map(|r| r.get()).collect::<Vec<_>>(), items);
     }
 
     #[test]
     fn a_failing_handler_stops_the_read_with_its_error() {
-        let err = for_each_record(&b"[1, 2, 3]"[..], 64, |_| {
+        let err = for_each_record(&b"[1, 2, 3]"[..], ResponseLimits::none(), |_| {
             Err(io::Error::other("disk full"))
         })
         .unwrap_err();
@@ -342,7 +344,11 @@ mod tests {
         let text = format!(r#"[{{"data": "a"}}, {big}, {{"data": "b"}}]"#);
         // When it is read with a limit of one chunk
         let mut seen = 0;
-        let err = for_each_record(text.as_bytes(), CHUNK, |_| {
+        let limits = ResponseLimits {
+            max_element: CHUNK,
+            max_records: u64::MAX,
+        };
+        let err = for_each_record(text.as_bytes(), limits, |_| {
             seen += 1;
             Ok(())
         })
@@ -355,6 +361,29 @@ mod tests {
         );
         // and with a limit above its size, it is read whole
         assert_eq!(collect(&text).unwrap()[1], big);
+    }
+
+    #[test]
+    fn more_records_than_the_limit_stop_the_read_before_the_one_over() {
+        let limits = ResponseLimits {
+            max_element: usize::MAX,
+            max_records: 3,
+        };
+        let mut seen = 0;
+        let err = for_each_record(&b"[0,0,0,0,0]"[..], limits, |_| {
+            seen += 1;
+            Ok(())
+        })
+        .unwrap_err();
+        assert_eq!(seen, 3);
+        assert_eq!(
+            err.to_string(),
+            "response holds more than 3 records (MAX_RECORDS_PER_RESPONSE)"
+        );
+        assert_eq!(
+            for_each_record(&b"[0,0,0]"[..], limits, |_| Ok(())).unwrap(),
+            3
+        );
     }
 
     #[test]

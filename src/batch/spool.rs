@@ -6,10 +6,22 @@ use std::io::{self, BufWriter, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 
-use tempfile::{NamedTempFile, TempPath};
+use tempfile::TempPath;
 
 /// Permissions of an object file in a local folder: like any file its owner writes.
 pub const OBJECT_MODE: u32 = 0o644;
+/// Permissions of a spill file: it holds decrypted records until it becomes an object, so only
+/// its owner may read it (the folder that holds it is the owner's alone too, see [`spill_dir`]).
+pub const SPILL_MODE: u32 = 0o600;
+
+/// A new temporary folder under `parent` for spill files, readable by its owner only (0700),
+/// removed when dropped.
+pub fn spill_dir(parent: &std::path::Path) -> io::Result<tempfile::TempDir> {
+    tempfile::Builder::new()
+        .prefix(".log-etl-tmp-")
+        .permissions(Permissions::from_mode(0o700))
+        .tempdir_in(parent)
+}
 
 /// Where bodies go once they outgrow memory.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -91,9 +103,10 @@ impl Spool {
         let (State::Memory(bytes), Some(dir)) = (&mut self.state, &self.policy.dir) else {
             return Ok(());
         };
-        let (file, path) = NamedTempFile::new_in(dir)?.into_parts();
-        // Temporary files are private; the object it becomes is an ordinary file.
-        file.set_permissions(Permissions::from_mode(OBJECT_MODE))?;
+        let (file, path) = tempfile::Builder::new()
+            .permissions(Permissions::from_mode(SPILL_MODE))
+            .tempfile_in(dir)?
+            .into_parts();
         let mut writer = BufWriter::with_capacity(64 * 1024, file);
         writer.write_all(bytes)?;
         self.state = State::File(writer, path);
@@ -140,6 +153,25 @@ impl Body {
         self.len() == 0
     }
 
+    /// A reader of the body's bytes.
+    pub fn reader(&self) -> io::Result<Box<dyn Read + Send + '_>> {
+        Ok(match self {
+            Body::Memory(bytes) => Box::new(&bytes[..]),
+            Body::File { path, .. } => Box::new(File::open(path)?),
+        })
+    }
+
+    /// A reader that owns the body (a file body is removed when the reader is dropped).
+    pub fn into_reader(self) -> io::Result<Box<dyn Read + Send>> {
+        Ok(match self {
+            Body::Memory(bytes) => Box::new(io::Cursor::new(bytes)),
+            Body::File { path, .. } => Box::new(OwnedFile {
+                file: File::open(&path)?,
+                _path: path,
+            }),
+        })
+    }
+
     /// The whole body in memory (tests, and stores that need a buffer).
     pub fn to_vec(&self) -> io::Result<Vec<u8>> {
         match self {
@@ -150,6 +182,18 @@ impl Body {
                 Ok(out)
             }
         }
+    }
+}
+
+/// A spill file read to its end, removed with the reader.
+struct OwnedFile {
+    file: File,
+    _path: TempPath,
+}
+
+impl Read for OwnedFile {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.file.read(buf)
     }
 }
 
@@ -170,7 +214,7 @@ mod tests {
         };
         assert_eq!(*len, 10);
         let mode = std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode, OBJECT_MODE);
+        assert_eq!(mode, SPILL_MODE);
         assert_eq!(body.to_vec().unwrap(), b"0123456789");
     }
 
@@ -193,6 +237,23 @@ mod tests {
         // and the file goes away with the body
         drop(body);
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn spill_folders_and_files_are_the_owners_alone() {
+        // Given a spill folder and a body spilled into it
+        let parent = tempfile::tempdir().unwrap();
+        let dir = spill_dir(parent.path()).unwrap();
+        let mut spool = Spool::new(&SpoolPolicy::spill_to(dir.path().into(), 1));
+        spool.write_all(b"decrypted records").unwrap();
+        let body = spool.finish().unwrap();
+        // Then the folder is 0700 and the file 0600
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(dir.path()), 0o700);
+        let Body::File { path, .. } = &body else {
+            panic!("expected a file body")
+        };
+        assert_eq!(mode(path), 0o600);
     }
 
     #[test]

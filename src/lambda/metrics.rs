@@ -29,6 +29,7 @@ pub fn of_pass(summary: &RunSummary) -> Vec<Metric> {
     vec![
         count("RecordsFetched", summary.records_in),
         count("RecordsLanded", summary.records_landed),
+        count("RecordsAlreadyPresent", summary.records_already_present),
         count("RecordsQuarantined", summary.records_quarantined),
         count("DuplicatesDropped", summary.duplicates_dropped),
         count("ObjectsWritten", summary.objects_written),
@@ -47,6 +48,11 @@ pub fn of_pass(summary: &RunSummary) -> Vec<Metric> {
             name: "FetchDuration",
             unit: "Milliseconds",
             value: summary.fetch_ms.unwrap_or(0),
+        },
+        Metric {
+            name: "ExistingReadDuration",
+            unit: "Milliseconds",
+            value: summary.existing_read_ms,
         },
         Metric {
             name: "Duration",

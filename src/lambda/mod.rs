@@ -1,11 +1,11 @@
-//! The Lambda handler: a scheduled event in, one pass, a typed summary out, logged as one line
-//! and emitted as metrics ([`metrics`]).
+//! The Lambda handler: any event in (the schedule's, Scheduler's default, an EventBridge rule's,
+//! `{}` from a manual invoke), one pass, a typed summary out, logged as one line and emitted as
+//! metrics ([`metrics`]).
 
 pub mod metrics;
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use aws_lambda_events::event::eventbridge::EventBridgeEvent;
 use chrono::Utc;
 use lambda_runtime::{Diagnostic, LambdaEvent};
 
@@ -32,18 +32,20 @@ impl From<RunError> for Diagnostic {
     }
 }
 
-/// Runs one pass for a scheduled event.
+/// Runs one pass for any event: the event only triggers it. An event's `time` (EventBridge's
+/// and the template's Scheduler input carry one) is logged as the scheduled time.
 pub async fn handle(
     pipeline: &Pipeline,
     metrics_target: &MetricsTarget,
-    event: LambdaEvent<EventBridgeEvent>,
+    event: LambdaEvent<serde_json::Value>,
 ) -> Result<RunSummary, RunError> {
     let deadline = Instant::now() + time_left(event.context.deadline);
     let scheduled = event
         .payload
-        .time
-        .map(|t| t.to_rfc3339())
-        .unwrap_or_default();
+        .get("time")
+        .and_then(serde_json::Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
     let now = Utc::now();
     match pipeline.run_pass(now, deadline).await {
         Ok(summary) => {
@@ -52,13 +54,16 @@ pub async fn handle(
                 scheduled = %scheduled,
                 records_in = summary.records_in,
                 records_landed = summary.records_landed,
+                records_already_present = summary.records_already_present,
                 records_quarantined = summary.records_quarantined,
                 duplicates_dropped = summary.duplicates_dropped,
                 objects_written = summary.objects_written,
                 objects_already_present = summary.objects_already_present,
                 bytes_in = summary.bytes_in,
                 bytes_out = summary.bytes_out,
+                objects_read = summary.objects_read,
                 fetch_ms = summary.fetch_ms.unwrap_or(0),
+                existing_read_ms = summary.existing_read_ms,
                 duration_ms = summary.duration_ms,
                 "pass complete"
             );

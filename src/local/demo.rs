@@ -73,7 +73,8 @@ pub struct DemoReport {
     pub records_served: usize,
     pub records_restored: usize,
     pub quarantined: u64,
-    pub objects_already_present: u64,
+    /// Records found already landed when a batch was read again.
+    pub records_already_present: u64,
 }
 
 /// The demo's account, written line by line as it goes.
@@ -98,7 +99,9 @@ pub async fn run_demo(
     // Batches start six minutes before a new year, three simulated minutes apart, so the
     // records cross an hour and a date.
     let sim_options = SimulatorOptions {
-        batch_size: 100,
+        window: 100,
+        step: 100,
+        shuffle: false,
         period: Some(options.pass_interval * 2),
         synth: SynthOptions {
             seed: 2023,
@@ -144,15 +147,15 @@ pub async fn run_demo(
             .run_pass(Utc::now(), Instant::now() + Duration::from_secs(30))
             .await
             .map_err(DemoError::Pass)?;
-        already_present += summary.objects_already_present;
+        already_present += summary.records_already_present;
         account.line(format_args!(
-            "  pass {pass:>2}: {} records, {} landed in {} hour(s), {} quarantined; objects: {} written, {} already present",
+            "  pass {pass:>2}: {} records, {} landed in {} hour(s), {} already there, {} quarantined; {} object(s) written",
             summary.records_in,
             summary.records_landed,
             summary.hours.len(),
+            summary.records_already_present,
             summary.records_quarantined,
-            summary.objects_written,
-            summary.objects_already_present
+            summary.objects_written
         ))?;
     }
     let truth = sim.ground_truth();
@@ -345,7 +348,7 @@ async fn prove<W: Write>(
     // shows that the repeated reads were recognised as objects already there.
     if already_present > 0 {
         account.line(format_args!(
-            "    ok   {already_present} object(s) found already present on repeated reads, none written twice"
+            "    ok   {already_present} record(s) found already landed on repeated reads, none written twice"
         ))?;
     } else {
         account.line(format_args!(
@@ -369,6 +372,6 @@ async fn prove<W: Write>(
         records_served: served_count,
         records_restored: restored_count,
         quarantined: landed.quarantined,
-        objects_already_present: already_present,
+        records_already_present: already_present,
     })
 }

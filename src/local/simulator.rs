@@ -1,6 +1,10 @@
 //! A stand-in for the log API: serves `GET /api/data/log` as the real server does (a JSON array
 //! of the current batch of Fernet tokens), replaces the batch on a period or on demand, keeps the
 //! ground truth of what it served, and injects faults on request for the tests.
+//!
+//! Beside the real server's rhythm (a new batch of 100 replacing the last), it drifts as real
+//! sources do: a rolling window (the last `window` records, `step` new ones at a time, so
+//! windows overlap) and re-ordered reads (each read in another order).
 
 use std::collections::VecDeque;
 use std::fs::File;
@@ -31,14 +35,19 @@ pub const PATH: &str = "/api/data/log";
 /// How the simulated server behaves.
 #[derive(Debug, Clone)]
 pub struct SimulatorOptions {
-    /// Records per batch (the server: 100).
-    pub batch_size: usize,
-    /// Real time between batch replacements; `None` replaces only on [`Simulator::next_batch`].
+    /// Records served at once: the last `window` records made (the server: 100).
+    pub window: usize,
+    /// New records made at each step (the server: 100, the same as the window, so each batch
+    /// replaces the last; fewer makes windows overlap).
+    pub step: usize,
+    /// Serve each read in a new random order.
+    pub shuffle: bool,
+    /// Real time between steps; `None` steps only on [`Simulator::next_batch`].
     pub period: Option<Duration>,
     pub synth: SynthOptions,
-    /// `inDate` of the first record of the first batch.
+    /// `inDate` of the first record.
     pub record_start: DateTime<Utc>,
-    /// How far `inDate` moves on between batches (the server: 3 minutes).
+    /// How far `inDate` moves on between steps (the server: 3 minutes).
     pub record_step: Duration,
     /// Where to append the records served (NDJSON), as the ground truth.
     pub truth_file: Option<PathBuf>,
@@ -48,13 +57,22 @@ impl SimulatorOptions {
     /// The real server's rhythm: 100 records every 3 minutes, starting now.
     pub fn like_the_server(now: DateTime<Utc>) -> Self {
         Self {
-            batch_size: 100,
+            window: 100,
+            step: 100,
+            shuffle: false,
             period: Some(Duration::from_secs(180)),
             synth: SynthOptions::default(),
             record_start: now,
             record_step: Duration::from_secs(180),
             truth_file: None,
         }
+    }
+
+    /// Batches of `size` records, each replacing the last.
+    pub fn batches_of(mut self, size: usize) -> Self {
+        self.window = size;
+        self.step = size;
+        self
     }
 }
 
@@ -82,24 +100,31 @@ pub enum Fault {
 /// What the simulator has served so far.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct GroundTruth {
-    /// Plaintext records of every batch served at least once, in order.
+    /// Plaintext records served at least once, each once, in the order they were made.
     pub records: Vec<Map<String, Value>>,
-    /// Records served whose tokens cannot be decrypted.
+    /// Records served whose tokens cannot be decrypted, each counted once.
     pub undecryptable: u64,
-    /// Batches served at least once.
+    /// Distinct windows served at least once.
     pub batches: u64,
-    /// Bytes of those batches' response bodies.
+    /// Bytes of the source records served, each record counted once.
     pub bytes: u64,
+}
+
+/// A record in the current window, and whether it has been served yet.
+struct Served {
+    item: SourceItem,
+    served: bool,
 }
 
 struct State {
     ring: KeyRing,
     synth: Synth,
     options: SimulatorOptions,
-    batch_no: u32,
-    items: Vec<SourceItem>,
-    body: Vec<u8>,
-    served: bool,
+    steps: u32,
+    window: VecDeque<Served>,
+    /// Whether the current window has been served at least once.
+    window_served: bool,
+    rng: fastrand::Rng,
     truth: GroundTruth,
     truth_file: Option<BufWriter<File>>,
     faults: VecDeque<Fault>,
@@ -107,22 +132,39 @@ struct State {
 }
 
 impl State {
-    fn make_batch(&mut self) {
-        let start = self.options.record_start + self.options.record_step * self.batch_no;
-        self.items = self.synth.batch(&self.ring, start, self.options.batch_size);
-        self.body = response_body(&self.items).into_bytes();
-        self.served = false;
+    /// Makes the next `step` records and keeps the last `window`.
+    fn step(&mut self) {
+        let start = self.options.record_start + self.options.record_step * self.steps;
+        self.steps += 1;
+        let made = self.synth.batch(&self.ring, start, self.options.step);
+        self.window.extend(made.into_iter().map(|item| Served {
+            item,
+            served: false,
+        }));
+        while self.window.len() > self.options.window {
+            self.window.pop_front();
+        }
+        self.window_served = false;
+    }
+
+    /// The window's items, in order or shuffled, as the next read sees them.
+    fn read(&mut self) -> Vec<SourceItem> {
+        let mut items: Vec<SourceItem> = self.window.iter().map(|s| s.item.clone()).collect();
+        if self.options.shuffle {
+            self.rng.shuffle(&mut items);
+        }
+        items
     }
 
     fn mark_served(&mut self) {
-        if self.served {
-            return;
+        if !self.window_served {
+            self.window_served = true;
+            self.truth.batches += 1;
         }
-        self.served = true;
-        self.truth.batches += 1;
-        self.truth.bytes += self.body.len() as u64;
-        for item in &self.items {
-            match &item.truth {
+        for served in self.window.iter_mut().filter(|s| !s.served) {
+            served.served = true;
+            self.truth.bytes += served.item.source.len() as u64;
+            match &served.item.truth {
                 Some(record) => {
                     if let Some(file) = self.truth_file.as_mut() {
                         let _ = serde_json::to_writer(&mut *file, record);
@@ -159,17 +201,17 @@ impl Simulator {
         let mut state = State {
             ring,
             synth: Synth::new(options.synth),
+            rng: fastrand::Rng::with_seed(options.synth.seed),
             options: options.clone(),
-            batch_no: 0,
-            items: Vec::new(),
-            body: Vec::new(),
-            served: false,
+            steps: 0,
+            window: VecDeque::new(),
+            window_served: false,
             truth: GroundTruth::default(),
             truth_file,
             faults: VecDeque::new(),
             requests: 0,
         };
-        state.make_batch();
+        state.step();
         let state = Arc::new(Mutex::new(state));
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
@@ -191,7 +233,7 @@ impl Simulator {
                     tokio::time::interval_at(tokio::time::Instant::now() + period, period);
                 loop {
                     interval.tick().await;
-                    advance(&mut lock(&state));
+                    lock(&state).step();
                 }
             })
         });
@@ -209,9 +251,10 @@ impl Simulator {
         format!("http://{}{PATH}", self.addr)
     }
 
-    /// Replaces the batch now, as the server does every period.
+    /// Makes the next step now (a new batch, or the window moved on), as the server does every
+    /// period.
     pub fn next_batch(&self) {
-        advance(&mut lock(&self.state));
+        lock(&self.state).step();
     }
 
     /// Queues a fault for a coming request.
@@ -256,11 +299,6 @@ impl Drop for Simulator {
     }
 }
 
-fn advance(state: &mut State) {
-    state.batch_no += 1;
-    state.make_batch();
-}
-
 fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
     // A panic while holding the lock cannot leave the state half-updated in a way that matters
     // to a test double; keep serving.
@@ -270,11 +308,12 @@ fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
 }
 
 async fn serve(AxumState(state): AxumState<Arc<Mutex<State>>>) -> Response {
-    let (fault, body) = {
+    let (fault, items) = {
         let mut s = lock(&state);
         s.requests += 1;
-        (s.faults.pop_front(), s.body.clone())
+        (s.faults.pop_front(), s.read())
     };
+    let body = response_body(&items).into_bytes();
     let json = |status: StatusCode, body: Vec<u8>| {
         Response::builder()
             .status(status)
@@ -316,7 +355,6 @@ async fn serve(AxumState(state): AxumState<Arc<Mutex<State>>>) -> Response {
         }
         Some(Fault::Duplicates) => {
             served(&state);
-            let items = lock(&state).items.clone();
             let doubled: Vec<SourceItem> =
                 items.iter().flat_map(|i| [i.clone(), i.clone()]).collect();
             json(StatusCode::OK, response_body(&doubled).into_bytes())

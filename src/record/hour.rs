@@ -21,6 +21,20 @@ impl HourKey {
         }
     }
 
+    /// The hour before this one.
+    pub fn previous(self) -> Self {
+        match self.hour {
+            0 => Self {
+                date: self.date.pred_opt().unwrap_or(self.date),
+                hour: 23,
+            },
+            h => Self {
+                date: self.date,
+                hour: h - 1,
+            },
+        }
+    }
+
     pub fn year(self) -> i32 {
         self.date.year()
     }
@@ -91,6 +105,69 @@ pub enum PlaceError {
     NotAString,
     #[error("inDate is not an RFC 3339 timestamp with a time zone")]
     Unparseable,
+    #[error(
+        "inDate falls in hour {hour}, outside the hours the table shows ({earliest} to {latest}, \
+         EARLIEST_YEAR and MAX_HOURS_AHEAD)"
+    )]
+    OutOfRange {
+        hour: HourKey,
+        earliest: HourKey,
+        latest: HourKey,
+    },
+}
+
+/// Default first year a record may be dated in (`EARLIEST_YEAR`).
+pub const DEFAULT_EARLIEST_YEAR: u64 = 2000;
+/// Default hours a record may be dated after the run's hour (`MAX_HOURS_AHEAD`): a source clock
+/// running fast by up to a day still lands.
+pub const DEFAULT_MAX_HOURS_AHEAD: u64 = 24;
+
+/// The hours a record may land in, both ends included: from the start of a year to some hours
+/// after the run. The Athena table's partition projection covers the same hours, so a record
+/// outside them would land where no query finds it; such a record is quarantined instead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HourWindow {
+    pub earliest: HourKey,
+    pub latest: HourKey,
+}
+
+impl HourWindow {
+    /// From 00:00 UTC on January 1 of `earliest_year` to `max_hours_ahead` hours after the hour
+    /// of `run_time`.
+    pub fn new(earliest_year: i32, max_hours_ahead: u32, run_time: DateTime<Utc>) -> Self {
+        let first_day = NaiveDate::from_ymd_opt(earliest_year, 1, 1).unwrap_or(NaiveDate::MIN);
+        let latest = run_time
+            .checked_add_signed(chrono::Duration::hours(max_hours_ahead.into()))
+            .unwrap_or(DateTime::<Utc>::MAX_UTC);
+        Self {
+            earliest: HourKey {
+                date: first_day,
+                hour: 0,
+            },
+            latest: HourKey::of(latest),
+        }
+    }
+
+    /// Any hour at all (tests and tools that place records without a run).
+    pub fn unbounded() -> Self {
+        Self {
+            earliest: HourKey::of(DateTime::<Utc>::MIN_UTC),
+            latest: HourKey::of(DateTime::<Utc>::MAX_UTC),
+        }
+    }
+
+    /// The placement, if its hour is inside the window.
+    pub fn admit(&self, placement: Placement) -> Result<Placement, PlaceError> {
+        if (self.earliest..=self.latest).contains(&placement.hour) {
+            Ok(placement)
+        } else {
+            Err(PlaceError::OutOfRange {
+                hour: placement.hour,
+                earliest: self.earliest,
+                latest: self.latest,
+            })
+        }
+    }
 }
 
 /// Places a record by its `inDate`: the server's `YYYY-MM-DDThh:mm:ss.mmmZ`, or any RFC 3339
@@ -135,6 +212,7 @@ fn parse_server_format(text: &str) -> Option<DateTime<Utc>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chrono::TimeZone;
     use serde_json::json;
 
     fn placed(v: Value) -> Placement {
@@ -156,6 +234,13 @@ mod tests {
     }
 
     #[test]
+    fn the_hour_before_midnight_is_the_day_before() {
+        let hour = |y, m, d, h| HourKey::of(Utc.with_ymd_and_hms(y, m, d, h, 0, 0).unwrap());
+        assert_eq!(hour(2024, 1, 1, 0).previous(), hour(2023, 12, 31, 23));
+        assert_eq!(hour(2024, 3, 1, 5).previous(), hour(2024, 3, 1, 4));
+    }
+
+    #[test]
     fn midnight_changes_the_date() {
         assert_eq!(
             placed(json!("2023-12-31T23:59:59.999Z")).hour.to_string(),
@@ -165,6 +250,26 @@ mod tests {
             placed(json!("2024-01-01T00:00:00.000Z")).hour.to_string(),
             "2024-01-01T00"
         );
+    }
+
+    #[test]
+    fn hours_outside_the_window_are_refused_with_its_ends() {
+        // Given a run at 2023-03-18 15:40 with the default window
+        let run = Utc.with_ymd_and_hms(2023, 3, 18, 15, 40, 0).unwrap();
+        let window = HourWindow::new(2000, 24, run);
+        // Then the first hour of 2000 and the hour a day after the run's are in
+        for inside in ["2000-01-01T00:00:00.000Z", "2023-03-19T15:59:59.999Z"] {
+            assert!(window.admit(placed(json!(inside))).is_ok(), "{inside}");
+        }
+        // and the hours just outside are refused, naming the window
+        for outside in ["1999-12-31T23:59:59.999Z", "2023-03-19T16:00:00.000Z"] {
+            let err = window.admit(placed(json!(outside))).unwrap_err();
+            assert!(
+                err.to_string()
+                    .contains("outside the hours the table shows (2000-01-01T00 to 2023-03-19T15"),
+                "{err}"
+            );
+        }
     }
 
     #[test]

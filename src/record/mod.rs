@@ -14,7 +14,7 @@ use serde::Deserialize;
 
 use fernet::{DecryptError, KeyRing};
 use fields::Field;
-use hour::{PlaceError, Placement};
+use hour::{HourWindow, PlaceError, Placement};
 use payload::ParseError;
 use pyrepr::ParseLimits;
 
@@ -28,6 +28,10 @@ pub struct RecordLimits {
     pub max_record_bytes: usize,
     /// Bounds on the decrypted plaintext's structure.
     pub parse: ParseLimits,
+    /// First year a record may be dated in.
+    pub earliest_year: i32,
+    /// Hours a record may be dated after the run's hour.
+    pub max_hours_ahead: u32,
 }
 
 impl Default for RecordLimits {
@@ -35,7 +39,16 @@ impl Default for RecordLimits {
         Self {
             max_record_bytes: DEFAULT_MAX_RECORD_BYTES as usize,
             parse: ParseLimits::default(),
+            earliest_year: hour::DEFAULT_EARLIEST_YEAR as i32,
+            max_hours_ahead: hour::DEFAULT_MAX_HOURS_AHEAD as u32,
         }
+    }
+}
+
+impl RecordLimits {
+    /// The hours records of a run at `run_time` may land in.
+    pub fn window(&self, run_time: chrono::DateTime<chrono::Utc>) -> HourWindow {
+        HourWindow::new(self.earliest_year, self.max_hours_ahead, run_time)
     }
 }
 
@@ -79,11 +92,13 @@ struct Envelope<'a> {
     data: Cow<'a, str>,
 }
 
-/// Runs one source record (its raw JSON text) through decrypt → parse → place → compact.
+/// Runs one source record (its raw JSON text) through decrypt → parse → place (inside `window`)
+/// → compact.
 pub fn process_record(
     raw: &str,
     ring: &KeyRing,
     limits: &RecordLimits,
+    window: &HourWindow,
 ) -> Result<CompactRecord, RecordError> {
     if raw.len() > limits.max_record_bytes {
         return Err(RecordError::TooLarge {
@@ -94,7 +109,7 @@ pub fn process_record(
     let envelope: Envelope<'_> = serde_json::from_str(raw).map_err(|_| RecordError::Shape)?;
     let plaintext = ring.decrypt(&envelope.data)?;
     let mut record = payload::parse_payload(&plaintext, limits.parse)?;
-    let placement = hour::place(record.get(Field::InDate.name()))?;
+    let placement = window.admit(hour::place(record.get(Field::InDate.name()))?)?;
     fields::compact(&mut record);
     let line = serde_json::to_vec(&record).expect("a JSON map always serialises");
     Ok(CompactRecord { placement, line })
@@ -120,7 +135,13 @@ mod tests {
         let token = ring
             .encrypt(b"{'user_id': None, 'method': 'GET', 'inDate': '2023-03-18T15:08:02.284Z'}");
         // When it is processed
-        let out = process_record(&source(&token), &ring, &RecordLimits::default()).unwrap();
+        let out = process_record(
+            &source(&token),
+            &ring,
+            &RecordLimits::default(),
+            &HourWindow::unbounded(),
+        )
+        .unwrap();
         // Then it lands in its hour with the compact line
         assert_eq!(out.placement.hour.to_string(), "2023-03-18T15");
         assert_eq!(
@@ -142,9 +163,14 @@ mod tests {
             (source(&ring.encrypt(b"print(1)")), "parse"),
             (source(&ring.encrypt(b"{'inDate': 'yesterday'}")), "place"),
             (source(&ring.encrypt(b"{'a': 1}")), "place"),
+            (
+                source(&ring.encrypt(b"{'inDate': '1999-03-18T15:08:02.284Z'}")),
+                "place",
+            ),
         ];
         for (raw, stage) in cases {
-            let err = process_record(&raw, &ring, &limits).unwrap_err();
+            let window = limits.window(chrono::Utc::now());
+            let err = process_record(&raw, &ring, &limits, &window).unwrap_err();
             assert_eq!(err.stage(), stage, "{raw}: {err}");
         }
     }
@@ -158,7 +184,7 @@ mod tests {
         };
         let raw = source(&ring.encrypt(&[b'x'; 100]));
         assert!(matches!(
-            process_record(&raw, &ring, &limits),
+            process_record(&raw, &ring, &limits, &HourWindow::unbounded()),
             Err(RecordError::TooLarge { max: 64, .. })
         ));
     }

@@ -87,7 +87,7 @@ impl Fetcher {
             .user_agent(concat!("log-etl/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(settings.timeout.min(Duration::from_secs(5)))
             .build()
-            .map_err(FetchError::Client)?;
+            .map_err(|e| FetchError::Client(e.without_url()))?;
         let url = reqwest::Url::parse(url).map_err(FetchError::BadUrl)?;
         Ok(Self {
             client,
@@ -145,10 +145,11 @@ impl Fetcher {
             .send()
             .await
             .map_err(|e| {
+                // reqwest's errors carry the whole URL, credentials included: never keep it.
                 let err = if e.is_connect() {
-                    AttemptError::Connect(e)
+                    AttemptError::Connect(e.without_url())
                 } else {
-                    AttemptError::Request(e)
+                    AttemptError::Request(e.without_url())
                 };
                 Failure::Retry(err, None)
             })?;
@@ -180,7 +181,7 @@ impl Fetcher {
         while let Some(chunk) = response
             .chunk()
             .await
-            .map_err(|e| Failure::Retry(AttemptError::Body(e), None))?
+            .map_err(|e| Failure::Retry(AttemptError::Body(e.without_url()), None))?
         {
             if body.len() + chunk.len() > max {
                 return Err(too_large());

@@ -2,7 +2,7 @@
 //! the same key it would have in S3.
 
 use std::fs::{self, File, Permissions};
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
@@ -71,6 +71,17 @@ impl FolderStore {
         fs::read(self.path_of(key)).map_err(|e| self.io_error("reading", key, e))
     }
 
+    /// A reader of the object's file.
+    pub fn open(&self, key: &str) -> Result<Box<dyn Read + Send>, FolderStoreError> {
+        let file = File::open(self.path_of(key)).map_err(|e| self.io_error("reading", key, e))?;
+        Ok(Box::new(io::BufReader::new(file)))
+    }
+
+    /// Removes the object's file.
+    pub fn delete(&self, key: &str) -> Result<(), FolderStoreError> {
+        fs::remove_file(self.path_of(key)).map_err(|e| self.io_error("deleting", key, e))
+    }
+
     /// Creates `root/<key>` unless it exists. Readers never see a partial file: the body is
     /// written beside it and linked into place in one step that fails if the name is taken.
     pub fn put_once(&self, object: &EncodedObject) -> Result<PutOutcome, FolderStoreError> {
@@ -79,11 +90,13 @@ impl FolderStore {
         let parent = dest.parent().expect("a key has a folder");
         fs::create_dir_all(parent).map_err(io_err)?;
         let linked = match &object.body {
+            // The spill file is private until it is an object: then it reads like any file.
             Body::File { path, .. } => match fs::hard_link(path, &dest) {
+                Ok(()) => fs::set_permissions(&dest, Permissions::from_mode(OBJECT_MODE)),
                 Err(e) if e.kind() == io::ErrorKind::CrossesDevices => {
                     copy_into_place(&fs::read(path).map_err(io_err)?, parent, &dest)
                 }
-                other => other,
+                Err(e) => Err(e),
             },
             Body::Memory(bytes) => copy_into_place(bytes, parent, &dest),
         };
@@ -138,15 +151,19 @@ mod tests {
     use super::*;
     use crate::batch::ObjectKind;
     use crate::batch::encode::ObjectEncoding;
+    use crate::record::hour::HourKey;
 
     fn object(key: &str, bytes: &[u8]) -> EncodedObject {
         EncodedObject {
             key: key.into(),
-            kind: ObjectKind::Quarantine,
+            kind: ObjectKind::Quarantine {
+                run_hour: HourKey::of(chrono::Utc::now()),
+            },
             encoding: ObjectEncoding::GzipNdjson,
             body: Body::Memory(bytes.to_vec()),
             records: 1,
             uncompressed: bytes.len() as u64,
+            distinct: true,
         }
     }
 
@@ -182,6 +199,22 @@ mod tests {
             Err(FolderStoreError::Conflict { .. })
         ));
         assert_eq!(fs::read(dir.path().join("q/x.json.gz")).unwrap(), b"abc");
+    }
+
+    #[test]
+    fn listing_finds_objects_under_a_prefix_in_key_order_without_hidden_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FolderStore::new(dir.path());
+        for key in ["data/b/2.json.gz", "data/a/1.json.gz", "data-x/3.json.gz"] {
+            store.put_once(&object(key, b"x")).unwrap();
+        }
+        fs::write(dir.path().join("data/a/.tmp1"), b"partial").unwrap();
+        assert_eq!(
+            store.list("data/").unwrap(),
+            ["data/a/1.json.gz", "data/b/2.json.gz"]
+        );
+        assert_eq!(store.list("data").unwrap().len(), 3);
+        assert!(store.list("nothing/here/").unwrap().is_empty());
     }
 
     #[test]

@@ -1,10 +1,15 @@
 //! Where objects go: one [`Store`] over a local folder ([`folder`]) or an S3 bucket ([`s3`]).
-//! Objects are only ever created once under their key; nothing here overwrites.
+//! Objects are only ever created once under their key; nothing here overwrites. Records are
+//! written once each, whatever batches they arrive in ([`exactly_once`]).
 
+pub mod exactly_once;
 pub mod folder;
 pub mod s3;
 
+use std::io::Read;
+
 use crate::batch::EncodedObject;
+use crate::batch::spool::SpoolPolicy;
 use crate::config::Config;
 
 pub use folder::{FolderStore, FolderStoreError};
@@ -68,6 +73,27 @@ impl Store {
         match self {
             Store::Folder(store) => Ok(store.get(key)?),
             Store::S3(store) => Ok(store.get(key).await?),
+        }
+    }
+
+    /// A reader of the object's bytes. An S3 object is downloaded first, into memory or a spill
+    /// file as `spool` says; a folder's object is read in place.
+    pub async fn open(
+        &self,
+        key: &str,
+        spool: &SpoolPolicy,
+    ) -> Result<Box<dyn Read + Send>, StoreError> {
+        match self {
+            Store::Folder(store) => Ok(store.open(key)?),
+            Store::S3(store) => Ok(store.download(key, spool).await?),
+        }
+    }
+
+    /// Removes the object (closed-hour compaction only: the ingest never deletes).
+    pub async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        match self {
+            Store::Folder(store) => Ok(store.delete(key)?),
+            Store::S3(store) => Ok(store.delete(key).await?),
         }
     }
 

@@ -4,10 +4,11 @@
 use aws_sdk_s3::Client;
 use aws_sdk_s3::error::{DisplayErrorContext, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
+use std::io::Write as _;
 
 use super::PutOutcome;
 use crate::batch::EncodedObject;
-use crate::batch::spool::Body;
+use crate::batch::spool::{Body, Spool, SpoolPolicy};
 use crate::source::backoff::retry_delay;
 
 /// Why an S3 call failed (after the SDK's retries, and ours for 409).
@@ -187,5 +188,58 @@ impl S3Store {
             .await
             .map_err(|err| read_err("GetObject body", err.to_string()))?;
         Ok(bytes.into_bytes().to_vec())
+    }
+
+    /// Downloads the object into a body kept as `spool` says (memory, or a spill file once it
+    /// grows), and returns a reader of it.
+    pub async fn download(
+        &self,
+        key: &str,
+        spool: &SpoolPolicy,
+    ) -> Result<Box<dyn std::io::Read + Send>, S3Error> {
+        let read_err = |operation, detail: String| S3Error::Read {
+            operation,
+            bucket: self.bucket.clone(),
+            key: key.to_owned(),
+            detail,
+        };
+        let mut output = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|err| read_err("GetObject", DisplayErrorContext(&err).to_string()))?;
+        let mut body = Spool::new(spool);
+        while let Some(chunk) = output
+            .body
+            .try_next()
+            .await
+            .map_err(|err| read_err("GetObject body", err.to_string()))?
+        {
+            body.write_all(&chunk)
+                .map_err(|err| read_err("GetObject spool", err.to_string()))?;
+        }
+        body.finish()
+            .and_then(Body::into_reader)
+            .map_err(|err| read_err("GetObject spool", err.to_string()))
+    }
+
+    /// Deletes the object.
+    pub async fn delete(&self, key: &str) -> Result<(), S3Error> {
+        self.client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|err| S3Error::Read {
+                operation: "DeleteObject",
+                bucket: self.bucket.clone(),
+                key: key.to_owned(),
+                detail: DisplayErrorContext(&err).to_string(),
+            })
     }
 }

@@ -29,9 +29,29 @@ pub struct World {
     pub sim: Simulator,
 }
 
-/// Moto with a bucket and a secret holding the key, and a simulator using that key. Its first
-/// batch starts a minute before 16:00, so it spans two hours.
+/// The simulator as the real server behaves: batches of 100 replacing each other, on demand.
+/// Its first batch starts 20 seconds before 16:00, so it spans two hours.
+pub fn source(synth: SynthOptions) -> SimulatorOptions {
+    SimulatorOptions {
+        window: 100,
+        step: 100,
+        shuffle: false,
+        period: None,
+        synth,
+        record_start: Utc.with_ymd_and_hms(2023, 3, 18, 15, 59, 40).unwrap(),
+        record_step: Duration::from_secs(180),
+        truth_file: None,
+    }
+}
+
+/// Moto with a bucket and a secret holding the key, and a simulator using that key, serving
+/// as [`source`] says.
 pub async fn world(synth: SynthOptions) -> World {
+    world_with(source(synth)).await
+}
+
+/// As [`world`], with the simulator serving as `options` say.
+pub async fn world_with(options: SimulatorOptions) -> World {
     let moto = Moto::start();
     let sdk = super::sdk_config(&moto.endpoint()).await;
     let s3 = log_etl::store::s3::client(&sdk);
@@ -50,14 +70,7 @@ pub async fn world(synth: SynthOptions) -> World {
     let sim = Simulator::start(
         SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
         KeyRing::parse(&key).unwrap(),
-        SimulatorOptions {
-            batch_size: 100,
-            period: None,
-            synth,
-            record_start: Utc.with_ymd_and_hms(2023, 3, 18, 15, 59, 40).unwrap(),
-            record_step: Duration::from_secs(180),
-            truth_file: None,
-        },
+        options,
     )
     .await
     .unwrap();

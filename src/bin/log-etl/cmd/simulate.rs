@@ -16,8 +16,18 @@ pub struct Args {
     host: IpAddr,
     #[arg(long, default_value_t = 8080)]
     port: u16,
-    #[arg(long, default_value_t = 100)]
+    /// Records per batch; each new batch replaces the last (the real server: 100).
+    #[arg(long, default_value_t = 100, conflicts_with_all = ["window", "step"])]
     batch_size: usize,
+    /// Serve the last N records instead of a batch (a rolling window), ...
+    #[arg(long, requires = "step")]
+    window: Option<usize>,
+    /// ... moving on by M new records each period (windows overlap when M < N).
+    #[arg(long, requires = "window")]
+    step: Option<usize>,
+    /// Serve each read in a new random order.
+    #[arg(long)]
+    shuffle: bool,
     /// Time between batches (e.g. 180s, 3m, 500ms).
     #[arg(long, default_value = "180s")]
     period: humantime::Duration,
@@ -33,12 +43,19 @@ pub struct Args {
 pub async fn run(args: Args) -> Result<(), CliError> {
     let ring = args.key.ring()?;
     let options = SimulatorOptions {
-        batch_size: args.batch_size,
+        window: args.window.unwrap_or(args.batch_size),
+        step: args.step.unwrap_or(args.batch_size),
+        shuffle: args.shuffle,
         period: Some(args.period.into()),
         synth: args.records.into(),
         truth_file: args.truth,
         ..SimulatorOptions::like_the_server(Utc::now())
     };
+    if options.window == 0 || options.step == 0 {
+        return Err(CliError::usage(
+            "--batch-size, --window and --step must be at least 1",
+        ));
+    }
     let addr = SocketAddr::new(args.host, args.port);
     let period = options.period;
     let sim = Simulator::start(addr, ring, options)
