@@ -3,8 +3,10 @@
 
 mod common;
 
+mod athena_sql;
 mod cli;
 mod cli_s3;
+mod exactly_once;
 mod faults;
 mod fernet_vectors;
 mod lambda_binary;

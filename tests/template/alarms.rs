@@ -66,3 +66,69 @@ fn errors_and_dead_letters_raise_alarms() {
         Some(&"AWS/SQS")
     );
 }
+
+#[test]
+fn alarm_notifications_reach_the_email_through_a_topic_cloudwatch_may_publish_to() {
+    // Given the alarm topic
+    let t = template();
+    let (topic, definition) = resources_of_type(&t, "AWS::SNS::Topic")
+        .pop()
+        .expect("an alarm topic");
+    let props = at(definition, &["Properties"]);
+    // Then it is encrypted with no AWS-managed key (alias/aws/sns cannot grant CloudWatch, so an
+    // alarm could not publish), or with a key of the stack that lets CloudWatch use it
+    match props.get("KmsMasterKeyId") {
+        None => {}
+        Some(key) => {
+            let key = get_att_resource(key);
+            let policy = statements_in(at(properties(&t, key), &["KeyPolicy"]));
+            let grants_cloudwatch = policy.iter().any(|s| {
+                let actions = strings_in(&s["Action"]);
+                s["Effect"].as_str() == Some("Allow")
+                    && strings_in(&s["Principal"]).contains(&"cloudwatch.amazonaws.com")
+                    && actions.contains(&"kms:Decrypt")
+                    && actions.contains(&"kms:GenerateDataKey*")
+            });
+            assert!(
+                grants_cloudwatch,
+                "{key}'s policy does not let CloudWatch use it"
+            );
+        }
+    }
+    // and its policy lets this account's CloudWatch alarms publish to it
+    let (_, policy) = resources_of_type(&t, "AWS::SNS::TopicPolicy")
+        .pop()
+        .expect("a topic policy");
+    let topics = at(policy, &["Properties", "Topics"])
+        .as_sequence()
+        .expect("a list");
+    assert_eq!(topics.iter().map(ref_name).collect::<Vec<_>>(), [topic]);
+    let publish = statements_in(policy)
+        .into_iter()
+        .find(|s| strings_in(&s["Action"]) == ["sns:Publish"])
+        .expect("a statement allowing sns:Publish");
+    assert_eq!(text(publish, &["Effect"]), "Allow");
+    assert_eq!(
+        text(publish, &["Principal", "Service"]),
+        "cloudwatch.amazonaws.com"
+    );
+    assert_eq!(ref_name(&publish["Resource"]), topic);
+    // and it mails the address given
+    let subscription = at(props, &["Subscription", "0"]);
+    assert_eq!(text(subscription, &["Protocol"]), "email");
+    assert_eq!(ref_name(&subscription["Endpoint"]), "AlarmEmail");
+    // And every alarm notifies that topic when an address is given
+    for (id, alarm) in resources_of_type(&t, "AWS::CloudWatch::Alarm") {
+        let (condition, notify, otherwise) =
+            if_branches(at(alarm, &["Properties", "AlarmActions"]));
+        assert_eq!(condition, "HasAlarmEmail", "{id}");
+        let targets: Vec<&str> = notify
+            .as_sequence()
+            .expect("a list")
+            .iter()
+            .map(ref_name)
+            .collect();
+        assert_eq!(targets, [topic], "{id}");
+        assert_eq!(ref_name(otherwise), "AWS::NoValue", "{id}");
+    }
+}

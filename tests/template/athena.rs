@@ -1,7 +1,14 @@
-//! The Athena table: it reads exactly the folders the code writes, and the view knows the
-//! code's compact forms.
+//! The Athena table: it reads exactly the folders the code writes, every hour the function may
+//! write, and every record without failing; the view knows the code's compact forms. (The view's
+//! SQL itself runs in tests/athena_sql.rs.)
 
 use super::*;
+
+use chrono::Duration;
+use log_etl::config::var::{Kind, Setting};
+use log_etl::local::synth::{Synth, SynthOptions};
+use log_etl::record::fields::{self, Field};
+use log_etl::record::hour::HourWindow;
 
 /// Formats an hour with a Java `DateTimeFormatter` pattern, as Athena's partition projection
 /// does; supports `yyyy`, `MM`, `dd`, `HH` and quoted literals.
@@ -47,8 +54,8 @@ fn hour(y: i32, mo: u32, d: u32, h: u32) -> HourKey {
     HourKey::of(Utc.with_ymd_and_hms(y, mo, d, h, 0, 0).unwrap())
 }
 
-/// The table's projection format and range for a partition style, picked as CloudFormation
-/// would from `!If [IsHive, hive, flat]`.
+/// The table's projection format and range (the range's `!Sub` text) for a partition style,
+/// picked as CloudFormation would from `!If [IsHive, hive, flat]`.
 fn projection_for(t: &Value, style: PartitionStyle) -> (&str, &str) {
     let parameters = at(
         properties(t, "LogRecordsTable"),
@@ -57,16 +64,31 @@ fn projection_for(t: &Value, style: PartitionStyle) -> (&str, &str) {
     let pick = |key: &str| {
         let (condition, hive, flat) = if_branches(at(parameters, &[key]));
         assert_eq!(condition, "IsHive");
-        let chosen = match style {
+        match style {
             PartitionStyle::Flat => flat,
             PartitionStyle::Hive => hive,
-        };
-        chosen.as_str().expect("a projection setting is text")
+        }
     };
-    (
-        pick("projection.datehour.format"),
-        pick("projection.datehour.range"),
+    let format = pick("projection.datehour.format")
+        .as_str()
+        .expect("the format is text");
+    (format, sub_text(pick("projection.datehour.range")))
+}
+
+/// The table's storage description: columns and SerDe.
+fn storage(t: &Value) -> &Value {
+    at(
+        properties(t, "LogRecordsTable"),
+        &["TableInput", "StorageDescriptor"],
     )
+}
+
+/// The code's default, minimum and maximum of a numeric setting.
+fn number_setting(setting: Setting) -> (u64, u64, u64) {
+    match setting.kind {
+        Kind::Number { default, min, max } => (default, min, max),
+        Kind::Text { .. } => panic!("{} is not a number", setting.name),
+    }
 }
 
 #[test]
@@ -110,9 +132,138 @@ fn projected_folder_is_the_folder_the_code_writes() {
             "{style}"
         );
         // And the range's start is written in that same format
-        let (start, end) = range.split_once(',').expect("range is start,end");
+        let range = render_sub(range, &[("EarliestYear", "2023"), ("MaxHoursAhead", "6")]);
+        let (start, _) = range.split_once(',').expect("range is start,end");
         assert_eq!(start, java_format(format, hour(2023, 1, 1, 0)), "{style}");
-        assert_eq!(end, "NOW");
+    }
+}
+
+#[test]
+fn projection_covers_every_hour_the_function_may_write() {
+    // Given the table's range, and the two parameters that bound it
+    let t = template();
+    let env = function_environment(&t);
+    let year = number_setting(var::EARLIEST_YEAR);
+    let ahead = number_setting(var::MAX_HOURS_AHEAD);
+    for (parameter, setting, (default, min, max)) in [
+        ("EarliestYear", var::EARLIEST_YEAR, year),
+        ("MaxHoursAhead", var::MAX_HOURS_AHEAD, ahead),
+    ] {
+        // Then each parameter is the function's setting, with the code's default and range
+        assert_eq!(ref_name(&env[setting.name]), parameter);
+        let spec = at(&t, &["Parameters", parameter]);
+        assert_eq!(text(spec, &["Type"]), "Number");
+        assert_eq!(number(spec, &["Default"]), default, "{parameter}");
+        assert_eq!(number(spec, &["MinValue"]), min, "{parameter}");
+        assert_eq!(number(spec, &["MaxValue"]), max, "{parameter}");
+    }
+    // When the range is rendered with the defaults, for each style
+    let defaults = [
+        ("EarliestYear", year.0.to_string()),
+        ("MaxHoursAhead", ahead.0.to_string()),
+    ];
+    let defaults: Vec<(&str, &str)> = defaults.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let run = Utc.with_ymd_and_hms(2024, 6, 1, 12, 30, 0).unwrap();
+    let window = HourWindow::new(year.0 as i32, ahead.0 as u32, run);
+    for style in [PartitionStyle::Flat, PartitionStyle::Hive] {
+        let (format, range) = projection_for(&t, style);
+        let (start, end) = render_sub(range, &defaults)
+            .split_once(',')
+            .map(|(s, e)| (s.to_owned(), e.to_owned()))
+            .expect("range is start,end");
+        // Then it starts at the first hour the function admits
+        assert_eq!(start, java_format(format, window.earliest), "{style}");
+        // and ends, relative to the query's time, as many hours ahead as the function admits
+        // (Athena's form NOW+<n>HOURS), so the last admitted hour is shown from its run on
+        let hours = end
+            .strip_prefix("NOW+")
+            .and_then(|e| e.strip_suffix("HOURS"))
+            .unwrap_or_else(|| panic!("{style}: {end} is not NOW+<n>HOURS"));
+        assert_eq!(hours, ahead.0.to_string(), "{style}");
+        assert_eq!(
+            window.latest,
+            HourKey::of(run + Duration::hours(ahead.0 as i64))
+        );
+    }
+}
+
+#[test]
+fn every_column_is_text_so_no_landed_value_fails_a_query() {
+    // Given the table's columns (any field of a record may hold any JSON value)
+    let t = template();
+    let columns = at(storage(&t), &["Columns"]).as_sequence().expect("a list");
+    assert!(!columns.is_empty());
+    // Then each is a string, which the OpenX SerDe fills with any JSON value's text, where a
+    // typed column fails the whole query on the first value that does not fit it
+    for column in columns {
+        assert_eq!(
+            text(column, &["Type"]),
+            "string",
+            "{}",
+            text(column, &["Name"])
+        );
+    }
+    // And the view offers the typed forms, NULL where a record does not fit
+    let view = sub_text(at(properties(&t, "RestoreViewQuery"), &["QueryString"]));
+    for typed in [
+        "try_cast(record_id AS bigint) AS record_id",
+        "json_extract_scalar(detail, '$.message') AS detail_message",
+        "json_extract_scalar(detail, '$.levelname') AS detail_levelname",
+        "try(date_parse(",
+    ] {
+        assert!(view.contains(typed), "the view lacks {typed}");
+    }
+}
+
+#[test]
+fn keys_that_differ_only_in_case_never_collide() {
+    // Given the SerDe and the columns of the table, and a record as the server writes it
+    let t = template();
+    let serde = at(storage(&t), &["SerdeInfo"]);
+    assert_eq!(
+        text(serde, &["SerializationLibrary"]),
+        "org.openx.data.jsonserde.JsonSerDe"
+    );
+    let parameters = at(serde, &["Parameters"]).as_mapping().expect("a mapping");
+    let columns: Vec<&str> = at(storage(&t), &["Columns"])
+        .as_sequence()
+        .expect("a list")
+        .iter()
+        .map(|c| text(c, &["Name"]))
+        .collect();
+    let mut record = Synth::new(SynthOptions::default()).usual_record(Utc::now());
+    fields::compact(&mut record);
+    let written: Vec<&str> = record.keys().map(String::as_str).collect();
+    // When the key each column reads is worked out (its mapping, else its own name)
+    let mut read = Vec::new();
+    for (name, value) in parameters {
+        let name = name.as_str().expect("names are text");
+        let value = value
+            .as_str()
+            .unwrap_or_else(|| panic!("{name} is not text"));
+        match name.strip_prefix("mapping.") {
+            Some(column) => assert!(columns.contains(&column), "{name} maps no column"),
+            // Keys are matched exactly: inDate and indate are two keys, not a duplicate
+            None if name == "case.insensitive" => assert_eq!(value, "false"),
+            // Nothing that would hide a malformed row or a value that does not fit
+            None => panic!("SerDe parameter {name} is not expected"),
+        }
+    }
+    for column in &columns {
+        let key = parameters
+            .get(format!("mapping.{column}"))
+            .map(|k| k.as_str().expect("a key"))
+            .unwrap_or(column);
+        read.push(key);
+    }
+    // Then the columns read exactly the keys the code writes, in order, each once
+    assert_eq!(read, written);
+    for field in Field::ALL {
+        assert!(read.contains(&field.name()), "{} is not read", field.name());
+    }
+    // and Athena's lower-case column names reach a key with capitals only through a mapping
+    for (column, key) in columns.iter().zip(&read) {
+        assert_eq!(*column, key.to_lowercase());
     }
 }
 

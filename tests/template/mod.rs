@@ -1,10 +1,11 @@
 //! Checks `template.yaml` (the SAM template) against the product contract and against the code,
 //! a module per part: the function and its settings, the schedule and its failure handling (and
-//! the sample event), storage and permissions, alarms, and the Athena table. Here: reading the
-//! template and its intrinsics.
+//! the sample event), storage and permissions, alarms, the dashboard, and the Athena table.
+//! Here: reading the template and its intrinsics.
 
 mod alarms;
 mod athena;
+mod dashboard;
 mod function;
 mod schedule;
 mod security;
