@@ -26,6 +26,11 @@ pub mod var {
         Text { default: Option<&'static str> },
         /// A whole number in `min..=max`.
         Number { default: u64, min: u64, max: u64 },
+        /// A duration (`90m`, `1h`, `2h 30m`), at most `max_secs`.
+        Duration {
+            default: &'static str,
+            max_secs: u64,
+        },
     }
 
     /// One environment variable.
@@ -50,6 +55,19 @@ pub mod var {
             }
         }
 
+        const fn duration(
+            name: &'static str,
+            default: &'static str,
+            max_secs: u64,
+            about: &'static str,
+        ) -> Self {
+            Self {
+                name,
+                kind: Kind::Duration { default, max_secs },
+                about,
+            }
+        }
+
         const fn number(
             name: &'static str,
             default: u64,
@@ -69,6 +87,7 @@ pub mod var {
             match self.kind {
                 Kind::Text { default } => default.map(str::to_owned),
                 Kind::Number { default, .. } => Some(default.to_string()),
+                Kind::Duration { default, .. } => Some(default.to_owned()),
             }
         }
     }
@@ -183,6 +202,24 @@ pub mod var {
         8_784,
         "records dated more hours after the run's hour are quarantined",
     );
+    pub const LOG_ETL_JOB: Setting = Setting::text(
+        "LOG_ETL_JOB",
+        Some("ingest"),
+        "what the Lambda binary does: ingest (scheduled passes) or compact (closed hours)",
+    );
+    pub const COMPACT_AFTER: Setting = Setting::duration(
+        "COMPACT_AFTER",
+        "1h",
+        30 * 86_400,
+        "an hour is closed, and may be compacted, this long after it ends",
+    );
+    pub const COMPACT_LOOKBACK_HOURS: Setting = Setting::number(
+        "COMPACT_LOOKBACK_HOURS",
+        48,
+        1,
+        24 * 366,
+        "the compaction function looks at the closed hours of this many last hours",
+    );
     pub const METRICS_NAMESPACE: Setting = Setting::text(
         "METRICS_NAMESPACE",
         Some("LogEtl"),
@@ -196,7 +233,7 @@ pub mod var {
     );
 
     /// Every setting, in the order the README lists them.
-    pub const ALL: [Setting; 22] = [
+    pub const ALL: [Setting; 25] = [
         LOG_API_URL,
         BUCKET_NAME,
         KEY_PREFIX,
@@ -217,6 +254,9 @@ pub mod var {
         MAX_HOURS_AHEAD,
         PUT_MAX_ATTEMPTS,
         GZIP_LEVEL,
+        LOG_ETL_JOB,
+        COMPACT_AFTER,
+        COMPACT_LOOKBACK_HOURS,
         METRICS_NAMESPACE,
         AWS_ENDPOINT_URL,
     ];
@@ -305,6 +345,28 @@ pub struct Config {
     pub metrics_namespace: String,
     /// `AWS_ENDPOINT_URL`, when set: S3 and Secrets Manager at a local emulator.
     pub aws_endpoint_url: Option<String>,
+    /// What the Lambda binary does.
+    pub job: Job,
+    /// How closed hours are compacted.
+    pub compaction: CompactionSettings,
+}
+
+/// What the Lambda binary does when invoked (`LOG_ETL_JOB`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Job {
+    /// A scheduled pass: fetch, decrypt, land.
+    Ingest,
+    /// Merge the objects of closed hours.
+    Compact,
+}
+
+/// When an hour is closed and which hours the compaction function looks at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CompactionSettings {
+    /// An hour is closed this long after it ends.
+    pub after: Duration,
+    /// The function looks at the closed hours among this many last hours.
+    pub lookback_hours: u32,
 }
 
 impl Config {
@@ -369,6 +431,21 @@ impl Config {
             },
             metrics_namespace: env.text(var::METRICS_NAMESPACE),
             aws_endpoint_url: env.get(var::AWS_ENDPOINT_URL),
+            job: match env.text(var::LOG_ETL_JOB).trim() {
+                "ingest" => Job::Ingest,
+                "compact" => Job::Compact,
+                other => {
+                    return Err(ConfigError::Invalid {
+                        var: var::LOG_ETL_JOB.name,
+                        value: other.to_owned(),
+                        expected: "ingest or compact".to_owned(),
+                    });
+                }
+            },
+            compaction: CompactionSettings {
+                after: env.duration(var::COMPACT_AFTER)?,
+                lookback_hours: env.number(var::COMPACT_LOOKBACK_HOURS)? as u32,
+            },
         })
     }
 
@@ -408,6 +485,21 @@ impl Env<'_> {
         self.get(setting)
             .or_else(|| setting.default_text())
             .unwrap_or_default()
+    }
+
+    fn duration(&self, setting: Setting) -> Result<Duration, ConfigError> {
+        let Kind::Duration { default, max_secs } = setting.kind else {
+            unreachable!("{} is not a duration setting", setting.name)
+        };
+        let value = self.get(setting).unwrap_or_else(|| default.to_owned());
+        humantime::parse_duration(value.trim())
+            .ok()
+            .filter(|d| d.as_secs() <= max_secs)
+            .ok_or(ConfigError::Invalid {
+                var: setting.name,
+                value,
+                expected: format!("a duration such as 90m or 1h, at most {max_secs} s"),
+            })
     }
 
     fn number(&self, setting: Setting) -> Result<u64, ConfigError> {
@@ -480,6 +572,20 @@ mod tests {
     }
 
     #[test]
+    fn every_default_is_a_valid_value() {
+        // Given every setting at its default, written out
+        let defaults: HashMap<String, String> = var::ALL
+            .iter()
+            .filter_map(|s| Some((s.name.to_owned(), s.default_text()?)))
+            .collect();
+        // Then the configuration reads them, and they equal what is read with nothing set
+        let written = Config::from_lookup(|name| defaults.get(name).cloned()).unwrap();
+        assert_eq!(written, config(&[]).unwrap());
+        assert_eq!(written.compaction.after, Duration::from_secs(3600));
+        assert_eq!(written.job, Job::Ingest);
+    }
+
+    #[test]
     fn bad_values_name_their_variable() {
         let err = config(&[("GZIP_LEVEL", "11")]).unwrap_err();
         assert_eq!(
@@ -491,6 +597,13 @@ mod tests {
         let err = config(&[("LOG_API_URL", "ftp://user:pw@x/?api_key=k")]).unwrap_err();
         assert!(err.to_string().starts_with("LOG_API_URL"), "{err}");
         assert!(!err.to_string().contains("pw") && !err.to_string().contains("api_key"));
+        let err = config(&[("COMPACT_AFTER", "soon")]).unwrap_err();
+        assert!(
+            err.to_string().starts_with("COMPACT_AFTER = \"soon\""),
+            "{err}"
+        );
+        let err = config(&[("LOG_ETL_JOB", "both")]).unwrap_err();
+        assert!(err.to_string().ends_with("ingest or compact"), "{err}");
         assert!(matches!(
             config(&[("PARTITION_STYLE", "weekly")]),
             Err(ConfigError::Layout(_))

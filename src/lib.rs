@@ -11,6 +11,7 @@
 //! | [`aws`] | the AWS SDK set-up and the Fernet key from Secrets Manager |
 //! | [`config`] | every setting, read once from the environment |
 //! | [`pipeline`] | the one pass every entry point drives, and saved responses |
+//! | [`compact`] | merging a closed hour's objects into one |
 //! | [`restore`] | reading landed objects back as the original records |
 //! | [`lambda`] | the Lambda handler and its metrics |
 //! | [`local`] | tools the Lambda never uses: simulator, synthetic records, demo |
@@ -18,6 +19,7 @@
 
 pub mod aws;
 pub mod batch;
+pub mod compact;
 pub mod config;
 pub mod lambda;
 pub mod local;

@@ -301,13 +301,8 @@ async fn write(
     settings: &BatchSettings,
     started: Instant,
 ) -> Result<RunSummary, RunError> {
-    let write_settings = WriteSettings {
-        layout: settings.layout.clone(),
-        encoding: settings.encoding,
-        gzip_level: settings.gzip_level,
-        spool: settings.spool.clone(),
-    };
-    let report = exactly_once::write_new_records(output, store, &write_settings).await?;
+    let report =
+        exactly_once::write_new_records(output, store, &WriteSettings::of(settings)).await?;
     let mut summary = RunSummary::of(&output.stats, report);
     summary.duration_ms = started.elapsed().as_millis() as u64;
     Ok(summary)

@@ -549,3 +549,69 @@ fn a_simulated_source_and_a_run_into_a_folder_land_what_was_served() {
     served.sort();
     assert_eq!(restored, served);
 }
+
+#[test]
+fn spill_files_of_a_running_process_are_its_owners_alone() {
+    use std::io::Write;
+    use std::os::unix::fs::PermissionsExt;
+    // Given a saved response fed to `process` through a named pipe, two thirds of it at first
+    let fx = Fixture::new();
+    let (response, _) = fx.generate(15_000, "2023-03-18T15:00:00.000Z", &[]);
+    let body = fs::read(&response).unwrap();
+    let fifo = fx.path("input.fifo");
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let out_dir = fx.path("out");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_log-etl"))
+        .args(["process", "--input", fifo.to_str().unwrap(), "--out-dir"])
+        .arg(&out_dir)
+        .env("FERNET_KEY", &fx.key)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut pipe = fs::OpenOptions::new().write(true).open(&fifo).unwrap();
+    pipe.write_all(&body[..body.len() * 2 / 3]).unwrap();
+    // When its bodies have spilled (waiting at most 30 s for a spill file to appear)
+    let started = std::time::Instant::now();
+    let spilled = loop {
+        let spill_dirs: Vec<PathBuf> = fs::read_dir(&out_dir)
+            .map(|entries| entries.map(|e| e.unwrap().path()).collect())
+            .unwrap_or_default();
+        let files: Vec<(PathBuf, PathBuf)> = spill_dirs
+            .iter()
+            .filter(|d| {
+                d.file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .starts_with(".log-etl-tmp-")
+            })
+            .flat_map(|d| {
+                fs::read_dir(d)
+                    .into_iter()
+                    .flatten()
+                    .map(move |f| (d.clone(), f.unwrap().path()))
+            })
+            .collect();
+        if let Some(found) = files.into_iter().next() {
+            break found;
+        }
+        assert!(started.elapsed().as_secs() < 30, "no spill file appeared");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    // Then the spill folder and its files are readable by their owner only
+    let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&spilled.0), 0o700, "{}", spilled.0.display());
+    assert_eq!(mode(&spilled.1), 0o600, "{}", spilled.1.display());
+    // and once the rest arrives, the run completes, its objects readable like any file
+    pipe.write_all(&body[body.len() * 2 / 3..]).unwrap();
+    drop(pipe);
+    assert!(child.wait().unwrap().success());
+    for file in files_under(&out_dir) {
+        assert_eq!(mode(&out_dir.join(&file)), 0o644, "{file}");
+    }
+}

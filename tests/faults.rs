@@ -155,6 +155,33 @@ async fn an_empty_batch_is_a_quiet_success() {
 }
 
 #[tokio::test]
+async fn a_response_of_more_records_than_the_limit_fails_typed_and_writes_nothing() {
+    // Given a response of 16 MiB of zeros: 8 million elements
+    let world = world(SynthOptions::default()).await;
+    world.sim.push_fault(Fault::TinyElements(16 << 20));
+    let pipeline = world.pipeline(&[]).await;
+    // When a pass reads it, it stops at the limit, typed, before writing anything
+    let err = pass(&pipeline).await.unwrap_err();
+    assert_eq!(err.error_type(), "ResponseError");
+    assert!(
+        err.chain().contains("more than 100000 records"),
+        "{}",
+        err.chain()
+    );
+    assert_bucket_empty(&world).await;
+    // and a batch over a lower limit fails alike
+    let strict = world.pipeline(&[("MAX_RECORDS_PER_RESPONSE", "50")]).await;
+    assert_eq!(
+        pass(&strict).await.unwrap_err().error_type(),
+        "ResponseError"
+    );
+    assert_bucket_empty(&world).await;
+    // and once the source is sane again, a rerun lands the batch once
+    pass(&pipeline).await.unwrap();
+    assert_exactly_once(&world).await;
+}
+
+#[tokio::test]
 async fn a_50_mb_response_lands_unless_over_the_limit() {
     // Given a 50 MB response (the batch, then padding)
     let world = world(SynthOptions::default()).await;

@@ -63,8 +63,13 @@ async fn answer(
 
 /// Starts the runtime stand-in with one event to hand out; returns its address.
 async fn runtime_api(event: String) -> (Arc<Runtime>, std::net::SocketAddr) {
+    runtime_api_with(vec![event]).await
+}
+
+/// Starts the runtime stand-in with `events` to hand out, in order; returns its address.
+async fn runtime_api_with(events: Vec<String>) -> (Arc<Runtime>, std::net::SocketAddr) {
     let rt = Arc::new(Runtime::default());
-    rt.events.lock().unwrap().push(event);
+    rt.events.lock().unwrap().extend(events.into_iter().rev());
     let app = Router::new()
         .route("/2018-06-01/runtime/invocation/next", get(next))
         .route("/2018-06-01/runtime/invocation/{id}/{kind}", post(answer))
@@ -145,14 +150,20 @@ impl Drop for Function {
 
 /// Waits (bounded: 30 s, polling every 50 ms) for the function's answer.
 async fn wait_for_answer(rt: &Runtime) -> (String, String, Value) {
+    wait_for_answers(rt, 1).await.remove(0)
+}
+
+/// Waits (bounded: 30 s, polling every 50 ms) for the function's first `n` answers.
+async fn wait_for_answers(rt: &Runtime, n: usize) -> Vec<(String, String, Value)> {
     let started = Instant::now();
     while started.elapsed() < Duration::from_secs(30) {
-        if let Some(answer) = rt.answers.lock().unwrap().first().cloned() {
-            return answer;
+        let answers = rt.answers.lock().unwrap().clone();
+        if answers.len() >= n {
+            return answers;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    panic!("the function did not answer within 30 s");
+    panic!("the function did not answer {n} time(s) within 30 s");
 }
 
 fn event_text() -> String {
@@ -279,6 +290,116 @@ async fn a_failing_pass_is_reported_to_the_runtime_with_its_stage() {
             .contains("log-etl/missing")
     );
     assert!(world.objects(BUCKET).await.is_empty());
+}
+
+/// The events a function may be invoked with: the template's Scheduler input (as Scheduler fills
+/// it in), Scheduler's own default event (its `detail` a string), an EventBridge rule's event,
+/// a manual invoke's `{}`, and `null`.
+fn invocation_events() -> Vec<(&'static str, String)> {
+    let template: serde_norway::Value = serde_norway::from_str(
+        &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/template.yaml")).unwrap(),
+    )
+    .unwrap();
+    let input = &template["Resources"]["LogEtlFunction"]["Properties"]["Events"]["Schedule"]["Properties"]
+        ["Input"];
+    let serde_norway::Value::Tagged(sub) = input else {
+        panic!("the schedule's Input is a !Sub: {input:?}")
+    };
+    let scheduler_input = sub
+        .value
+        .as_str()
+        .expect("a !Sub of text")
+        .replace("${AWS::AccountId}", "123456789012")
+        .replace("${AWS::Region}", "us-east-1")
+        .replace(
+            "<aws.scheduler.execution-id>",
+            "d2b4e8a0-5b8e-4c2c-9c7d-1f0e6f1c2a3b",
+        )
+        .replace("<aws.scheduler.scheduled-time>", "2023-03-18T15:09:00Z")
+        .replace(
+            "<aws.scheduler.schedule-arn>",
+            "arn:aws:scheduler:us-east-1:123456789012:schedule/default/log-etl",
+        );
+    let scheduler_default = serde_json::json!({
+        "version": "0", "id": "a1b2c3", "detail-type": "Scheduled Event",
+        "source": "aws.scheduler", "account": "123456789012", "time": "2023-03-18T15:12:00Z",
+        "region": "us-east-1",
+        "resources": ["arn:aws:scheduler:us-east-1:123456789012:schedule/default/log-etl"],
+        "detail": "{}"
+    });
+    vec![
+        ("the template's Scheduler input", scheduler_input),
+        ("Scheduler's default event", scheduler_default.to_string()),
+        ("an EventBridge rule's event", event_text()),
+        ("a manual invoke", "{}".to_owned()),
+        ("null", "null".to_owned()),
+    ]
+}
+
+#[tokio::test]
+async fn any_event_starts_a_pass() {
+    // Given a runtime API holding every kind of event the function may be invoked with
+    let world = world(SynthOptions::default()).await;
+    let events = invocation_events();
+    let texts = events.iter().map(|(_, text)| text.clone()).collect();
+    let (rt, addr) = runtime_api_with(texts).await;
+    // When the binary serves them
+    let function = Function::start(&world, addr, &world.secret_arn, &[]);
+    let answers = wait_for_answers(&rt, events.len()).await;
+    let (_, stderr) = function.finish();
+    // Then each one ran a pass over the batch, which landed once
+    let mut landed = 0;
+    for ((label, _), (_, kind, summary)) in events.iter().zip(&answers) {
+        assert_eq!(kind, "response", "{label}: {summary}\n{stderr}");
+        assert_eq!(summary["records_in"], 100, "{label}");
+        landed += summary["records_landed"].as_u64().unwrap();
+    }
+    assert_eq!(landed, 100);
+    let objects = world.objects(BUCKET).await;
+    assert_eq!(
+        sorted_json(&restore_data(&objects)),
+        sorted_json(&world.sim.ground_truth().records)
+    );
+}
+
+#[tokio::test]
+async fn a_credential_in_the_source_url_is_never_printed_or_reported() {
+    // Given source URLs carrying a credential in the query and in the user info, for a source
+    // that refuses connections and for one that answers 500
+    let world = world(SynthOptions::default()).await;
+    let refused = format!("127.0.0.1:{}", common::free_port());
+    let answering = world.sim.url().trim_start_matches("http://").to_owned();
+    let answering = answering.split('/').next().unwrap().to_owned();
+    for (label, host) in [("refused", &refused), ("500", &answering)] {
+        for url in [
+            format!("http://{host}/api/data/log?api_key=hunter2-in-the-query"),
+            format!("http://reader:hunter2-in-the-user-info@{host}/api/data/log"),
+        ] {
+            for _ in 0..2 {
+                world
+                    .sim
+                    .push_fault(log_etl::local::simulator::Fault::Status(500));
+            }
+            let (rt, addr) = runtime_api(event_text()).await;
+            // When the function's pass fails to fetch, at trace level
+            let function = Function::start(
+                &world,
+                addr,
+                &world.secret_arn,
+                &[("LOG_API_URL", &url), ("FETCH_MAX_ATTEMPTS", "2")],
+            );
+            let (_, kind, error) = wait_for_answer(&rt).await;
+            let (stdout, stderr) = function.finish();
+            // Then the error sent to the runtime (and so to the failure destination) is a
+            // fetch error, and neither it nor any log line holds the credential
+            assert_eq!(kind, "error", "{label}: {stderr}");
+            assert_eq!(error["errorType"], "FetchError", "{label}: {error}");
+            assert!(stderr.contains("\"level\":\"TRACE\""));
+            for printed in [&stdout, &stderr, &error.to_string()] {
+                assert!(!printed.contains("hunter2"), "{label}, {url}: {printed}");
+            }
+        }
+    }
 }
 
 /// The tokens in the simulator's current batch.

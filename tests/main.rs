@@ -6,6 +6,7 @@ mod common;
 mod athena_sql;
 mod cli;
 mod cli_s3;
+mod compaction;
 mod exactly_once;
 mod faults;
 mod fernet_vectors;

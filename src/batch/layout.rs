@@ -123,6 +123,32 @@ impl ObjectLayout {
         !quarantine && self.is_object(key)
     }
 
+    /// The hour of a data object's key (`<data-prefix>/<hour folder>/<name>`), if it is one.
+    pub fn hour_of_data_key(&self, key: &str) -> Option<HourKey> {
+        let rest = key
+            .strip_prefix(self.data_prefix.as_str())?
+            .strip_prefix('/')?;
+        let parts: Vec<&str> = rest.split('/').collect();
+        let [y, m, d, h, name] = parts[..] else {
+            return None;
+        };
+        let field = |part: &str, label: &str| -> Option<u32> {
+            let digits = match self.style {
+                PartitionStyle::Flat => part,
+                PartitionStyle::Hive => part.strip_prefix(label)?.strip_prefix('=')?,
+            };
+            digits.parse().ok()
+        };
+        let date = chrono::NaiveDate::from_ymd_opt(
+            field(y, "year")? as i32,
+            field(m, "month")?,
+            field(d, "day")?,
+        )?;
+        let hour = HourKey::at(date, field(h, "hour")?)?;
+        (!name.is_empty() && self.data_hour_path(hour) == key[..key.len() - name.len() - 1])
+            .then_some(hour)
+    }
+
     /// `<data-prefix>/<hour folder>`: the folder a table partition maps to.
     pub fn data_hour_path(&self, hour: HourKey) -> String {
         format!("{}/{}", self.data_prefix, self.style.hour_folder(hour))
@@ -258,6 +284,30 @@ mod tests {
         assert!(layout.holds_records("quarantined/a.json.gz"));
         assert!(!layout.holds_records("quarantine/2023/03/18/15/q.json.gz"));
         assert!(!layout.holds_records("data/2023/03/18/15/a.json"));
+    }
+
+    #[test]
+    fn a_data_key_names_its_hour_in_either_style() {
+        for style in [PartitionStyle::Flat, PartitionStyle::Hive] {
+            let layout = ObjectLayout::new("logs/app", "quarantine", style).unwrap();
+            let key = layout.data_key(
+                hour(),
+                stamp(8, 2, 284),
+                stamp(8, 3, 0),
+                "0123456789abcdef",
+                ObjectEncoding::GzipNdjson,
+            );
+            assert_eq!(layout.hour_of_data_key(&key), Some(hour()), "{key}");
+            assert_eq!(layout.hour_of_data_key("logs/app/2023/03/08/05/"), None);
+            assert_eq!(
+                layout.hour_of_data_key("quarantine/2023/03/08/05/a.json.gz"),
+                None
+            );
+            assert_eq!(
+                layout.hour_of_data_key("logs/app/2023/03/08/a.json.gz"),
+                None
+            );
+        }
     }
 
     #[test]

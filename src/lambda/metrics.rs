@@ -3,6 +3,7 @@
 
 use serde_json::{Value, json};
 
+use crate::compact::CompactSummary;
 use crate::pipeline::RunSummary;
 
 /// Dimension naming the function, so several deployments do not mix their figures.
@@ -62,6 +63,32 @@ pub fn of_pass(summary: &RunSummary) -> Vec<Metric> {
     ]
 }
 
+/// A compaction run's figures: the one list of its metric names, units and values.
+pub fn of_compaction(summary: &CompactSummary) -> Vec<Metric> {
+    vec![
+        count("HoursCompacted", summary.hours_compacted),
+        count("HoursLeft", summary.hours_left),
+        count("ObjectsCompacted", summary.objects_read),
+        count("MergedObjectsWritten", summary.objects_written),
+        count("ObjectsDeleted", summary.objects_deleted),
+        count("RecordsCompacted", summary.records),
+        count("CompactionDuplicatesDropped", summary.duplicates_dropped),
+        Metric {
+            name: "CompactionDuration",
+            unit: "Milliseconds",
+            value: summary.duration_ms,
+        },
+    ]
+}
+
+/// The name of every metric a compaction run emits.
+pub fn compaction_metric_names() -> Vec<&'static str> {
+    of_compaction(&CompactSummary::default())
+        .into_iter()
+        .map(|m| m.name)
+        .collect()
+}
+
 /// The name of every metric a pass emits (the template's alarms and dashboard use these).
 pub fn pass_metric_names() -> Vec<&'static str> {
     of_pass(&RunSummary::default())
@@ -99,6 +126,17 @@ pub fn emf_line(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_two_jobs_name_their_figures_apart() {
+        let pass = pass_metric_names();
+        let compaction = compaction_metric_names();
+        assert!(compaction.iter().all(|name| !pass.contains(name)));
+        assert_eq!(
+            of_compaction(&CompactSummary::default()).len(),
+            compaction.len()
+        );
+    }
 
     #[test]
     fn every_metric_is_declared_and_valued() {

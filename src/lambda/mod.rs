@@ -1,6 +1,6 @@
-//! The Lambda handler: any event in (the schedule's, Scheduler's default, an EventBridge rule's,
-//! `{}` from a manual invoke), one pass, a typed summary out, logged as one line and emitted as
-//! metrics ([`metrics`]).
+//! The Lambda handlers: any event in (the schedule's, Scheduler's default, an EventBridge rule's,
+//! `{}` from a manual invoke), one pass (or, for the compaction function, one compaction of the
+//! closed hours), a typed summary out, logged as one line and emitted as metrics ([`metrics`]).
 
 pub mod metrics;
 
@@ -9,7 +9,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use chrono::Utc;
 use lambda_runtime::{Diagnostic, LambdaEvent};
 
+use crate::compact::{self, CompactError, CompactOptions, CompactSummary};
+use crate::config::Config;
 use crate::pipeline::{Pipeline, RunError, RunSummary};
+use crate::record::hour::HourKey;
+use crate::store::Store;
 
 /// Time a pass may take when the runtime gives no deadline (tests, local invokes).
 const DEFAULT_BUDGET: Duration = Duration::from_secs(60);
@@ -85,6 +89,85 @@ pub async fn handle(
                 error_type = err.error_type(),
                 error = %err.chain(),
                 "pass failed"
+            );
+            Err(err)
+        }
+    }
+}
+
+/// The compaction function's set-up, built once: the bucket, the settings, the hours it looks at.
+#[derive(Debug)]
+pub struct Compaction {
+    pub store: Store,
+    pub config: Config,
+}
+
+impl From<CompactError> for Diagnostic {
+    fn from(err: CompactError) -> Self {
+        Diagnostic {
+            error_type: err.error_type().to_owned(),
+            error_message: crate::logging::error_chain(&err),
+        }
+    }
+}
+
+/// Compacts the closed hours among the last `COMPACT_LOOKBACK_HOURS` for any event. No hour is
+/// started in the last quarter of the time left, so the run ends inside its timeout; hours left
+/// over are counted (`HoursLeft`) and taken by the next run.
+pub async fn handle_compaction(
+    compaction: &Compaction,
+    metrics_target: &MetricsTarget,
+    event: LambdaEvent<serde_json::Value>,
+) -> Result<CompactSummary, CompactError> {
+    let left = time_left(event.context.deadline);
+    let now = Utc::now();
+    let settings = compaction.config.compaction;
+    let lookback = chrono::Duration::hours(settings.lookback_hours.into());
+    let options = CompactOptions {
+        now,
+        closed_after: settings.after,
+        hours: Some((HourKey::of(now - lookback), HourKey::of(now))),
+        deadline: Some(Instant::now() + left * 3 / 4),
+    };
+    let spill_parent = std::env::temp_dir();
+    match compact::run(
+        &compaction.store,
+        &compaction.config,
+        &options,
+        &spill_parent,
+    )
+    .await
+    {
+        Ok(summary) => {
+            tracing::info!(
+                request_id = %event.context.request_id,
+                hours_compacted = summary.hours_compacted,
+                hours_left = summary.hours_left,
+                objects_read = summary.objects_read,
+                objects_written = summary.objects_written,
+                objects_deleted = summary.objects_deleted,
+                records = summary.records,
+                duplicates_dropped = summary.duplicates_dropped,
+                duration_ms = summary.duration_ms,
+                "compaction complete"
+            );
+            println!(
+                "{}",
+                metrics::emf_line(
+                    &metrics_target.namespace,
+                    &metrics_target.function_name,
+                    &metrics::of_compaction(&summary),
+                    now.timestamp_millis()
+                )
+            );
+            Ok(summary)
+        }
+        Err(err) => {
+            tracing::error!(
+                request_id = %event.context.request_id,
+                error_type = err.error_type(),
+                error = %crate::logging::error_chain(&err),
+                "compaction failed"
             );
             Err(err)
         }

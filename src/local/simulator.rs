@@ -95,6 +95,9 @@ pub enum Fault {
     Oversized(usize),
     /// Answer 200 with every record of the batch twice.
     Duplicates,
+    /// Answer 200 with an array of zeros (`[0,0,…]`) of this many bytes: the most elements a
+    /// body of that size can hold.
+    TinyElements(usize),
 }
 
 /// What the simulator has served so far.
@@ -352,6 +355,15 @@ async fn serve(AxumState(state): AxumState<Arc<Mutex<State>>>) -> Response {
             let mut padded = body;
             padded.resize(size.max(padded.len()), b' ');
             json(StatusCode::OK, padded)
+        }
+        Some(Fault::TinyElements(size)) => {
+            let mut zeros = Vec::with_capacity(size.max(2));
+            zeros.push(b'[');
+            while zeros.len() + 2 < size {
+                zeros.extend_from_slice(b"0,");
+            }
+            zeros.extend_from_slice(b"0]");
+            json(StatusCode::OK, zeros)
         }
         Some(Fault::Duplicates) => {
             served(&state);

@@ -21,6 +21,19 @@ impl HourKey {
         }
     }
 
+    /// The hour at `hour` on `date`, if `hour` is below 24.
+    pub fn at(date: NaiveDate, hour: u32) -> Option<Self> {
+        (hour < 24).then_some(Self { date, hour })
+    }
+
+    /// The first instant of the hour.
+    pub fn start(self) -> DateTime<Utc> {
+        self.date
+            .and_hms_opt(self.hour, 0, 0)
+            .expect("an hour below 24")
+            .and_utc()
+    }
+
     /// The hour before this one.
     pub fn previous(self) -> Self {
         match self.hour {
@@ -46,6 +59,21 @@ impl HourKey {
     }
     pub fn hour(self) -> u32 {
         self.hour
+    }
+}
+
+impl std::str::FromStr for HourKey {
+    type Err = String;
+
+    /// `YYYY-MM-DDTHH`, as [`HourKey`] is displayed.
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let bad = || format!("{text:?} is not an hour written YYYY-MM-DDTHH");
+        let (date, hour) = text.split_once('T').ok_or_else(bad)?;
+        let date = NaiveDate::parse_from_str(date, "%Y-%m-%d").map_err(|_| bad())?;
+        let hour = (hour.len() == 2)
+            .then(|| hour.parse::<u32>().ok())
+            .flatten();
+        hour.and_then(|h| Self::at(date, h)).ok_or_else(bad)
     }
 }
 
@@ -174,6 +202,11 @@ impl HourWindow {
 /// timestamp with an offset (converted to UTC). Times without a zone are refused rather than
 /// guessed.
 pub fn place(in_date: Option<&Value>) -> Result<Placement, PlaceError> {
+    instant(in_date).map(Placement::of)
+}
+
+/// The instant an `inDate` names, read as [`place`] reads it.
+pub fn instant(in_date: Option<&Value>) -> Result<DateTime<Utc>, PlaceError> {
     let text = match in_date {
         None => return Err(PlaceError::Missing),
         Some(Value::String(text)) => text,
@@ -185,7 +218,6 @@ pub fn place(in_date: Option<&Value>) -> Result<Placement, PlaceError> {
                 .ok()
                 .map(|t| t.with_timezone(&Utc))
         })
-        .map(Placement::of)
         .ok_or(PlaceError::Unparseable)
 }
 
@@ -231,6 +263,24 @@ mod tests {
         let p = placed(json!("2023-03-19T00:30:00.5+09:00"));
         assert_eq!(p.hour.to_string(), "2023-03-18T15");
         assert_eq!(p.stamp.to_string(), "3000500");
+    }
+
+    #[test]
+    fn hours_are_read_as_they_are_written() {
+        let hour: HourKey = "2023-03-18T15".parse().unwrap();
+        assert_eq!(hour.to_string(), "2023-03-18T15");
+        assert_eq!(
+            hour.start(),
+            Utc.with_ymd_and_hms(2023, 3, 18, 15, 0, 0).unwrap()
+        );
+        for bad in [
+            "2023-03-18T24",
+            "2023-03-18 15",
+            "2023-02-30T01",
+            "2023-03-18T5",
+        ] {
+            assert!(bad.parse::<HourKey>().is_err(), "{bad}");
+        }
     }
 
     #[test]

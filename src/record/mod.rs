@@ -92,6 +92,18 @@ struct Envelope<'a> {
     data: Cow<'a, str>,
 }
 
+/// The instant a compact line's `inDate` names: restored, then read as [`process_record`] read it
+/// when it placed the record. `None` for a line without one (no landed record is such a line).
+pub fn line_instant(line: &[u8]) -> Option<chrono::DateTime<chrono::Utc>> {
+    #[derive(Deserialize)]
+    struct InDate {
+        #[serde(rename = "inDate")]
+        in_date: Option<serde_json::Value>,
+    }
+    let value = serde_json::from_slice::<InDate>(line).ok()?.in_date?;
+    hour::instant(Some(&Field::InDate.restore(value))).ok()
+}
+
 /// Runs one source record (its raw JSON text) through decrypt → parse → place (inside `window`)
 /// → compact.
 pub fn process_record(

@@ -21,8 +21,7 @@ use crate::batch::encode::{self, ObjectEncoding, ObjectWriter};
 use crate::batch::layout::ObjectLayout;
 use crate::batch::spool::SpoolPolicy;
 use crate::batch::{BatchOutput, EncodedObject, ObjectKind};
-use crate::record::fields::Field;
-use crate::record::hour::{self, Stamp};
+use crate::record::hour::Stamp;
 
 /// Lines of a new object compared at a time, in bytes: memory stays bounded however large the
 /// object (a larger object is compared, and written, in parts).
@@ -36,6 +35,18 @@ pub struct WriteSettings {
     pub gzip_level: u32,
     /// Where new bodies, and existing objects read back from a bucket, are kept.
     pub spool: SpoolPolicy,
+}
+
+impl WriteSettings {
+    /// The settings a batch was encoded with.
+    pub fn of(batch: &crate::batch::BatchSettings) -> Self {
+        Self {
+            layout: batch.layout.clone(),
+            encoding: batch.encoding,
+            gzip_level: batch.gzip_level,
+            spool: batch.spool.clone(),
+        }
+    }
 }
 
 /// Why writing failed. What was written stays; a rerun finds it and writes nothing twice.
@@ -369,20 +380,9 @@ fn identity(line: &[u8], kind: ObjectKind) -> &[u8] {
     }
 }
 
-/// The `mmssSSS` stamp of a compact line, from its `inDate` (restored, then placed as the
-/// pipeline placed it).
+/// The `mmssSSS` stamp of a compact line, as its record was placed.
 fn stamp_of(line: &[u8]) -> Stamp {
-    #[derive(Deserialize)]
-    struct InDate {
-        #[serde(rename = "inDate")]
-        in_date: Option<serde_json::Value>,
-    }
-    serde_json::from_slice::<InDate>(line)
-        .ok()
-        .and_then(|r| r.in_date)
-        .map(|value| Field::InDate.restore(value))
-        .and_then(|value| hour::place(Some(&value)).ok())
-        .map_or_else(Stamp::default, |placement| placement.stamp)
+    crate::record::line_instant(line).map_or_else(Stamp::default, Stamp::of)
 }
 
 #[cfg(test)]

@@ -1,7 +1,8 @@
 //! Faults between the SDK and the emulator, for error sequences moto cannot produce on its own:
-//! S3 refusing connections (as if stopped), going away after some object writes (stopped in the
-//! middle of a run), answering `503 SlowDown` (throttling), or `409 ConditionalRequestConflict`
-//! (a conditional write racing another). Secrets Manager requests pass.
+//! S3 refusing connections (as if stopped), going away after some object reads, writes or
+//! deletes (stopped in the middle of a run), answering `503 SlowDown` (throttling), or `409
+//! ConditionalRequestConflict` (a conditional write racing another). Secrets Manager requests
+//! pass.
 
 use std::sync::{Arc, Mutex};
 
@@ -23,12 +24,18 @@ pub struct Plan {
     pub down: bool,
     /// After this many object writes, S3 goes down.
     pub down_after_puts: Option<u32>,
+    /// After this many object reads (GetObject, not listings), S3 goes down.
+    pub down_after_gets: Option<u32>,
+    /// After this many object deletes, S3 goes down.
+    pub down_after_deletes: Option<u32>,
     /// The next this-many object writes are answered `503 SlowDown`.
     pub throttle_puts: u32,
     /// The next this-many object writes are answered `409 ConditionalRequestConflict`.
     pub conflict_puts: u32,
-    /// Object writes let through so far.
+    /// Object writes, reads and deletes let through so far.
     pub puts: u32,
+    pub gets: u32,
+    pub deletes: u32,
     /// Object writes answered `503`.
     pub throttled: u32,
     /// Object writes answered `409`.
@@ -107,6 +114,21 @@ impl HttpConnector for Connector {
         };
         if plan.down {
             return refused();
+        }
+        let listing = request.uri().contains("list-type=");
+        if request.method() == "GET" && !listing {
+            if plan.down_after_gets.is_some_and(|n| plan.gets >= n) {
+                plan.down = true;
+                return refused();
+            }
+            plan.gets += 1;
+        }
+        if request.method() == "DELETE" {
+            if plan.down_after_deletes.is_some_and(|n| plan.deletes >= n) {
+                plan.down = true;
+                return refused();
+            }
+            plan.deletes += 1;
         }
         if request.method() == "PUT" {
             if plan.throttle_puts > 0 {

@@ -84,10 +84,10 @@ fn storage(t: &Value) -> &Value {
 }
 
 /// The code's default, minimum and maximum of a numeric setting.
-fn number_setting(setting: Setting) -> (u64, u64, u64) {
+pub(super) fn number_setting(setting: Setting) -> (u64, u64, u64) {
     match setting.kind {
         Kind::Number { default, min, max } => (default, min, max),
-        Kind::Text { .. } => panic!("{} is not a number", setting.name),
+        _ => panic!("{} is not a number", setting.name),
     }
 }
 

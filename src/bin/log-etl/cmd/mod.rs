@@ -1,6 +1,7 @@
 //! One module per command, each with its arguments and a `run`; what they share: the one-line
 //! error with its exit code, the Fernet key arguments, and the synthetic-record arguments.
 
+pub mod compact;
 pub mod demo;
 pub mod generate;
 pub mod keygen;

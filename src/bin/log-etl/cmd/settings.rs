@@ -22,6 +22,9 @@ pub fn run(args: Args) -> Result<(), CliError> {
             Kind::Text { default: Some(d) } => format!("default {d}"),
             Kind::Text { default: None } => "no default".to_owned(),
             Kind::Number { default, min, max } => format!("default {default}, {min} to {max}"),
+            Kind::Duration { default, max_secs } => {
+                format!("default {default}, at most {max_secs} s")
+            }
         };
         println!("{:<24} {:<36} {}", setting.name, values, setting.about);
     }
