@@ -421,6 +421,17 @@ fn the_demo_proves_what_it_landed_and_keeps_away_from_other_folders() {
             .iter()
             .any(|f| f.starts_with("data/2023/12/31/23/"))
     );
+    // and it ends with a compaction of its closed hours, one object an hour, proved again
+    assert!(
+        stdout.contains("compaction of the closed hours") && stdout.contains("none twice: yes\n"),
+        "{stdout}"
+    );
+    let data_objects: Vec<String> = files_under(&out_dir)
+        .into_iter()
+        .filter(|f| f.starts_with("data/"))
+        .collect();
+    let hours: std::collections::BTreeSet<&str> = data_objects.iter().map(|f| &f[..18]).collect();
+    assert_eq!(data_objects.len(), hours.len(), "{data_objects:?}");
     // and a second demo may clear its own folder, but never one it did not make
     let again = log_etl(
         &[

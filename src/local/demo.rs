@@ -1,6 +1,7 @@
 //! `log-etl demo`: the whole job on a laptop. Starts the log-API simulator with a fresh key,
 //! runs scheduled passes into a local folder (some over a batch already landed), shows what
-//! landed, and proves it by restoring everything and comparing with what the simulator served.
+//! landed, and proves it by restoring everything and comparing with what the simulator served;
+//! then compacts the closed hours and proves it again.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -12,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{TimeZone, Utc};
 
+use crate::compact::{self, CompactError, CompactOptions};
 use crate::config::{Config, var};
 use crate::local::simulator::{GroundTruth, Simulator, SimulatorOptions};
 use crate::local::synth::SynthOptions;
@@ -63,6 +65,8 @@ pub enum DemoError {
     Restore(#[source] RestoreError),
     #[error("writing the report failed")]
     Report(#[source] io::Error),
+    #[error("compacting the closed hours failed")]
+    Compact(#[source] CompactError),
     #[error("proof failed: {0}")]
     Proof(String),
 }
@@ -75,6 +79,9 @@ pub struct DemoReport {
     pub quarantined: u64,
     /// Records found already landed when a batch was read again.
     pub records_already_present: u64,
+    /// Data objects before and after the closed hours were compacted.
+    pub objects_before_compaction: usize,
+    pub objects_after_compaction: usize,
 }
 
 /// The demo's account, written line by line as it goes.
@@ -97,11 +104,12 @@ pub async fn run_demo(
     let key = generate_key();
     let ring = KeyRing::parse(&key).expect("a fresh key parses");
     // Batches start six minutes before a new year, three simulated minutes apart, so the
-    // records cross an hour and a date.
+    // records cross an hour and a date. Like a source that serves "the last 150 records", each
+    // read re-ordered, windows overlap: every record is read several times, in several orders.
     let sim_options = SimulatorOptions {
-        window: 100,
+        window: 150,
         step: 100,
-        shuffle: false,
+        shuffle: true,
         period: Some(options.pass_interval * 2),
         synth: SynthOptions {
             seed: 2023,
@@ -126,7 +134,7 @@ pub async fn run_demo(
     let mut account = Account { out };
     account.line(format_args!("log-etl demo"))?;
     account.line(format_args!(
-        "  simulator  {} (100 records per batch, a new batch every {:?}, fresh key)",
+        "  simulator  {} (the last 150 records, 100 new every {:?}, each read re-ordered; fresh key)",
         sim.url(),
         options.pass_interval * 2
     ))?;
@@ -162,7 +170,7 @@ pub async fn run_demo(
     sim.stop().await;
 
     let landed = describe_landed(&store, &config, &truth, &mut account).await?;
-    prove(
+    let mut report = prove(
         &store,
         &config,
         &truth,
@@ -170,7 +178,81 @@ pub async fn run_demo(
         already_present,
         &mut account,
     )
-    .await
+    .await?;
+    compact_and_prove_again(
+        &store,
+        &config,
+        &truth,
+        &options.out_dir,
+        &mut report,
+        &mut account,
+    )
+    .await?;
+    Ok(report)
+}
+
+/// Compacts the demo's hours (dated 2023, long closed), shows the objects before and after, and
+/// proves again that every record served is there once.
+async fn compact_and_prove_again<W: Write>(
+    store: &Store,
+    config: &Config,
+    truth: &GroundTruth,
+    out_dir: &Path,
+    report: &mut DemoReport,
+    account: &mut Account<'_, W>,
+) -> Result<(), DemoError> {
+    let data = format!("{}/", config.layout.data_prefix());
+    let count = |keys: Vec<String>| keys.iter().filter(|k| config.layout.is_object(k)).count();
+    report.objects_before_compaction = count(list(store, &data).await?);
+    let options = CompactOptions {
+        now: Utc::now(),
+        closed_after: config.compaction.after,
+        hours: None,
+        deadline: None,
+    };
+    let summary = compact::run(store, config, &options, out_dir)
+        .await
+        .map_err(DemoError::Compact)?;
+    let keys = list(store, &data).await?;
+    report.objects_after_compaction = count(keys.clone());
+    account.line(format_args!(""))?;
+    account.line(format_args!(
+        "  compaction of the closed hours (log-etl compact): {} objects -> {} ({} hour(s) merged, {} duplicate(s) dropped)",
+        report.objects_before_compaction,
+        report.objects_after_compaction,
+        summary.hours_compacted,
+        summary.duplicates_dropped
+    ))?;
+    let mut restored = Vec::new();
+    for key in keys.iter().filter(|k| config.layout.is_object(k)) {
+        let bytes = get(store, key).await?;
+        restore::restore_object(key, &bytes[..], &mut restored).map_err(DemoError::Restore)?;
+    }
+    let mut restored: Vec<String> = String::from_utf8_lossy(&restored)
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    let mut served: Vec<String> = truth
+        .records
+        .iter()
+        .map(|r| serde_json::to_string(r).expect("a record serialises"))
+        .collect();
+    restored.sort();
+    served.sort();
+    let same = restored == served;
+    account.line(format_args!(
+        "    {} after it, {} records restored, identical to the {} served, none twice: {}",
+        if same { "ok  " } else { "FAIL" },
+        restored.len(),
+        served.len(),
+        if same { "yes" } else { "NO" }
+    ))?;
+    if !same {
+        return Err(DemoError::Proof(
+            "restored records differ from the records served after compaction".into(),
+        ));
+    }
+    Ok(())
 }
 
 fn demo_config(url: &str, key: &str) -> Config {
@@ -274,7 +356,7 @@ async fn describe_landed<W: Write>(
         quarantined
     ))?;
     account.line(format_args!(
-        "  compression: {} bytes served (distinct batches) -> {} bytes stored ({:.1}x)",
+        "  compression: {} bytes served (each record once) -> {} bytes stored ({:.1}x)",
         truth.bytes,
         stored,
         truth.bytes as f64 / stored.max(1) as f64
@@ -373,5 +455,7 @@ async fn prove<W: Write>(
         records_restored: restored_count,
         quarantined: landed.quarantined,
         records_already_present: already_present,
+        objects_before_compaction: 0,
+        objects_after_compaction: 0,
     })
 }
