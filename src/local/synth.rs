@@ -21,6 +21,8 @@ pub struct SynthOptions {
     pub unusual_per_mille: u32,
     /// Records per thousand whose token cannot be decrypted (quarantined).
     pub bad_per_mille: u32,
+    /// Time between two records, in milliseconds (the server: 300), give or take a fifteenth.
+    pub interval_ms: u32,
 }
 
 impl Default for SynthOptions {
@@ -30,6 +32,7 @@ impl Default for SynthOptions {
             first_record_id: 1,
             unusual_per_mille: 0,
             bad_per_mille: 0,
+            interval_ms: 300,
         }
     }
 }
@@ -108,9 +111,11 @@ impl Synth {
         Ok(())
     }
 
-    /// Time between two records: 0.3 s, give or take 20 ms.
+    /// Time between two records: the interval, give or take a fifteenth (0.3 s ± 20 ms).
     pub fn next_gap(&mut self) -> Duration {
-        Duration::milliseconds(self.rng.i64(280..=320))
+        let interval = i64::from(self.options.interval_ms);
+        let jitter = interval / 15;
+        Duration::milliseconds(self.rng.i64(interval - jitter..=interval + jitter))
     }
 
     /// One source record at time `at`.

@@ -119,6 +119,9 @@ pub struct SynthArgs {
     /// Records per thousand with tokens that cannot be decrypted.
     #[arg(long, default_value_t = 0)]
     bad_per_mille: u32,
+    /// Milliseconds between two records (give or take a fifteenth); the server's is 300.
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u32).range(1..))]
+    interval_ms: u32,
 }
 
 impl From<SynthArgs> for SynthOptions {
@@ -127,6 +130,7 @@ impl From<SynthArgs> for SynthOptions {
             seed: args.seed,
             unusual_per_mille: args.unusual_per_mille,
             bad_per_mille: args.bad_per_mille,
+            interval_ms: args.interval_ms,
             ..SynthOptions::default()
         }
     }
