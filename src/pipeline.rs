@@ -12,7 +12,7 @@ use serde::Serialize;
 use crate::aws::secrets::{self, SecretError, SecretKeys};
 use crate::batch::response::{self, ResponseError, ResponseLimits};
 use crate::batch::spool::{self, SpoolPolicy};
-use crate::batch::{Batch, BatchOutput, BatchSettings, BatchStats, parallel};
+use crate::batch::{Batch, BatchOutput, BatchSettings, parallel};
 use crate::config::{Config, ConfigError, KeySource};
 use crate::record::fernet::{KeyError, KeyRing};
 use crate::source::{FetchError, Fetcher};
@@ -212,60 +212,16 @@ fn encode_response(
 pub struct RunSummary {
     /// Source records fetched (or read from the file).
     pub records_in: u64,
-    /// Records written by this run, each under its hour.
-    pub records_landed: u64,
-    /// Records their hour already held (an earlier or overlapping run): not written again.
-    pub records_already_present: u64,
-    /// Records the batch itself held more than once, written once.
-    pub duplicates_dropped: u64,
-    /// Records quarantined by this run.
-    pub records_quarantined: u64,
-    /// Records refused again that the quarantine already held (this run's hour or the one
-    /// before): not written again.
-    pub quarantined_already_present: u64,
-    /// Objects created by this run (data and quarantine).
-    pub objects_written: u64,
-    /// Objects whose key already existed: the same records, written by a racing run.
-    pub objects_already_present: u64,
     /// Bytes of the source records as received.
     pub bytes_in: u64,
-    /// Uncompressed and compressed bytes of the objects written.
-    pub bytes_uncompressed: u64,
-    pub bytes_out: u64,
-    /// Hours (UTC, `YYYY-MM-DDTHH`) the batch had records for.
-    pub hours: Vec<String>,
-    /// Listings and object reads made to learn what those hours already held, and their time.
-    pub lists: u64,
-    pub objects_read: u64,
-    pub existing_read_ms: u64,
+    /// What was written, and what the hours already held.
+    #[serde(flatten)]
+    pub written: WriteReport,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fetch_ms: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fetch_attempts: Option<u32>,
     pub duration_ms: u64,
-}
-
-impl RunSummary {
-    fn of(stats: &BatchStats, report: WriteReport) -> Self {
-        Self {
-            records_in: stats.records_in,
-            records_landed: report.records_landed,
-            records_already_present: report.records_already_present,
-            duplicates_dropped: report.duplicates_dropped,
-            records_quarantined: report.records_quarantined,
-            quarantined_already_present: report.quarantined_already_present,
-            objects_written: report.objects_written,
-            objects_already_present: report.objects_already_present,
-            bytes_in: stats.bytes_in,
-            bytes_uncompressed: report.bytes_uncompressed,
-            bytes_out: report.bytes_out,
-            hours: report.hours,
-            lists: report.lists,
-            objects_read: report.objects_read,
-            existing_read_ms: report.existing_read_ms,
-            ..Self::default()
-        }
-    }
 }
 
 /// Processes a saved response (a JSON array of any size, read as a stream) into `store`, using
@@ -301,9 +257,13 @@ async fn write(
     settings: &BatchSettings,
     started: Instant,
 ) -> Result<RunSummary, RunError> {
-    let report =
+    let written =
         exactly_once::write_new_records(output, store, &WriteSettings::of(settings)).await?;
-    let mut summary = RunSummary::of(&output.stats, report);
-    summary.duration_ms = started.elapsed().as_millis() as u64;
-    Ok(summary)
+    Ok(RunSummary {
+        records_in: output.stats.records_in,
+        bytes_in: output.stats.bytes_in,
+        written,
+        duration_ms: started.elapsed().as_millis() as u64,
+        ..RunSummary::default()
+    })
 }

@@ -188,7 +188,7 @@ async fn open_hours_are_left_alone_and_a_late_object_is_merged_by_the_next_run()
         .run_pass(Utc::now(), Instant::now() + Duration::from_secs(60))
         .await
         .unwrap();
-    assert!(late.records_landed > 0);
+    assert!(late.written.records_landed > 0);
     let served = world.sim.ground_truth().records;
     // Then the next run merges it, and every hour ends with one object, every record once
     let third = compact_at(&store, later()).await.unwrap();

@@ -61,14 +61,17 @@ async fn scheduled_passes_over_a_rolling_reordering_source_land_each_record_once
         for _ in 0..2 {
             let s = pass(&pipeline).await;
             // every record read is accounted for: landed, already there, or quarantined
-            let quarantined = s.records_quarantined + s.quarantined_already_present;
+            let quarantined = s.written.records_quarantined + s.written.quarantined_already_present;
             assert_eq!(
                 s.records_in,
-                s.records_landed + s.records_already_present + s.duplicates_dropped + quarantined,
+                s.written.records_landed
+                    + s.written.records_already_present
+                    + s.written.duplicates_dropped
+                    + quarantined,
                 "{s:?}"
             );
-            landed += s.records_landed;
-            present += s.records_already_present;
+            landed += s.written.records_landed;
+            present += s.written.records_already_present;
             read += s.records_in;
         }
     }
@@ -113,9 +116,9 @@ async fn a_batch_read_again_after_the_hour_turned_is_quarantined_once() {
     // Then the second pass, filed under the next hour, adds no copy and counts none
     let bad = world.sim.ground_truth().undecryptable;
     assert!(bad > 0);
-    assert_eq!(first.records_quarantined, bad);
-    assert_eq!(second.records_quarantined, 0);
-    assert_eq!(second.quarantined_already_present, bad);
+    assert_eq!(first.written.records_quarantined, bad);
+    assert_eq!(second.written.records_quarantined, 0);
+    assert_eq!(second.written.quarantined_already_present, bad);
     let quarantine: Vec<_> = world
         .objects(BUCKET)
         .await

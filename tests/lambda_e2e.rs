@@ -39,7 +39,7 @@ async fn every_served_record_lands_under_its_hour_and_restores_exactly() {
     let second = invoke(&pipeline).await.unwrap();
     // Then every served record is in S3 under its own hour, restorable to exactly what was served
     assert_eq!(first.records_in + second.records_in, 200);
-    assert_eq!(first.hours, ["2023-03-18T15", "2023-03-18T16"]);
+    assert_eq!(first.written.hours, ["2023-03-18T15", "2023-03-18T16"]);
     let objects = world.objects(BUCKET).await;
     assert!(objects.iter().all(|(k, _)| k.ends_with(".json.gz")));
     let restored = restore_data(&objects);
@@ -48,7 +48,7 @@ async fn every_served_record_lands_under_its_hour_and_restores_exactly() {
     assert_eq!(sorted_json(&restored), sorted_json(&truth.records));
     assert_eq!(
         objects.len() as u64,
-        first.objects_written + second.objects_written
+        first.written.objects_written + second.written.objects_written
     );
 }
 
@@ -62,9 +62,12 @@ async fn invoking_twice_over_the_same_batch_writes_nothing_new() {
     // When the same batch is read again (a retry, an overlapping schedule)
     let again = invoke(&pipeline).await.unwrap();
     // Then nothing new is written, the records are reported present, and none is doubled
-    assert_eq!(again.objects_written, 0);
-    assert_eq!(again.records_landed, 0);
-    assert_eq!(again.records_already_present, first.records_landed);
+    assert_eq!(again.written.objects_written, 0);
+    assert_eq!(again.written.records_landed, 0);
+    assert_eq!(
+        again.written.records_already_present,
+        first.written.records_landed
+    );
     assert_eq!(world.objects(BUCKET).await, before);
     let restored = restore_data(&before);
     assert_eq!(restored.len(), 100);
@@ -102,7 +105,7 @@ async fn undecryptable_tokens_are_quarantined_with_their_reason_and_the_rest_lan
     );
     let lines = gunzip_lines(&quarantine[0].1);
     assert_eq!(lines.len() as u64, truth.undecryptable);
-    assert_eq!(summary.records_quarantined, truth.undecryptable);
+    assert_eq!(summary.written.records_quarantined, truth.undecryptable);
     for line in &lines {
         assert_eq!(line["stage"], "decrypt");
         assert!(!line["reason"].as_str().unwrap().is_empty());
@@ -167,7 +170,7 @@ async fn an_api_answering_500_then_200_is_retried() {
     let summary = invoke(&pipeline).await.unwrap();
     assert_eq!(summary.fetch_attempts, Some(2));
     assert_eq!(world.sim.requests(), 2);
-    assert_eq!(summary.records_landed, 100);
+    assert_eq!(summary.written.records_landed, 100);
 }
 
 #[tokio::test]
@@ -220,8 +223,11 @@ async fn a_rejected_write_is_a_typed_error_and_a_rerun_completes_without_duplica
     let rerun = invoke(&pipeline).await.unwrap();
     let again = invoke(&pipeline).await.unwrap();
     // Then every record is there once
-    assert_eq!(again.objects_written, 0);
-    assert_eq!(again.records_already_present, rerun.records_landed);
+    assert_eq!(again.written.objects_written, 0);
+    assert_eq!(
+        again.written.records_already_present,
+        rerun.written.records_landed
+    );
     let objects = world.objects("late-bucket").await;
     assert_eq!(
         sorted_json(&restore_data(&objects)),

@@ -29,12 +29,18 @@ const fn count(name: &'static str, value: u64) -> Metric {
 pub fn of_pass(summary: &RunSummary) -> Vec<Metric> {
     vec![
         count("RecordsFetched", summary.records_in),
-        count("RecordsLanded", summary.records_landed),
-        count("RecordsAlreadyPresent", summary.records_already_present),
-        count("RecordsQuarantined", summary.records_quarantined),
-        count("DuplicatesDropped", summary.duplicates_dropped),
-        count("ObjectsWritten", summary.objects_written),
-        count("ObjectsAlreadyPresent", summary.objects_already_present),
+        count("RecordsLanded", summary.written.records_landed),
+        count(
+            "RecordsAlreadyPresent",
+            summary.written.records_already_present,
+        ),
+        count("RecordsQuarantined", summary.written.records_quarantined),
+        count("DuplicatesDropped", summary.written.duplicates_dropped),
+        count("ObjectsWritten", summary.written.objects_written),
+        count(
+            "ObjectsAlreadyPresent",
+            summary.written.objects_already_present,
+        ),
         Metric {
             name: "BytesIn",
             unit: "Bytes",
@@ -43,7 +49,7 @@ pub fn of_pass(summary: &RunSummary) -> Vec<Metric> {
         Metric {
             name: "BytesOut",
             unit: "Bytes",
-            value: summary.bytes_out,
+            value: summary.written.bytes_out,
         },
         Metric {
             name: "FetchDuration",
@@ -53,7 +59,7 @@ pub fn of_pass(summary: &RunSummary) -> Vec<Metric> {
         Metric {
             name: "ExistingReadDuration",
             unit: "Milliseconds",
-            value: summary.existing_read_ms,
+            value: summary.written.existing_read_ms,
         },
         Metric {
             name: "Duration",
@@ -143,9 +149,12 @@ mod tests {
         // Given a run's summary
         let summary = RunSummary {
             records_in: 100,
-            records_landed: 97,
-            records_quarantined: 3,
-            objects_written: 2,
+            written: crate::store::exactly_once::WriteReport {
+                records_landed: 97,
+                records_quarantined: 3,
+                objects_written: 2,
+                ..Default::default()
+            },
             fetch_ms: Some(40),
             duration_ms: 120,
             ..RunSummary::default()

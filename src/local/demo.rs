@@ -155,15 +155,15 @@ pub async fn run_demo(
             .run_pass(Utc::now(), Instant::now() + Duration::from_secs(30))
             .await
             .map_err(DemoError::Pass)?;
-        already_present += summary.records_already_present;
+        already_present += summary.written.records_already_present;
         account.line(format_args!(
             "  pass {pass:>2}: {} records, {} landed in {} hour(s), {} already there, {} quarantined; {} object(s) written",
             summary.records_in,
-            summary.records_landed,
-            summary.hours.len(),
-            summary.records_already_present,
-            summary.records_quarantined,
-            summary.objects_written
+            summary.written.records_landed,
+            summary.written.hours.len(),
+            summary.written.records_already_present,
+            summary.written.records_quarantined,
+            summary.written.objects_written
         ))?;
     }
     let truth = sim.ground_truth();

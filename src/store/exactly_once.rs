@@ -63,7 +63,7 @@ pub enum WriteError {
 }
 
 /// What writing a batch did.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct WriteReport {
     /// Records written by this run.
     pub records_landed: u64,
