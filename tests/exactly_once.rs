@@ -198,12 +198,7 @@ async fn repeated_process_runs_into_a_folder_and_a_bucket_land_each_record_once(
         summaries.push(process(input, ["--bucket", BUCKET], &env).await);
     }
     // Then each holds the 21 records once
-    let restored = common::log_etl(&["restore", out_dir.to_str().unwrap()], &[]);
-    let restored: Vec<Map<String, Value>> = String::from_utf8(restored.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let restored = common::restore_path(&out_dir);
     assert_eq!(sorted_json(&restored), sorted_json(&served));
     assert_bucket_holds_each_once(&world, &served).await;
     // and the summaries say so: 20 landed, then 20 present, then 20 present and 1 landed
@@ -293,12 +288,7 @@ fn an_hour_that_comes_back_after_leaving_the_open_window_is_not_written_twice() 
     // Then the first hour got a second object with the new record only
     assert_eq!(summary["records_landed"], 18);
     assert_eq!(summary["records_already_present"], 1);
-    let restored = common::log_etl(&["restore", out_dir.to_str().unwrap()], &[]);
-    let restored: Vec<Map<String, Value>> = String::from_utf8(restored.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let restored = common::restore_path(&out_dir);
     let mut served: Vec<Map<String, Value>> =
         items.iter().map(|i| i.truth.clone().unwrap()).collect();
     served.remove(17);

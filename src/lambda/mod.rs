@@ -27,6 +27,19 @@ pub struct MetricsTarget {
     pub function_name: String,
 }
 
+impl MetricsTarget {
+    /// Prints a run's figures as one EMF document on stdout, where CloudWatch Logs reads them.
+    fn emit(&self, figures: &[metrics::Metric], run_time: chrono::DateTime<Utc>) {
+        let line = metrics::emf_line(
+            &self.namespace,
+            &self.function_name,
+            figures,
+            run_time.timestamp_millis(),
+        );
+        println!("{line}");
+    }
+}
+
 impl From<RunError> for Diagnostic {
     fn from(err: RunError) -> Self {
         Diagnostic {
@@ -71,15 +84,7 @@ pub async fn handle(
                 duration_ms = summary.duration_ms,
                 "pass complete"
             );
-            println!(
-                "{}",
-                metrics::emf_line(
-                    &metrics_target.namespace,
-                    &metrics_target.function_name,
-                    &metrics::of_pass(&summary),
-                    now.timestamp_millis()
-                )
-            );
+            metrics_target.emit(&metrics::of_pass(&summary), now);
             Ok(summary)
         }
         Err(err) => {
@@ -151,15 +156,7 @@ pub async fn handle_compaction(
                 duration_ms = summary.duration_ms,
                 "compaction complete"
             );
-            println!(
-                "{}",
-                metrics::emf_line(
-                    &metrics_target.namespace,
-                    &metrics_target.function_name,
-                    &metrics::of_compaction(&summary),
-                    now.timestamp_millis()
-                )
-            );
+            metrics_target.emit(&metrics::of_compaction(&summary), now);
             Ok(summary)
         }
         Err(err) => {

@@ -223,22 +223,11 @@ async fn compact_and_prove_again<W: Write>(
         summary.hours_compacted,
         summary.duplicates_dropped
     ))?;
-    let mut restored = Vec::new();
-    for key in keys.iter().filter(|k| config.layout.is_object(k)) {
-        let bytes = get(store, key).await?;
-        restore::restore_object(key, &bytes[..], &mut restored).map_err(DemoError::Restore)?;
-    }
-    let mut restored: Vec<String> = String::from_utf8_lossy(&restored)
-        .lines()
-        .map(str::to_owned)
+    let data_keys: Vec<String> = keys
+        .into_iter()
+        .filter(|k| config.layout.is_object(k))
         .collect();
-    let mut served: Vec<String> = truth
-        .records
-        .iter()
-        .map(|r| serde_json::to_string(r).expect("a record serialises"))
-        .collect();
-    restored.sort();
-    served.sort();
+    let (restored, served) = restored_and_served(store, &data_keys, truth).await?;
     let same = restored == served;
     account.line(format_args!(
         "    {} after it, {} records restored, identical to the {} served, none twice: {}",
@@ -381,16 +370,15 @@ async fn get(store: &Store, key: &str) -> Result<Vec<u8>, DemoError> {
         .map_err(|e| DemoError::Restore(RestoreError::Store(e)))
 }
 
-async fn prove<W: Write>(
+/// The records restored from the objects `keys` and the records served, each as sorted JSON
+/// lines, to be compared.
+async fn restored_and_served(
     store: &Store,
-    config: &Config,
+    keys: &[String],
     truth: &GroundTruth,
-    landed: Landed,
-    already_present: u64,
-    account: &mut Account<'_, W>,
-) -> Result<DemoReport, DemoError> {
+) -> Result<(Vec<String>, Vec<String>), DemoError> {
     let mut restored = Vec::new();
-    for key in &landed.data_keys {
+    for key in keys {
         let bytes = get(store, key).await?;
         restore::restore_object(key, &bytes[..], &mut restored).map_err(DemoError::Restore)?;
     }
@@ -404,9 +392,21 @@ async fn prove<W: Write>(
         .iter()
         .map(|r| serde_json::to_string(r).expect("a record serialises"))
         .collect();
-    let (restored_count, served_count) = (restored.len(), served.len());
     restored.sort();
     served.sort();
+    Ok((restored, served))
+}
+
+async fn prove<W: Write>(
+    store: &Store,
+    config: &Config,
+    truth: &GroundTruth,
+    landed: Landed,
+    already_present: u64,
+    account: &mut Account<'_, W>,
+) -> Result<DemoReport, DemoError> {
+    let (restored, served) = restored_and_served(store, &landed.data_keys, truth).await?;
+    let (restored_count, served_count) = (restored.len(), served.len());
     let data_dir = store.locate(config.layout.data_prefix());
     account.line(format_args!(""))?;
     account.line(format_args!(

@@ -72,7 +72,18 @@ impl Store {
     pub async fn get(&self, key: &str) -> Result<Vec<u8>, StoreError> {
         match self {
             Store::Folder(store) => Ok(store.get(key)?),
-            Store::S3(store) => Ok(store.get(key).await?),
+            Store::S3(store) => {
+                let mut bytes = Vec::new();
+                store
+                    .download(key, &SpoolPolicy::in_memory())
+                    .await?
+                    .read_to_end(&mut bytes)
+                    .map_err(|e| S3Error::Body {
+                        key: key.to_owned(),
+                        source: e,
+                    })?;
+                Ok(bytes)
+            }
         }
     }
 

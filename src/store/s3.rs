@@ -166,30 +166,6 @@ impl S3Store {
         Ok(keys)
     }
 
-    /// The object's bytes as stored.
-    pub async fn get(&self, key: &str) -> Result<Vec<u8>, S3Error> {
-        let read_err = |operation, detail: String| S3Error::Read {
-            operation,
-            bucket: self.bucket.clone(),
-            key: key.to_owned(),
-            detail,
-        };
-        let output = self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .send()
-            .await
-            .map_err(|err| read_err("GetObject", DisplayErrorContext(&err).to_string()))?;
-        let bytes = output
-            .body
-            .collect()
-            .await
-            .map_err(|err| read_err("GetObject body", err.to_string()))?;
-        Ok(bytes.into_bytes().to_vec())
-    }
-
     /// Downloads the object into a body kept as `spool` says (memory, or a spill file once it
     /// grows), and returns a reader of it.
     pub async fn download(

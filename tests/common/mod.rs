@@ -190,3 +190,18 @@ pub fn gunzip_lines(bytes: &[u8]) -> Vec<Map<String, Value>> {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect()
 }
+
+/// The records `log-etl restore PATH` prints, parsed.
+pub fn restore_path(path: &std::path::Path) -> Vec<Map<String, Value>> {
+    let out = log_etl(&["restore", path.to_str().unwrap()], &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
