@@ -1,4 +1,4 @@
-//! Alarms: on the function's own metrics, errors and dead letters.
+//! Alarms: on the functions' own metrics, errors and dead letters.
 
 use super::*;
 
@@ -27,9 +27,13 @@ fn quarantined_records_raise_an_alarm_on_the_functions_own_metric() {
 
 #[test]
 fn custom_metric_alarms_use_the_names_the_function_emits() {
-    // Given the alarms on the function's own namespace
+    // Given the alarms on the functions' own namespace (the same for both functions)
     let t = template();
     let namespace = &function_environment(&t)[var::METRICS_NAMESPACE.name];
+    assert_eq!(
+        &environment_of(&t, COMPACT_FUNCTION)[var::METRICS_NAMESPACE.name],
+        namespace
+    );
     let alarms: Vec<&Value> = resources_of_type(&t, "AWS::CloudWatch::Alarm")
         .into_iter()
         .map(|(_, a)| &a["Properties"])
@@ -37,12 +41,21 @@ fn custom_metric_alarms_use_the_names_the_function_emits() {
         .collect();
     assert!(!alarms.is_empty());
     // When their metric names and dimensions are read
-    let emitted = pass_metric_names();
     for props in alarms {
         let metric = text(props, &["MetricName"]);
         let dimension = text(props, &["Dimensions", "0", "Name"]);
-        // Then each is a metric the code writes, under the code's dimension
-        assert!(emitted.contains(&metric), "{metric} is not emitted");
+        let function = ref_name(at(props, &["Dimensions", "0", "Value"]));
+        // Then each is a metric the function its dimension names writes, under the code's
+        // dimension
+        let emitted = match function {
+            FUNCTION => pass_metric_names(),
+            COMPACT_FUNCTION => compaction_metric_names(),
+            other => panic!("{metric}: {other} is not one of the functions"),
+        };
+        assert!(
+            emitted.contains(&metric),
+            "{function} does not emit {metric}"
+        );
         assert_eq!(dimension, DIMENSION, "{metric}");
     }
 }

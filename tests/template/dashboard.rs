@@ -1,4 +1,4 @@
-//! The dashboard: the function's figures under the names and dimension the code emits, its
+//! The dashboard: both functions' figures under the names and dimension the code emits, their
 //! failures, the dead-letter queue and the alarms; and its name in the outputs.
 
 use super::*;
@@ -18,21 +18,21 @@ fn dashboard_body(t: &Value) -> serde_json::Value {
         .pop()
         .expect("a dashboard");
     let body = sub_text(at(properties(t, id), &["DashboardBody"]));
-    let rendered = render_sub(
-        body,
-        &[
-            ("AWS::StackName", "<stack>"),
-            ("AWS::Region", "<region>"),
-            ("MetricsNamespace", "<namespace>"),
-            ("LogEtlFunction", "<function>"),
-            ("DeadLetterQueue.QueueName", "<queue>"),
-            ("QuarantinePrefix", "quarantine"),
-            ("FunctionErrorsAlarm.Arn", "<alarm:FunctionErrorsAlarm>"),
-            ("DeadLetterAlarm.Arn", "<alarm:DeadLetterAlarm>"),
-            ("QuarantineAlarm.Arn", "<alarm:QuarantineAlarm>"),
-            ("SourceSilentAlarm.Arn", "<alarm:SourceSilentAlarm>"),
-        ],
-    );
+    let alarms: Vec<(String, String)> = resources_of_type(t, "AWS::CloudWatch::Alarm")
+        .into_iter()
+        .map(|(id, _)| (format!("{id}.Arn"), format!("<alarm:{id}>")))
+        .collect();
+    let mut vars = vec![
+        ("AWS::StackName", "<stack>"),
+        ("AWS::Region", "<region>"),
+        ("MetricsNamespace", "<namespace>"),
+        (FUNCTION, "<function>"),
+        (COMPACT_FUNCTION, "<compact-function>"),
+        ("DeadLetterQueue.QueueName", "<queue>"),
+        ("QuarantinePrefix", "quarantine"),
+    ];
+    vars.extend(alarms.iter().map(|(n, v)| (n.as_str(), v.as_str())));
+    let rendered = render_sub(body, &vars);
     serde_json::from_str(&rendered).expect("the dashboard body is JSON")
 }
 
@@ -74,38 +74,51 @@ fn plotted(body: &serde_json::Value) -> Vec<Plotted> {
 }
 
 #[test]
-fn dashboard_shows_every_metric_the_function_emits_and_no_other() {
-    // Given the dashboard's metric lines, and the namespace the function is told to emit in
+fn dashboard_shows_every_metric_each_function_emits_and_no_other() {
+    // Given the dashboard's metric lines, and the namespace both functions are told to emit in
     let t = template();
     let body = dashboard_body(&t);
     let lines = plotted(&body);
-    assert_eq!(
-        ref_name(&function_environment(&t)[var::METRICS_NAMESPACE.name]),
-        "MetricsNamespace"
-    );
-    // When the lines in the function's own namespace are picked
+    for function in [FUNCTION, COMPACT_FUNCTION] {
+        assert_eq!(
+            ref_name(&environment_of(&t, function)[var::METRICS_NAMESPACE.name]),
+            "MetricsNamespace",
+            "{function}"
+        );
+    }
+    // When the lines in the functions' own namespace are picked
     let own: Vec<&Plotted> = lines
         .iter()
         .filter(|p| p.namespace == "<namespace>")
         .collect();
-    // Then each is a metric the code emits, under the code's dimension naming this function
-    let emitted: BTreeSet<&str> = pass_metric_names().into_iter().collect();
+    // Then each is under the code's dimension, naming one of the two functions
+    let emitted_by = |marker: &str| -> BTreeSet<&str> {
+        match marker {
+            "<function>" => pass_metric_names().into_iter().collect(),
+            "<compact-function>" => compaction_metric_names().into_iter().collect(),
+            other => panic!("{other} is not one of the functions"),
+        }
+    };
     for line in &own {
+        assert_eq!(line.dimensions.len(), 1, "{line:?}");
+        let (dimension, function) = &line.dimensions[0];
+        assert_eq!(dimension, DIMENSION, "{}", line.metric);
+        // and is a metric that function emits
         assert!(
-            emitted.contains(line.metric.as_str()),
-            "{} is not emitted",
-            line.metric
-        );
-        assert_eq!(
-            line.dimensions,
-            vec![(DIMENSION.to_owned(), "<function>".to_owned())],
-            "{}",
+            emitted_by(function).contains(line.metric.as_str()),
+            "{function} does not emit {}",
             line.metric
         );
     }
-    // and every metric the code emits is shown
-    let shown: BTreeSet<&str> = own.iter().map(|p| p.metric.as_str()).collect();
-    assert_eq!(shown, emitted);
+    // and every metric each function emits is shown, with that function's name
+    for marker in ["<function>", "<compact-function>"] {
+        let shown: BTreeSet<&str> = own
+            .iter()
+            .filter(|p| p.dimensions[0].1 == marker)
+            .map(|p| p.metric.as_str())
+            .collect();
+        assert_eq!(shown, emitted_by(marker), "{marker}");
+    }
 }
 
 #[test]
@@ -114,12 +127,15 @@ fn dashboard_shows_failed_runs_run_time_and_dead_letters() {
     let t = template();
     let lines = plotted(&dashboard_body(&t));
     let function = vec![("FunctionName".to_owned(), "<function>".to_owned())];
+    let compaction = vec![("FunctionName".to_owned(), "<compact-function>".to_owned())];
     let queue = vec![("QueueName".to_owned(), "<queue>".to_owned())];
-    // Then Lambda's errors and duration of this function, and this dead-letter queue's backlog,
+    // Then Lambda's errors and duration of both functions, and this dead-letter queue's backlog,
     // are among them
     for (namespace, metric, dimensions) in [
         ("AWS/Lambda", "Errors", &function),
         ("AWS/Lambda", "Duration", &function),
+        ("AWS/Lambda", "Errors", &compaction),
+        ("AWS/Lambda", "Duration", &compaction),
         ("AWS/SQS", "ApproximateNumberOfMessagesVisible", &queue),
     ] {
         let wanted = Plotted {
@@ -129,11 +145,13 @@ fn dashboard_shows_failed_runs_run_time_and_dead_letters() {
         };
         assert!(lines.contains(&wanted), "{wanted:?} is not shown");
     }
-    // And the markers stand for the stack's own function and queue
-    assert_eq!(
-        text(resource(&t, FUNCTION), &["Type"]),
-        "AWS::Serverless::Function"
-    );
+    // And the markers stand for the stack's own functions and queue
+    for function in [FUNCTION, COMPACT_FUNCTION] {
+        assert_eq!(
+            text(resource(&t, function), &["Type"]),
+            "AWS::Serverless::Function"
+        );
+    }
     assert_eq!(
         text(resource(&t, "DeadLetterQueue"), &["Type"]),
         "AWS::SQS::Queue"

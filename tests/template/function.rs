@@ -81,3 +81,45 @@ fn function_reads_its_settings_under_the_codes_variable_names() {
     assert_eq!(ref_name(&env[var::START_DELAY_MS.name]), "StartDelayMs");
     assert_eq!(default_of(&t, "StartDelayMs").as_u64(), Some(5000));
 }
+
+#[test]
+fn local_invoke_variables_are_ones_each_function_declares() {
+    // Given the variables `sam local invoke` is given (events/env.json), per function
+    let t = template();
+    let text = std::fs::read_to_string(ENV_JSON).expect("events/env.json");
+    let entries: BTreeMap<String, BTreeMap<String, String>> =
+        serde_json::from_str(&text).expect("a map of functions to variables");
+    // Then there is an entry for each function, and nothing else
+    assert_eq!(
+        entries.keys().map(String::as_str).collect::<BTreeSet<_>>(),
+        BTreeSet::from([FUNCTION, COMPACT_FUNCTION])
+    );
+    // and each variable is one the function declares (the SAM CLI overrides only those, and
+    // ignores the rest)
+    for (function, variables) in &entries {
+        let declared = variable_names(&t, function);
+        for name in variables.keys() {
+            assert!(
+                declared.contains(name.as_str()),
+                "{function}: {name} is not declared in the template, so it would be ignored"
+            );
+        }
+    }
+    // And both functions use the same emulator and bucket, with the code's defaults for the
+    // folders
+    let (ingest, compact) = (&entries[FUNCTION], &entries[COMPACT_FUNCTION]);
+    for shared in [
+        var::AWS_ENDPOINT_URL,
+        var::BUCKET_NAME,
+        var::KEY_PREFIX,
+        var::PARTITION_STYLE,
+    ] {
+        let name = shared.name;
+        assert!(compact.contains_key(name), "{name}");
+        assert_eq!(compact.get(name), ingest.get(name), "{name}");
+    }
+    assert_eq!(
+        Some(&compact[var::KEY_PREFIX.name]),
+        var::KEY_PREFIX.default_text().as_ref()
+    );
+}

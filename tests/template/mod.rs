@@ -1,10 +1,11 @@
 //! Checks `template.yaml` (the SAM template) against the product contract and against the code,
 //! a module per part: the function and its settings, the schedule and its failure handling (and
-//! the sample event), storage and permissions, alarms, the dashboard, and the Athena table.
-//! Here: reading the template and its intrinsics.
+//! the sample event), storage and permissions, alarms, the dashboard, the Athena table, and the
+//! compaction function. Here: reading the template and its intrinsics.
 
 mod alarms;
 mod athena;
+mod compaction;
 mod dashboard;
 mod function;
 mod schedule;
@@ -16,14 +17,18 @@ use aws_lambda_events::event::eventbridge::EventBridgeEvent;
 use chrono::{TimeZone, Utc};
 use log_etl::batch::layout::{ObjectLayout, PartitionStyle};
 use log_etl::config::var;
-use log_etl::lambda::metrics::{DIMENSION, pass_metric_names};
+use log_etl::lambda::metrics::{DIMENSION, compaction_metric_names, pass_metric_names};
 use log_etl::record::fields::METHOD_CODES;
 use log_etl::record::hour::HourKey;
 use serde_norway::Value;
 
 const TEMPLATE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/template.yaml");
 const SCHEDULED_EVENT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/events/scheduled-event.json");
+const ENV_JSON: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/events/env.json");
+/// The ingest function (scheduled passes).
 const FUNCTION: &str = "LogEtlFunction";
+/// The compaction function (closed hours), the same binary with `LOG_ETL_JOB=compact`.
+const COMPACT_FUNCTION: &str = "LogEtlCompactFunction";
 const THREE_MINUTES_IN_SECONDS: u64 = 180;
 
 fn template() -> Value {
@@ -208,24 +213,112 @@ fn statements_in(value: &Value) -> Vec<&Value> {
     found
 }
 
+/// The environment of the ingest function.
 fn function_environment(t: &Value) -> &serde_norway::Mapping {
-    at(properties(t, FUNCTION), &["Environment", "Variables"])
+    environment_of(t, FUNCTION)
+}
+
+/// The environment variables of the function `id`.
+fn environment_of<'a>(t: &'a Value, id: &str) -> &'a serde_norway::Mapping {
+    at(properties(t, id), &["Environment", "Variables"])
         .as_mapping()
         .expect("Environment.Variables is a mapping")
 }
 
+/// The variable names set on the function `id`.
+fn variable_names<'a>(t: &'a Value, id: &str) -> BTreeSet<&'a str> {
+    environment_of(t, id)
+        .keys()
+        .map(|k| k.as_str().expect("names are text"))
+        .collect()
+}
+
+/// The schedule of the ingest function.
 fn schedule_event(t: &Value) -> &Value {
-    let events = at(properties(t, FUNCTION), &["Events"])
+    schedule_event_of(t, FUNCTION)
+}
+
+/// The one EventBridge Scheduler event of the function `id`.
+fn schedule_event_of<'a>(t: &'a Value, id: &str) -> &'a Value {
+    let events = at(properties(t, id), &["Events"])
         .as_mapping()
         .expect("Events");
     let schedules: Vec<&Value> = events
         .values()
         .filter(|e| e.get("Type").and_then(Value::as_str) == Some("ScheduleV2"))
         .collect();
-    assert_eq!(
-        schedules.len(),
-        1,
-        "exactly one ScheduleV2 event on the function"
-    );
+    assert_eq!(schedules.len(), 1, "exactly one ScheduleV2 event on {id}");
     schedules[0]
+}
+
+/// The statements of the policies of the role of the function `id` (what it may do, not who
+/// may assume it), with the role's logical id.
+fn role_statements<'a>(t: &'a Value, id: &str) -> (&'a str, Vec<&'a Value>) {
+    let role = get_att_resource(at(properties(t, id), &["Role"]));
+    assert_eq!(text(resource(t, role), &["Type"]), "AWS::IAM::Role");
+    (role, statements_in(at(properties(t, role), &["Policies"])))
+}
+
+/// The statement with this `Sid`.
+fn by_sid<'a>(statements: &[&'a Value], sid: &str) -> &'a Value {
+    statements
+        .iter()
+        .find(|s| s.get("Sid").and_then(Value::as_str) == Some(sid))
+        .unwrap_or_else(|| panic!("no statement {sid}"))
+}
+
+/// The `Sid`s of `statements` (each must have one).
+fn sids<'a>(statements: &[&'a Value]) -> BTreeSet<&'a str> {
+    statements
+        .iter()
+        .map(|s| {
+            s.get("Sid")
+                .and_then(Value::as_str)
+                .expect("every statement has a Sid")
+        })
+        .collect()
+}
+
+/// The S3 actions a statement allows.
+fn s3_actions(statement: &Value) -> BTreeSet<&str> {
+    strings_in(&statement["Action"])
+        .into_iter()
+        .filter(|a| a.starts_with("s3:"))
+        .collect()
+}
+
+/// S3 ARNs (`!Sub [arn, {Bucket: ...}]`, one or a list, or `!Sub text` for condition values)
+/// rendered for bucket `bucket`, prefixes `data` and `quarantine`. Every bucket named is the
+/// stack's: the created one, or the one given by parameter.
+fn rendered_s3(value: &Value) -> BTreeSet<String> {
+    let items: Vec<&Value> = match value {
+        Value::Sequence(items) => items.iter().collect(),
+        single => vec![single],
+    };
+    items
+        .into_iter()
+        .map(|item| {
+            if let Some((_, Value::Sequence(args))) = tagged(item) {
+                let (condition, created, given) = if_branches(at(&args[1], &["Bucket"]));
+                assert_eq!(
+                    (condition, ref_name(created), ref_name(given)),
+                    ("CreateBucket", "DataBucket", "ExistingBucketName"),
+                    "{item:?}"
+                );
+            }
+            render_sub(
+                sub_text(item),
+                &[
+                    ("AWS::Partition", "aws"),
+                    ("Bucket", "bucket"),
+                    ("KeyPrefix", "data"),
+                    ("QuarantinePrefix", "quarantine"),
+                ],
+            )
+        })
+        .collect()
+}
+
+fn set(items: &[&str]) -> BTreeSet<String> {
+    items.iter().map(|s| (*s).to_owned()).collect()
 }

@@ -5,7 +5,7 @@ use super::*;
 
 /// Values of one cron field over `min..=max`; handles what the schedule uses: `*`, `?`, `n`,
 /// `a/step`, `a-b` and comma lists.
-fn expand_cron_field(field: &str, min: u32, max: u32) -> BTreeSet<u32> {
+pub(super) fn expand_cron_field(field: &str, min: u32, max: u32) -> BTreeSet<u32> {
     field
         .split(',')
         .flat_map(|part| {
@@ -35,7 +35,7 @@ fn expand_cron_field(field: &str, min: u32, max: u32) -> BTreeSet<u32> {
 }
 
 /// The six fields of `cron(...)`.
-fn cron_fields(expression: &str) -> Vec<&str> {
+pub(super) fn cron_fields(expression: &str) -> Vec<&str> {
     let inner = expression
         .strip_prefix("cron(")
         .and_then(|e| e.strip_suffix(')'))
@@ -44,7 +44,7 @@ fn cron_fields(expression: &str) -> Vec<&str> {
 }
 
 /// Minutes of the day (0..1440) at which a daily-uniform cron expression fires.
-fn firing_minutes_of_day(expression: &str) -> Vec<u32> {
+pub(super) fn firing_minutes_of_day(expression: &str) -> Vec<u32> {
     let fields = cron_fields(expression);
     assert_eq!(
         fields.len(),

@@ -142,45 +142,51 @@ fn no_policy_grants_a_wildcard_action_or_resource() {
 }
 
 #[test]
-fn function_may_put_objects_only_under_its_two_prefixes() {
-    // Given the function's role
+fn function_may_list_read_and_create_objects_only_under_its_two_prefixes_and_never_delete() {
+    // Given the ingest function's role
     let t = template();
-    let role = get_att_resource(at(properties(&t, FUNCTION), &["Role"]));
-    let statements = statements_in(resource(&t, role));
+    let (_, statements) = role_statements(&t, FUNCTION);
     // When its S3 statements are read
     let s3: Vec<&Value> = statements
-        .into_iter()
-        .filter(|s| {
-            strings_in(&s["Action"])
-                .iter()
-                .any(|a| a.starts_with("s3:"))
-        })
-        .collect();
-    // Then the only S3 permission is PutObject on the data and quarantine prefixes
-    assert_eq!(s3.len(), 1, "{s3:?}");
-    assert_eq!(strings_in(&s3[0]["Action"]), vec!["s3:PutObject"]);
-    let resources = s3[0]["Resource"].as_sequence().expect("a list of ARNs");
-    let rendered: BTreeSet<String> = resources
         .iter()
-        .map(|r| {
-            render_sub(
-                sub_text(r),
-                &[
-                    ("AWS::Partition", "aws"),
-                    ("Bucket", "bucket"),
-                    ("KeyPrefix", "data"),
-                    ("QuarantinePrefix", "quarantine"),
-                ],
-            )
-        })
+        .copied()
+        .filter(|s| !s3_actions(s).is_empty())
         .collect();
+    let actions: BTreeSet<&str> = s3.iter().flat_map(|s| s3_actions(s)).collect();
+    // Then it may list, read and create objects, and nothing else: no delete of any kind (an
+    // ingest never removes what landed; only the compaction function may)
     assert_eq!(
-        rendered,
-        BTreeSet::from([
-            "arn:aws:s3:::bucket/data/*".to_owned(),
-            "arn:aws:s3:::bucket/quarantine/*".to_owned()
-        ])
+        actions,
+        BTreeSet::from(["s3:ListBucket", "s3:GetObject", "s3:PutObject"])
     );
+    assert!(actions.iter().all(|a| !a.contains("Delete")), "{actions:?}");
+    let prefixes = set(&["data/*", "quarantine/*"]);
+    let objects = set(&[
+        "arn:aws:s3:::bucket/data/*",
+        "arn:aws:s3:::bucket/quarantine/*",
+    ]);
+    // and it lists the bucket only under the data and quarantine prefixes (the hour folders it
+    // reads before writing, and the quarantine of the run hour and the one before)
+    let list = by_sid(&statements, "ListDataAndQuarantineFolders");
+    assert_eq!(strings_in(&list["Action"]), ["s3:ListBucket"]);
+    assert_eq!(
+        rendered_s3(&list["Resource"]),
+        set(&["arn:aws:s3:::bucket"])
+    );
+    let condition = at(list, &["Condition"]).as_mapping().expect("a condition");
+    assert_eq!(condition.len(), 1, "{condition:?}");
+    assert_eq!(
+        rendered_s3(at(list, &["Condition", "StringLike", "s3:prefix"])),
+        prefixes
+    );
+    // and it reads and creates objects only under those two prefixes, one action a statement
+    let read = by_sid(&statements, "ReadDataAndQuarantineObjects");
+    assert_eq!(strings_in(&read["Action"]), ["s3:GetObject"]);
+    assert_eq!(rendered_s3(&read["Resource"]), objects);
+    let put = by_sid(&statements, "PutDataAndQuarantineObjects");
+    assert_eq!(strings_in(&put["Action"]), ["s3:PutObject"]);
+    assert_eq!(rendered_s3(&put["Resource"]), objects);
+    assert_eq!(s3.len(), 3, "{s3:?}");
 }
 
 #[test]
@@ -190,24 +196,12 @@ fn every_other_permission_names_the_one_resource_it_needs() {
     let role = get_att_resource(at(properties(&t, FUNCTION), &["Role"]));
     let role_policies = at(properties(&t, role), &["Policies"]);
     let statements = statements_in(role_policies);
-    let by_sid = |sid: &str| -> &Value {
-        statements
-            .iter()
-            .find(|s| s.get("Sid").and_then(Value::as_str) == Some(sid))
-            .unwrap_or_else(|| panic!("no statement {sid}"))
-    };
-    let sids: BTreeSet<&str> = statements
-        .iter()
-        .map(|s| {
-            s.get("Sid")
-                .and_then(Value::as_str)
-                .expect("every statement has a Sid")
-        })
-        .collect();
     assert_eq!(
-        sids,
+        sids(&statements),
         BTreeSet::from([
             "WriteOwnLogs",
+            "ListDataAndQuarantineFolders",
+            "ReadDataAndQuarantineObjects",
             "PutDataAndQuarantineObjects",
             "ReadFernetKey",
             "SendFailedInvocations",
@@ -215,17 +209,17 @@ fn every_other_permission_names_the_one_resource_it_needs() {
         ])
     );
     // Then logs go only to its own log group and failures only to its own queue
-    let logs = by_sid("WriteOwnLogs");
+    let logs = by_sid(&statements, "WriteOwnLogs");
     assert_eq!(get_att_resource(&logs["Resource"]), "LogEtlLogGroup");
     assert_eq!(
         strings_in(&logs["Action"]),
         vec!["logs:CreateLogStream", "logs:PutLogEvents"]
     );
-    let queue = by_sid("SendFailedInvocations");
+    let queue = by_sid(&statements, "SendFailedInvocations");
     assert_eq!(get_att_resource(&queue["Resource"]), "DeadLetterQueue");
     assert_eq!(strings_in(&queue["Action"]), vec!["sqs:SendMessage"]);
     // and the key is read from the one secret: the stack's, or the one named by parameter
-    let secret = by_sid("ReadFernetKey");
+    let secret = by_sid(&statements, "ReadFernetKey");
     assert_eq!(
         strings_in(&secret["Action"]),
         vec!["secretsmanager:GetSecretValue"]
@@ -245,7 +239,7 @@ fn every_other_permission_names_the_one_resource_it_needs() {
         listed.contains(&"HasSecretKmsKey"),
         "KMS statement is not conditional"
     );
-    let kms = by_sid("DecryptFernetKey");
+    let kms = by_sid(&statements, "DecryptFernetKey");
     assert_eq!(strings_in(&kms["Action"]), vec!["kms:Decrypt"]);
     assert_eq!(ref_name(&kms["Resource"]), "SecretKmsKeyArn");
     assert!(
