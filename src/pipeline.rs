@@ -69,7 +69,7 @@ impl RunError {
             RunError::Fetch(_) => "FetchError",
             RunError::Response(_) => "ResponseError",
             RunError::Encode(_) | RunError::Spill(_) => "EncodeError",
-            RunError::Store(WriteError::Store(_)) => "StoreError",
+            RunError::Store(WriteError::Store(_) | WriteError::Unsettled { .. }) => "StoreError",
             RunError::Store(WriteError::Body { .. }) => "EncodeError",
         }
     }

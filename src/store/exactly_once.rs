@@ -23,6 +23,10 @@ use crate::batch::spool::SpoolPolicy;
 use crate::batch::{BatchOutput, EncodedObject, ObjectKind};
 use crate::record::hour::Stamp;
 
+/// Listings of a folder whose objects keep vanishing before a run gives up (a compaction merges
+/// an hour once; more than this means something else deletes there).
+const RELISTS: usize = 3;
+
 /// Lines of a new object compared at a time, in bytes: memory stays bounded however large the
 /// object (a larger object is compared, and written, in parts).
 pub const COMPARE_BYTES: usize = 8 << 20;
@@ -60,6 +64,8 @@ pub enum WriteError {
         #[source]
         source: io::Error,
     },
+    #[error("the objects under {folder} kept disappearing while they were read")]
+    Unsettled { folder: String },
 }
 
 /// What writing a batch did.
@@ -162,9 +168,8 @@ impl Writer<'_> {
             }
             let whole = std::mem::take(&mut first_part) && lines.peek().is_none();
             let started = Instant::now();
-            for key in self.existing_keys(&folders) {
-                self.strike_present(&key, &mut part, object.kind).await?;
-            }
+            self.strike_all_present(&folders, &mut part, object.kind)
+                .await?;
             self.report.existing_read_ms += started.elapsed().as_millis() as u64;
             let kept = part.keep.iter().filter(|k| **k).count() as u64;
             if whole && kept == object.records {
@@ -208,6 +213,41 @@ impl Writer<'_> {
             .iter()
             .flat_map(|folder| self.existing.get(folder).into_iter().flatten().cloned())
             .collect()
+    }
+
+    /// Marks the lines of `part` that the objects of `folders` already hold. An object gone
+    /// between the listing and the read was merged by a compaction, whose merged object exists
+    /// before its inputs are deleted: the folders are listed again and the new objects read too.
+    async fn strike_all_present(
+        &mut self,
+        folders: &[String],
+        part: &mut Part,
+        kind: ObjectKind,
+    ) -> Result<(), WriteError> {
+        let mut read: Vec<String> = Vec::new();
+        for _ in 0..RELISTS {
+            let mut gone = false;
+            for key in self.existing_keys(folders) {
+                if read.contains(&key) {
+                    continue;
+                }
+                match self.strike_present(&key, part, kind).await {
+                    Err(WriteError::Store(e)) if e.is_not_found() => gone = true,
+                    other => other?,
+                }
+                read.push(key);
+            }
+            if !gone {
+                return Ok(());
+            }
+            for folder in folders {
+                self.existing.remove(folder);
+                self.list_once(folder).await?;
+            }
+        }
+        Err(WriteError::Unsettled {
+            folder: folders[0].clone(),
+        })
     }
 
     /// Marks the lines of `part` that the object `key` already holds.
@@ -419,6 +459,50 @@ mod tests {
         assert_eq!(part.strike(br#"{"a":1}"#, data()), 1);
         part.add(br#"{"a":1}"#.to_vec(), data(), &mut report);
         assert_eq!(report.duplicates_dropped, 1);
+    }
+
+    #[tokio::test]
+    async fn an_object_merged_away_between_listing_and_reading_is_found_in_the_merged_one() {
+        // Given an hour listed as holding an object that a compaction has since merged away:
+        // only the merged object, holding the record, is still there
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::Folder(crate::store::FolderStore::new(dir.path()));
+        let layout = ObjectLayout::new(
+            "data",
+            "quarantine",
+            crate::batch::layout::PartitionStyle::Flat,
+        )
+        .unwrap();
+        let mut merged = ObjectWriter::new(6, &SpoolPolicy::in_memory());
+        merged.write_line(br#"{"a":1}"#).unwrap();
+        let body = merged.finish().unwrap().body.to_vec().unwrap();
+        std::fs::create_dir_all(dir.path().join("data/h")).unwrap();
+        std::fs::write(dir.path().join("data/h/merged.json.gz"), body).unwrap();
+        let settings = WriteSettings {
+            layout,
+            encoding: ObjectEncoding::GzipNdjson,
+            gzip_level: 6,
+            spool: SpoolPolicy::in_memory(),
+        };
+        let mut writer = Writer {
+            store: &store,
+            settings: &settings,
+            existing: HashMap::from([(
+                "data/h/".to_owned(),
+                vec!["data/h/gone.json.gz".to_owned()],
+            )]),
+            report: WriteReport::default(),
+        };
+        // When the record is compared with what the hour holds
+        let mut part = Part::new();
+        part.add(br#"{"a":1}"#.to_vec(), data(), &mut writer.report);
+        writer
+            .strike_all_present(&["data/h/".to_owned()], &mut part, data())
+            .await
+            .unwrap();
+        // Then the folder was listed again and the record found present
+        assert_eq!(part.keep, [false]);
+        assert_eq!(writer.report.lists, 1);
     }
 
     #[test]

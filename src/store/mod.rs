@@ -32,6 +32,19 @@ pub enum StoreError {
     S3(#[from] S3Error),
 }
 
+impl StoreError {
+    /// Whether the object asked for does not exist (for instance, compaction merged it away).
+    pub fn is_not_found(&self) -> bool {
+        match self {
+            StoreError::Folder(FolderStoreError::Io { source, .. }) => {
+                source.kind() == std::io::ErrorKind::NotFound
+            }
+            StoreError::S3(S3Error::NotFound { .. }) => true,
+            _ => false,
+        }
+    }
+}
+
 /// A folder standing in for the bucket, or the bucket.
 #[derive(Debug, Clone)]
 pub enum Store {

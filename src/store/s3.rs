@@ -34,6 +34,8 @@ pub enum S3Error {
         key: String,
         detail: String,
     },
+    #[error("s3://{bucket}/{key} does not exist (any more)")]
+    NotFound { bucket: String, key: String },
 }
 
 /// Writes objects to one bucket.
@@ -186,7 +188,13 @@ impl S3Store {
             .key(key)
             .send()
             .await
-            .map_err(|err| read_err("GetObject", DisplayErrorContext(&err).to_string()))?;
+            .map_err(|err| match err.as_service_error() {
+                Some(e) if e.is_no_such_key() => S3Error::NotFound {
+                    bucket: self.bucket.clone(),
+                    key: key.to_owned(),
+                },
+                _ => read_err("GetObject", DisplayErrorContext(&err).to_string()),
+            })?;
         let mut body = Spool::new(spool);
         while let Some(chunk) = output
             .body
