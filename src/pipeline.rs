@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::aws::secrets::{self, SecretError, SecretKeys};
+use crate::aws::{SecretError, SecretKeys, secrets_client};
 use crate::batch::response::{self, ResponseError, ResponseLimits};
 use crate::batch::spool::{self, SpoolPolicy};
 use crate::batch::{Batch, BatchOutput, BatchSettings, parallel};
@@ -138,7 +138,7 @@ impl Pipeline {
                 KeyRing::parse(material.expose()).map_err(RunError::Key)?,
             )),
             KeySource::SecretsManager { secret_id, ttl } => Keys::Secret(SecretKeys::new(
-                secrets::client(sdk.expect("an SDK configuration is given when a secret is used")),
+                secrets_client(sdk.expect("an SDK configuration is given when a secret is used")),
                 secret_id.clone(),
                 *ttl,
             )),

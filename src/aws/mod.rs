@@ -3,7 +3,10 @@
 //! `AWS_ENDPOINT_URL` pointing every client at a local emulator. The Fernet key from Secrets
 //! Manager is in [`secrets`]; S3 is the store's ([`crate::store::s3`]).
 
-pub mod secrets;
+mod secrets;
+
+pub use secrets::SecretError;
+pub(crate) use secrets::{SecretKeys, client as secrets_client};
 
 use aws_config::retry::RetryConfig;
 use aws_config::{BehaviorVersion, ConfigLoader, Region, SdkConfig};

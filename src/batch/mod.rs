@@ -14,8 +14,10 @@
 pub mod encode;
 pub mod layout;
 pub(crate) mod parallel;
-pub mod response;
+pub(crate) mod response;
 pub mod spool;
+
+pub use response::ResponseError;
 
 use std::collections::HashSet;
 use std::hash::{BuildHasherDefault, Hasher};

@@ -50,7 +50,8 @@ pub struct ResponseLimits {
 }
 
 impl ResponseLimits {
-    /// No limit (tests).
+    /// No limit.
+    #[cfg(test)]
     pub fn none() -> Self {
         Self {
             max_element: usize::MAX,

@@ -2,6 +2,7 @@
 //! retry policy of the crate ([`backoff`], also used by S3's conflict retries).
 
 pub(crate) mod backoff;
-pub mod fetch;
+mod fetch;
 
-pub use fetch::{FetchError, Fetcher};
+pub(crate) use fetch::Fetcher;
+pub use fetch::{AttemptError, FetchError, SafeUrl};

@@ -3,7 +3,7 @@
 //! written once each, whatever batches they arrive in ([`exactly_once`]).
 
 pub mod exactly_once;
-pub mod folder;
+mod folder;
 pub mod s3;
 
 use std::io::Read;
