@@ -4,8 +4,9 @@ about log-etl (bench/compare.py is the log-etl benchmark that uses it).
   Launcher     runs a child to its end and measures it: wall time from spawn to exit, its own
                peak RSS, what it printed on stdout (Measured); kills it, with what it started,
                after a timeout
-  servers      free_port, start_server, wait_for_port, log_tail, stop: a server child started for
-               the length of a benchmark and stopped at its end
+  figures      spread: the best, median and worst of several runs
+  servers      free_port, start_server, serve_folder, wait_for_port, log_tail, stop: a server
+               child started for the length of a benchmark and stopped at its end
   machine      cpu_model, mem_total_gib, load_average, git_revision, built_at, command_output:
                what the figures were measured on
   text         section, say, table, fmt_int, fmt_ratio, target_note: the printed report
@@ -42,11 +43,14 @@ class BenchError(Exception):
 
 @dataclass
 class Measured:
-    """One child process: wall time from spawn to exit, its own peak RSS, what it printed."""
+    """One child process: wall time from spawn to exit, its own peak RSS, what it printed on
+    stdout (unless sent elsewhere), its exit code and the end of its stderr."""
 
     wall_s: float
     peak_rss_kib: int
     stdout: str
+    returncode: int = 0
+    stderr_tail: str = ""
 
     @property
     def peak_rss_mib(self):
@@ -83,9 +87,14 @@ class Launcher:
             text += " (a floor inherited from this process: RSS figures are at least that)"
         return text
 
-    def run(self, argv, env, label, timeout_s=600.0, check=True) -> Measured:
-        """Runs `argv` to its end (killed, with what it started, after `timeout_s`)."""
-        fd_out, out_path = tempfile.mkstemp(dir=self.scratch, prefix="stdout-")
+    def run(self, argv, env, label, timeout_s=600.0, check=True, stdout_to=None) -> Measured:
+        """Runs `argv` to its end (killed, with what it started, after `timeout_s`). A failure
+        raises BenchError unless `check` is false. Its stdout goes to the file `stdout_to` when
+        given (os.devnull: discarded), else it is captured (its first MiB)."""
+        if stdout_to is not None:
+            fd_out, out_path = os.open(stdout_to, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), None
+        else:
+            fd_out, out_path = tempfile.mkstemp(dir=self.scratch, prefix="stdout-")
         fd_err, err_path = tempfile.mkstemp(dir=self.scratch, prefix="stderr-")
         fd_time, time_path = tempfile.mkstemp(dir=self.scratch, prefix="time-")
         os.close(fd_time)
@@ -93,21 +102,26 @@ class Launcher:
         try:
             wall, status, usage = self._spawn_and_wait(cmd, env, fd_out, fd_err, timeout_s)
             returncode = os.waitstatus_to_exitcode(status)
-            os.lseek(fd_out, 0, os.SEEK_SET)
-            stdout = os.read(fd_out, 1 << 20).decode("utf-8", "replace")
+            stdout = ""
+            if out_path is not None:
+                os.lseek(fd_out, 0, os.SEEK_SET)
+                stdout = os.read(fd_out, 1 << 20).decode("utf-8", "replace")
             if check and returncode != 0:
                 raise BenchError(_failure(label, fd_err, wall, timeout_s, returncode))
             if self.gnu_time:
-                # GNU time writes "Command exited with non-zero status N" first when it fails.
-                peak = int(Path(time_path).read_text().split()[-1])
+                # GNU time writes "Command exited with non-zero status N" first when it fails,
+                # and nothing when it is killed (a timeout, check=False): 0 then.
+                words = Path(time_path).read_text().split()
+                peak = int(words[-1]) if words else 0
             else:
                 peak = usage.ru_maxrss
-            return Measured(wall, peak, stdout)
+            return Measured(wall, peak, stdout, returncode, _tail(fd_err))
         finally:
             os.close(fd_out)
             os.close(fd_err)
             for path in (out_path, err_path, time_path):
-                Path(path).unlink(missing_ok=True)
+                if path is not None:
+                    Path(path).unlink(missing_ok=True)
 
     def _spawn_and_wait(self, cmd, env, fd_out, fd_err, timeout_s):
         """Wall time, wait status and rusage of `cmd`, run to its end or killed at `timeout_s`."""
@@ -129,11 +143,16 @@ class Launcher:
         return time.perf_counter() - start, status, usage
 
 
-def _failure(label, fd_err, wall, timeout_s, returncode):
-    """The error for a child that failed: how it ended and the tail of its stderr."""
+def _tail(fd_err, lines=15):
+    """The last `lines` lines of the stderr file `fd_err`, joined and indented."""
     os.lseek(fd_err, 0, os.SEEK_SET)
     stderr = os.read(fd_err, 1 << 20).decode("utf-8", "replace")
-    tail = "\n    ".join(stderr.strip().splitlines()[-15:]) or "(no output)"
+    return "\n    ".join(stderr.strip().splitlines()[-lines:])
+
+
+def _failure(label, fd_err, wall, timeout_s, returncode):
+    """The error for a child that failed: how it ended and the tail of its stderr."""
+    tail = _tail(fd_err) or "(no output)"
     why = (f"was stopped after {timeout_s:.0f} s" if wall >= timeout_s
            else f"exited with status {returncode}")
     return f"{label} {why}:\n    {tail}"
@@ -154,6 +173,25 @@ def _is_gnu_time():
     return "GNU" in out.stdout + out.stderr
 
 
+# --- Figures -----------------------------------------------------------------------------------
+
+@dataclass
+class Spread:
+    """The best, median and worst of several figures (lower is better), and how many."""
+
+    best: float
+    median: float
+    worst: float
+    n: int
+
+
+def spread(values):
+    values = sorted(values)
+    if not values:
+        raise BenchError("no runs to sum up")
+    return Spread(values[0], statistics.median(values), values[-1], len(values))
+
+
 # --- Servers -----------------------------------------------------------------------------------
 
 def free_port():
@@ -167,6 +205,13 @@ def start_server(argv, log: Path, env):
     with open(log, "wb") as out:
         return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out,
                                 stderr=subprocess.STDOUT, env=env)
+
+
+def serve_folder(folder: Path, port, log: Path, env):
+    """Python's threaded static file server (http.server) on 127.0.0.1:`port`, serving the files
+    of `folder` at /<name> with their length; stopped by `stop`."""
+    return start_server([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1",
+                         "--directory", str(folder)], log, env)
 
 
 def wait_for_port(port, child, name, log: Path, seconds=30.0):
