@@ -13,6 +13,7 @@ use std::collections::HashMap;
 use std::io;
 use std::time::Instant;
 
+use futures_util::stream::{self, StreamExt};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
@@ -26,6 +27,9 @@ use crate::record::hour::Stamp;
 /// Listings of a folder whose objects keep vanishing before a run gives up (a compaction merges
 /// an hour once; more than this means something else deletes there).
 const RELISTS: usize = 3;
+
+/// Objects of an hour downloaded ahead while one is compared.
+const READ_AHEAD: usize = 8;
 
 /// Lines of a new object compared at a time, in bytes: memory stays bounded however large the
 /// object (a larger object is compared, and written, in parts).
@@ -226,16 +230,25 @@ impl Writer<'_> {
     ) -> Result<(), WriteError> {
         let mut read: Vec<String> = Vec::new();
         for _ in 0..RELISTS {
+            let keys: Vec<String> = self
+                .existing_keys(folders)
+                .into_iter()
+                .filter(|key| !read.contains(key))
+                .collect();
+            // The next few objects download while one is compared: an hour's objects are many
+            // small requests, and waiting for each in turn was most of a pass.
+            let (store, spool) = (self.store, &self.settings.spool);
+            let mut downloads = stream::iter(&keys)
+                .map(|key| async move { (key, store.open(key, spool).await) })
+                .buffered(READ_AHEAD);
             let mut gone = false;
-            for key in self.existing_keys(folders) {
-                if read.contains(&key) {
-                    continue;
+            while let Some((key, opened)) = downloads.next().await {
+                match opened {
+                    Ok(reader) => self.strike_present(key, reader, part, kind),
+                    Err(e) if e.is_not_found() => gone = true,
+                    Err(e) => return Err(e.into()),
                 }
-                match self.strike_present(&key, part, kind).await {
-                    Err(WriteError::Store(e)) if e.is_not_found() => gone = true,
-                    other => other?,
-                }
-                read.push(key);
+                read.push(key.clone());
             }
             if !gone {
                 return Ok(());
@@ -250,15 +263,15 @@ impl Writer<'_> {
         })
     }
 
-    /// Marks the lines of `part` that the object `key` already holds.
-    async fn strike_present(
+    /// Marks the lines of `part` that the object `key`, read by `reader`, already holds.
+    fn strike_present(
         &mut self,
         key: &str,
+        reader: impl std::io::Read,
         part: &mut Part,
         kind: ObjectKind,
-    ) -> Result<(), WriteError> {
+    ) {
         self.report.objects_read += 1;
-        let reader = self.store.open(key, &self.settings.spool).await?;
         for line in encode::lines(reader) {
             let line = match line {
                 Ok(line) => line,
@@ -266,20 +279,15 @@ impl Writer<'_> {
                     // An object that cannot be read cannot say it holds a record: the records
                     // land again rather than being lost, and compaction keeps them once.
                     tracing::warn!(key, error = %err, "an existing object could not be read; its records are not counted as present");
-                    return Ok(());
+                    return;
                 }
             };
             let struck = part.strike(&line, kind);
-            if struck > 0 {
-                match kind {
-                    ObjectKind::Data { .. } => self.report.records_already_present += struck,
-                    ObjectKind::Quarantine { .. } => {
-                        self.report.quarantined_already_present += struck
-                    }
-                }
+            match kind {
+                ObjectKind::Data { .. } => self.report.records_already_present += struck,
+                ObjectKind::Quarantine { .. } => self.report.quarantined_already_present += struck,
             }
         }
-        Ok(())
     }
 
     /// A new object of the lines of `part` still to be written, named by its content.
