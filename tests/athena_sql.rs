@@ -404,31 +404,26 @@ fn assert_landed_all(landed: &Landed) {
     assert_eq!(landed.summary["records_quarantined"], 0);
 }
 
-#[test]
-fn the_restore_view_gives_back_every_record_of_a_mixed_batch() {
-    // Given a mixed batch landed by the command line, flat folders
-    let landed = Landed::process(mixed_batch(Utc::now()), PartitionStyle::Flat);
+/// A mixed batch landed by the command line in `style` folders, queried through the template's
+/// table, view and requests-per-method query: every object is in a projected hour, the view gives
+/// each original record back, and the query counts the last day's requests per method and hour.
+fn assert_the_sql_gives_back_a_mixed_batch(style: PartitionStyle) {
+    let landed = Landed::process(mixed_batch(Utc::now()), style);
     assert_landed_all(&landed);
-    // When the template's table, view and requests-per-method query run over its objects
     let result = landed.query(Path::new(TEMPLATE));
-    // Then every object is in a projected hour, and the view gives each original record back
     assert_eq!(result["invisible"], json!([]));
     compare_view(&landed, &result).unwrap_or_else(|e| panic!("{e}"));
-    // and the query counts the last day's requests per method and hour
     compare_requests_per_method(&landed, &result).unwrap_or_else(|e| panic!("{e}"));
 }
 
 #[test]
+fn the_restore_view_gives_back_every_record_of_a_mixed_batch() {
+    assert_the_sql_gives_back_a_mixed_batch(PartitionStyle::Flat);
+}
+
+#[test]
 fn the_restore_view_reads_the_hive_layout_too() {
-    // Given the same kind of batch in Hive-style folders
-    let landed = Landed::process(mixed_batch(Utc::now()), PartitionStyle::Hive);
-    assert_landed_all(&landed);
-    // When the SQL runs with the template's Hive projection
-    let result = landed.query(Path::new(TEMPLATE));
-    // Then every folder is projected and the rows are the records
-    assert_eq!(result["invisible"], json!([]));
-    compare_view(&landed, &result).unwrap_or_else(|e| panic!("{e}"));
-    compare_requests_per_method(&landed, &result).unwrap_or_else(|e| panic!("{e}"));
+    assert_the_sql_gives_back_a_mixed_batch(PartitionStyle::Hive);
 }
 
 #[test]
