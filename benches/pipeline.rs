@@ -15,8 +15,9 @@ use flate2::Compression;
 use flate2::write::GzEncoder;
 use log_etl::batch::encode::DEFAULT_GZIP_LEVEL;
 use log_etl::batch::layout::{ObjectLayout, PartitionStyle};
-use log_etl::batch::{BatchSettings, encode_batch};
+use log_etl::batch::{BatchSettings, ObjectSettings, encode_batch};
 use log_etl::local::synth::{Synth, SynthOptions, response_body};
+use log_etl::record::RecordLimits;
 use log_etl::record::fernet::{KeyRing, generate_key};
 use log_etl::record::fields;
 use log_etl::record::payload::parse_payload;
@@ -45,8 +46,11 @@ fn main() {
     // --- The whole pure pipeline at each gzip level ---------------------------------------
     let mut by_level = Vec::new();
     for level in 1..=9u32 {
-        let mut settings = BatchSettings::new(layout.clone());
-        settings.gzip_level = level;
+        let objects = ObjectSettings {
+            level,
+            ..ObjectSettings::new(layout.clone())
+        };
+        let settings = BatchSettings::new(objects, RecordLimits::default());
         let (elapsed, out_bytes) = best_of(3, || {
             let out = encode_batch(&records, &keys, &settings, run_time).unwrap();
             assert_eq!(out.stats.records_placed as usize, count);
@@ -93,7 +97,7 @@ fn main() {
         .map(|p| parse_payload(p, ParseLimits::default()).unwrap())
         .collect();
     let mut compacted = parsed.clone();
-    compacted.iter_mut().for_each(fields::compact);
+    compacted.iter_mut().for_each(fields::shorten);
     let lines: Vec<Vec<u8>> = compacted
         .iter()
         .map(|r| serde_json::to_vec(r).unwrap())
@@ -129,7 +133,7 @@ fn main() {
             for _ in 0..3 {
                 let mut batch = parsed.clone();
                 let started = Instant::now();
-                batch.iter_mut().for_each(fields::compact);
+                batch.iter_mut().for_each(fields::shorten);
                 fastest = fastest.min(started.elapsed());
                 black_box(batch);
             }

@@ -23,13 +23,11 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::batch::encode::{self, ObjectEncoding, ObjectWriter};
-use crate::batch::spool::{self, SpoolPolicy};
-use crate::batch::{EncodedObject, ObjectKind};
-use crate::config::Config;
+use crate::batch::encode;
+use crate::batch::spool;
+use crate::batch::{EncodeError, EncodedObject, ObjectBuilder, ObjectKind, ObjectSettings};
 use crate::record;
-use crate::record::hour::{HourKey, Stamp};
-use crate::store::exactly_once::WriteSettings;
+use crate::record::hour::{Hour, Stamp};
 use crate::store::{PutOutcome, Store, StoreError};
 
 /// Bytes of lines sorted in memory at a time; an hour larger than this is sorted in runs that
@@ -46,7 +44,7 @@ pub struct CompactOptions {
     pub now: DateTime<Utc>,
     pub closed_after: Duration,
     /// Only hours in this range, both ends included; `None`: every hour under the data prefix.
-    pub hours: Option<(HourKey, HourKey)>,
+    pub hours: Option<(Hour, Hour)>,
     /// No hour is started after this; the hours left are counted for the next run.
     pub deadline: Option<Instant>,
 }
@@ -88,51 +86,38 @@ pub enum CompactError {
         #[source]
         source: io::Error,
     },
-    #[error("sorting or encoding the records of hour {hour} failed")]
-    Merge {
-        hour: HourKey,
+    #[error("sorting the records of hour {hour} failed")]
+    Sort {
+        hour: Hour,
         #[source]
         source: io::Error,
     },
-    #[error("the temporary folder for object bodies could not be made")]
-    Spill(#[source] io::Error),
+    #[error(transparent)]
+    Encode(#[from] EncodeError),
 }
 
 impl CompactError {
-    /// The failed stage, as a Lambda error type.
+    /// The type of the error that failed the run, as a Lambda error type.
     pub fn error_type(&self) -> &'static str {
         match self {
             CompactError::Store(_) | CompactError::Read { .. } => "StoreError",
-            CompactError::Merge { .. } | CompactError::Spill(_) => "EncodeError",
+            CompactError::Sort { .. } => "SortError",
+            CompactError::Encode(_) => "EncodeError",
         }
     }
 }
 
-/// A compaction run as the command and the function make it: the layout and gzip level from
-/// `config`, bodies and sorted runs in a private temporary folder under `spill_parent`.
+/// Merges every closed hour (of `options.hours`) that holds more than one object, as the
+/// command and the function run it: objects named and encoded by `settings`, bodies and sorted
+/// runs in a private temporary folder beside the store's objects (or in the system's).
 pub async fn run(
     store: &Store,
-    config: &Config,
-    options: &CompactOptions,
-    spill_parent: &std::path::Path,
-) -> Result<CompactSummary, CompactError> {
-    let spill = spool::spill_dir(spill_parent).map_err(CompactError::Spill)?;
-    let settings = WriteSettings {
-        layout: config.layout.clone(),
-        encoding: ObjectEncoding::GzipNdjson,
-        gzip_level: config.gzip_level,
-        spool: SpoolPolicy::spill_to(spill.path().to_owned(), 256 << 10),
-    };
-    compact_closed_hours(store, &settings, options).await
-}
-
-/// Merges every closed hour (of `options.hours`) that holds more than one object.
-pub async fn compact_closed_hours(
-    store: &Store,
-    settings: &WriteSettings,
+    settings: &ObjectSettings,
     options: &CompactOptions,
 ) -> Result<CompactSummary, CompactError> {
     let started = Instant::now();
+    let spill = spool::spill_dir(&store.spill_parent()).map_err(EncodeError::SpillFolder)?;
+    let settings = &settings.spilling_into(spill.path());
     let mut summary = CompactSummary::default();
     let hours = closed_hours(store, settings, options).await?;
     for (hour, inputs) in hours {
@@ -149,9 +134,9 @@ pub async fn compact_closed_hours(
 /// The closed hours with more than one object, each with the objects listed now (its inputs).
 async fn closed_hours(
     store: &Store,
-    settings: &WriteSettings,
+    settings: &ObjectSettings,
     options: &CompactOptions,
-) -> Result<BTreeMap<HourKey, Vec<String>>, StoreError> {
+) -> Result<BTreeMap<Hour, Vec<String>>, StoreError> {
     let layout = &settings.layout;
     let keys = match options.hours {
         Some((from, to)) if hours_between(from, to) <= LIST_HOUR_BY_HOUR => {
@@ -169,7 +154,7 @@ async fn closed_hours(
         }
         _ => store.list(&format!("{}/", layout.data_prefix())).await?,
     };
-    let mut by_hour: BTreeMap<HourKey, Vec<String>> = BTreeMap::new();
+    let mut by_hour: BTreeMap<Hour, Vec<String>> = BTreeMap::new();
     for key in keys {
         let Some(hour) = layout.hour_of_data_key(&key) else {
             continue;
@@ -190,19 +175,19 @@ async fn closed_hours(
     Ok(by_hour)
 }
 
-fn hours_between(from: HourKey, to: HourKey) -> u32 {
+fn hours_between(from: Hour, to: Hour) -> u32 {
     ((to.start() - from.start()).num_hours().max(0) as u64).min(u32::MAX as u64) as u32
 }
 
 /// Merges the `inputs` of `hour` into one object, then deletes them.
 async fn compact_hour(
     store: &Store,
-    settings: &WriteSettings,
-    hour: HourKey,
+    settings: &ObjectSettings,
+    hour: Hour,
     inputs: &[String],
     summary: &mut CompactSummary,
 ) -> Result<(), CompactError> {
-    let merge_err = |source| CompactError::Merge { hour, source };
+    let sort_err = |source| CompactError::Sort { hour, source };
     let mut sorter = Sorter::new(settings.spool.dir.clone(), RUN_BYTES);
     for key in inputs {
         let read_err = |source| CompactError::Read {
@@ -211,12 +196,12 @@ async fn compact_hour(
         };
         let mut reader = Counted::new(store.open(key, &settings.spool).await?);
         for line in encode::lines(&mut reader) {
-            sorter.add(line.map_err(read_err)?).map_err(merge_err)?;
+            sorter.add(line.map_err(read_err)?).map_err(sort_err)?;
         }
         summary.objects_read += 1;
         summary.bytes_in += reader.count;
     }
-    let merged = sorter.finish(settings, hour).map_err(merge_err)?;
+    let merged = sorter.finish(settings, hour)?;
     summary.duplicates_dropped += merged.duplicates;
     match store.put_once(&merged.object).await? {
         PutOutcome::Written => summary.objects_written += 1,
@@ -330,56 +315,41 @@ impl Sorter {
     }
 
     /// The merged object: every run merged in order, each line once.
-    fn finish(mut self, settings: &WriteSettings, hour: HourKey) -> io::Result<Merged> {
+    fn finish(mut self, settings: &ObjectSettings, hour: Hour) -> Result<Merged, CompactError> {
+        let sort_err = |source| CompactError::Sort { hour, source };
         let mut runs: Vec<Box<dyn Iterator<Item = io::Result<Keyed>>>> = Vec::new();
         let last_run = self.sorted_run();
         runs.push(Box::new(last_run.into_iter().map(Ok)));
         for path in &self.spilled {
+            let file = File::open(path).map_err(sort_err)?;
             runs.push(Box::new(SpilledRun {
-                reader: BufReader::with_capacity(1 << 16, File::open(path)?),
+                reader: BufReader::with_capacity(1 << 16, file),
             }));
         }
         let mut heads = BinaryHeap::new();
         for (i, run) in runs.iter_mut().enumerate() {
             if let Some(first) = run.next() {
-                heads.push(Reverse((first?, i)));
+                heads.push(Reverse((first.map_err(sort_err)?, i)));
             }
         }
-        let mut writer = ObjectWriter::new(settings.gzip_level, &settings.spool);
+        let mut builder = ObjectBuilder::new(ObjectKind::Data { hour }, settings);
         let mut previous: Option<Keyed> = None;
-        let (mut first, mut last) = (None, Stamp::default());
         while let Some(Reverse((keyed, i))) = heads.pop() {
             if let Some(next) = runs[i].next() {
-                heads.push(Reverse((next?, i)));
+                heads.push(Reverse((next.map_err(sort_err)?, i)));
             }
             if previous.as_ref() == Some(&keyed) {
                 self.duplicates += 1;
                 continue;
             }
-            writer.write_line(&keyed.1)?;
-            let stamp = stamp_of(&keyed.1);
-            first.get_or_insert(stamp);
-            last = stamp;
+            builder.push(&keyed.1, stamp_at(keyed.0))?;
             previous = Some(keyed);
         }
-        let encoded = writer.finish()?;
-        let key = settings.layout.data_key(
-            hour,
-            first.unwrap_or_default(),
-            last,
-            &encoded.digest,
-            settings.encoding,
-        );
+        let object = builder
+            .finish(settings)?
+            .expect("an hour with more than one object holds a line");
         Ok(Merged {
-            object: EncodedObject {
-                key,
-                kind: ObjectKind::Data { hour },
-                encoding: settings.encoding,
-                body: encoded.body,
-                records: encoded.lines,
-                uncompressed: encoded.uncompressed,
-                distinct: true,
-            },
+            object,
             duplicates: self.duplicates,
         })
     }
@@ -411,13 +381,14 @@ impl Iterator for SpilledRun {
     }
 }
 
-/// The instant of a compact line's record, in milliseconds (`i64::MIN` if it has none).
+/// The instant of a landed line's record, in milliseconds (`i64::MIN` if it has none).
 fn instant_millis(line: &[u8]) -> i64 {
     record::line_instant(line).map_or(i64::MIN, |t| t.timestamp_millis())
 }
 
-fn stamp_of(line: &[u8]) -> Stamp {
-    record::line_instant(line).map_or_else(Stamp::default, Stamp::of)
+/// The stamp of a line sorted at `millis` (its record's instant, as [`instant_millis`] read it).
+fn stamp_at(millis: i64) -> Stamp {
+    DateTime::from_timestamp_millis(millis).map_or_else(Stamp::default, Stamp::of)
 }
 
 #[cfg(test)]
@@ -425,15 +396,13 @@ mod tests {
     use super::*;
     use crate::batch::layout::{ObjectLayout, PartitionStyle};
 
-    fn settings(dir: Option<PathBuf>) -> WriteSettings {
-        WriteSettings {
-            layout: ObjectLayout::new("data", "quarantine", PartitionStyle::Flat).unwrap(),
-            encoding: ObjectEncoding::GzipNdjson,
-            gzip_level: 6,
-            spool: match dir {
-                Some(dir) => SpoolPolicy::spill_to(dir, 256 << 10),
-                None => SpoolPolicy::in_memory(),
-            },
+    fn settings(dir: Option<PathBuf>) -> ObjectSettings {
+        let settings = ObjectSettings::new(
+            ObjectLayout::new("data", "quarantine", PartitionStyle::Flat).unwrap(),
+        );
+        match dir {
+            Some(dir) => settings.spilling_into(&dir),
+            None => settings,
         }
     }
 
@@ -455,7 +424,7 @@ mod tests {
             sorter.add(l).unwrap();
         }
         // When they are merged
-        let hour = HourKey::of(Utc::now());
+        let hour = Hour::of(Utc::now());
         let merged = sorter.finish(&settings(None), hour).unwrap();
         // Then they are in order, the duplicate dropped and counted
         let expected: Vec<String> = [line(1, 9), line(3, 3), line(5, 1), line(5, 2)]
@@ -476,7 +445,7 @@ mod tests {
         // Given more lines than one run holds, in reverse order and twice each
         let dir = tempfile::tempdir().unwrap();
         let many: Vec<Vec<u8>> = (0..6_000u32).rev().map(|n| line(n % 1000, n)).collect();
-        let hour = HourKey::of(Utc::now());
+        let hour = Hour::of(Utc::now());
         let mut spilling = Sorter::new(Some(dir.path().to_owned()), 64 << 10);
         let mut in_memory = Sorter::new(None, 64 << 10);
         for l in many.iter().chain(&many) {

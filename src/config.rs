@@ -7,6 +7,8 @@
 use std::fmt;
 use std::time::Duration;
 
+use crate::batch::ObjectSettings;
+use crate::batch::encode::ObjectEncoding;
 use crate::batch::layout::{LayoutError, ObjectLayout, PartitionStyle};
 use crate::record::RecordLimits;
 use crate::record::pyrepr::ParseLimits;
@@ -307,7 +309,7 @@ impl fmt::Debug for Secret {
 
 /// Where the Fernet key(s) come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum KeySource {
+pub enum FernetKeySource {
     /// `FERNET_KEY`: given directly (local runs, tests); wins over the secret.
     Direct(Secret),
     /// `FERNET_SECRET_ID`: read from Secrets Manager, re-read after `ttl`.
@@ -336,9 +338,10 @@ pub struct Config {
     /// `LOG_API_URL`; may carry a credential, so it is never printed (see [`Secret`]).
     pub api_url: Option<Secret>,
     pub bucket: Option<String>,
-    pub layout: ObjectLayout,
-    pub key_source: Option<KeySource>,
-    pub gzip_level: u32,
+    /// How objects are named and encoded (`KEY_PREFIX`, `QUARANTINE_PREFIX`, `PARTITION_STYLE`,
+    /// `GZIP_LEVEL`).
+    pub objects: ObjectSettings,
+    pub key_source: Option<FernetKeySource>,
     pub fetch: FetchSettings,
     pub put_max_attempts: u32,
     pub limits: RecordLimits,
@@ -388,8 +391,8 @@ impl Config {
         )?;
 
         let key_source = match (env.get(var::FERNET_KEY), env.get(var::FERNET_SECRET_ID)) {
-            (Some(key), _) => Some(KeySource::Direct(Secret::new(key))),
-            (None, Some(secret_id)) => Some(KeySource::SecretsManager {
+            (Some(key), _) => Some(FernetKeySource::Direct(Secret::new(key))),
+            (None, Some(secret_id)) => Some(FernetKeySource::SecretsManager {
                 secret_id,
                 ttl: Duration::from_secs(env.number(var::KEY_CACHE_TTL_SECONDS)?),
             }),
@@ -409,9 +412,12 @@ impl Config {
         Ok(Self {
             api_url: api_url.map(Secret::new),
             bucket: env.get(var::BUCKET_NAME),
-            layout,
+            objects: ObjectSettings {
+                encoding: ObjectEncoding::GzipNdjson,
+                level: env.number(var::GZIP_LEVEL)? as u32,
+                ..ObjectSettings::new(layout)
+            },
             key_source,
-            gzip_level: env.number(var::GZIP_LEVEL)? as u32,
             fetch: FetchSettings {
                 start_delay: Duration::from_millis(env.number(var::START_DELAY_MS)?),
                 timeout: Duration::from_millis(env.number(var::FETCH_TIMEOUT_MS)?),
@@ -465,7 +471,7 @@ impl Config {
     }
 
     /// The key source, or the error naming both variables.
-    pub fn require_key_source(&self) -> Result<&KeySource, ConfigError> {
+    pub fn require_key_source(&self) -> Result<&FernetKeySource, ConfigError> {
         self.key_source.as_ref().ok_or(ConfigError::NoKeySource)
     }
 }
@@ -539,10 +545,10 @@ mod tests {
     #[test]
     fn defaults_apply_when_nothing_is_set() {
         let c = config(&[]).unwrap();
-        assert_eq!(c.layout.data_prefix(), "data");
-        assert_eq!(c.layout.quarantine_prefix(), "quarantine");
-        assert_eq!(c.layout.style(), PartitionStyle::Flat);
-        assert_eq!(c.gzip_level, DEFAULT_GZIP_LEVEL);
+        assert_eq!(c.objects.layout.data_prefix(), "data");
+        assert_eq!(c.objects.layout.quarantine_prefix(), "quarantine");
+        assert_eq!(c.objects.layout.style(), PartitionStyle::Flat);
+        assert_eq!(c.objects.level, DEFAULT_GZIP_LEVEL);
         assert_eq!(c.fetch.max_attempts, 4);
         assert_eq!(c.key_source, None);
         assert_eq!(c.require_bucket(), Err(ConfigError::Missing("BUCKET_NAME")));
@@ -554,7 +560,7 @@ mod tests {
         let c = config(&[("FERNET_KEY", "k3y"), ("FERNET_SECRET_ID", "arn:secret")]).unwrap();
         assert_eq!(
             c.key_source,
-            Some(KeySource::Direct(Secret::new("k3y".into())))
+            Some(FernetKeySource::Direct(Secret::new("k3y".into())))
         );
         assert!(!format!("{c:?}").contains("k3y"));
         let c = config(&[
@@ -564,7 +570,7 @@ mod tests {
         .unwrap();
         assert_eq!(
             c.key_source,
-            Some(KeySource::SecretsManager {
+            Some(FernetKeySource::SecretsManager {
                 secret_id: "arn:secret".into(),
                 ttl: Duration::from_secs(60)
             })

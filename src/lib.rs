@@ -4,16 +4,18 @@
 //!
 //! | module | what lives there |
 //! |---|---|
-//! | [`record`] | one record through the pure stages: Fernet, Python literal, fields, hour |
-//! | [`batch`] | records into objects: grouping, object layout, gzip encoding, spooling, responses |
-//! | [`store`] | where objects go: one [`store::Store`] over a local folder or an S3 bucket |
-//! | [`source`] | the log API over HTTP, with the retry policy |
-//! | [`aws`] | the AWS SDK set-up and the Fernet key from Secrets Manager |
-//! | [`config`] | every setting, read once from the environment |
-//! | [`pipeline`] | the one pass every entry point drives, and saved responses |
-//! | [`compact`] | merging a closed hour's objects into one |
+//! | [`record`] | one record through the pure stages: Fernet, Python literal, field rules, hour |
+//! | [`batch`] | records into objects: the one object builder and its settings, grouping by hour, the quarantine line, object layout, gzip encoding, spooling, the response array |
+//! | [`store`] | where objects go, pure I/O: one [`store::Store`] over a local folder or an S3 bucket |
+//! | [`retry`] | the one retry policy (the source's GETs, S3's conflicting writes) |
+//! | [`source`] | the log API over HTTP |
+//! | [`aws`] | the AWS SDK set-up and the Fernet keys (given, or from Secrets Manager) |
+//! | [`config`] | every setting, read once from the environment, in the parts each stage takes |
+//! | [`exactly_once`] | writing only the records an hour does not hold yet |
+//! | [`compact`] | compaction: merging a closed hour's objects into one |
+//! | [`pipeline`] | the one pipeline every entry point drives: a scheduled pass, a saved response |
 //! | [`restore`] | reading landed objects back as the original records |
-//! | [`lambda`] | the Lambda handler and its metrics |
+//! | [`lambda`] | the Lambda handlers and their metrics |
 //! | [`local`] | tools the Lambda never uses: simulator, synthetic records, demo |
 //! | [`logging`] | log set-up and one-line error chains |
 
@@ -21,11 +23,13 @@ pub mod aws;
 pub mod batch;
 pub mod compact;
 pub mod config;
+pub mod exactly_once;
 pub mod lambda;
 pub mod local;
 pub mod logging;
 pub mod pipeline;
 pub mod record;
 pub mod restore;
+pub mod retry;
 pub mod source;
 pub mod store;

@@ -272,7 +272,7 @@ fn expected_row(landed: &Landed, record: &Map<String, Value>) -> Value {
         .map_or(Value::Null, Value::from);
     // A canonical inDate (one the compaction shortens, not escapes) as a timestamp, UTC
     let in_time = match record.get("inDate") {
-        Some(Value::String(s)) if matches!(Field::InDate.compact(json!(s)), Value::String(short) if short != *s) =>
+        Some(Value::String(s)) if matches!(Field::InDate.shorten(json!(s)), Value::String(short) if short != *s) =>
         {
             json!(s.trim_end_matches('Z'))
         }
@@ -356,7 +356,7 @@ fn compare_view(landed: &Landed, result: &Value) -> Result<(), String> {
 /// The requests-per-method query against the records of the last day, counted here.
 fn compare_requests_per_method(landed: &Landed, result: &Value) -> Result<(), String> {
     let layout = ObjectLayout::new("data", "quarantine", landed.style).unwrap();
-    let day_ago = layout.data_hour_path(hour::HourKey::of(Utc::now() - Duration::days(1)));
+    let day_ago = layout.data_hour_path(hour::Hour::of(Utc::now() - Duration::days(1)));
     let since = day_ago.strip_prefix("data/").unwrap().to_owned();
     let mut counts: BTreeMap<(String, String), u64> = BTreeMap::new();
     for record in &landed.records {

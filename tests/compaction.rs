@@ -12,13 +12,11 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, TimeZone, Utc};
 use common::faulty_s3::{FaultyS3, Plan};
 use common::world::{self, BUCKET, World, restore_data, sorted_json, world_with};
-use log_etl::batch::encode::ObjectEncoding;
+use log_etl::batch::ObjectSettings;
 use log_etl::batch::layout::{ObjectLayout, PartitionStyle};
-use log_etl::batch::spool::SpoolPolicy;
 use log_etl::compact::{self, CompactError, CompactOptions, CompactSummary};
 use log_etl::local::simulator::SimulatorOptions;
 use log_etl::local::synth::SynthOptions;
-use log_etl::store::exactly_once::WriteSettings;
 use log_etl::store::{FolderStore, Store};
 use serde_json::{Map, Value};
 
@@ -27,13 +25,8 @@ fn later() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2023, 3, 18, 20, 0, 0).unwrap()
 }
 
-fn settings() -> WriteSettings {
-    WriteSettings {
-        layout: ObjectLayout::new("data", "quarantine", PartitionStyle::Flat).unwrap(),
-        encoding: ObjectEncoding::GzipNdjson,
-        gzip_level: 6,
-        spool: SpoolPolicy::in_memory(),
-    }
+fn settings() -> ObjectSettings {
+    ObjectSettings::new(ObjectLayout::new("data", "quarantine", PartitionStyle::Flat).unwrap())
 }
 
 fn options(now: DateTime<Utc>) -> CompactOptions {
@@ -46,7 +39,7 @@ fn options(now: DateTime<Utc>) -> CompactOptions {
 }
 
 async fn compact_at(store: &Store, now: DateTime<Utc>) -> Result<CompactSummary, CompactError> {
-    compact::compact_closed_hours(store, &settings(), &options(now)).await
+    compact::run(store, &settings(), &options(now)).await
 }
 
 /// A source whose batches are 20 minutes apart from 15:20, so eight steps cover three hours with
@@ -85,7 +78,7 @@ async fn passes(world: &World, steps: usize) {
 }
 
 fn bucket(world: &World) -> Store {
-    Store::bucket(&world.sdk, BUCKET.to_owned(), 3)
+    Store::bucket(&world.sdk, &world.config(&[("PUT_MAX_ATTEMPTS", "3")])).unwrap()
 }
 
 /// Data objects per hour folder.
@@ -243,7 +236,7 @@ async fn a_run_failing_at_each_step_loses_nothing_and_the_next_run_converges() {
         let faulty = FaultyS3::new();
         faulty.set(plan);
         let sdk = common::sdk_config_via(&world.moto.endpoint(), Some(faulty.clone())).await;
-        let store = Store::bucket(&sdk, BUCKET.to_owned(), 1);
+        let store = Store::bucket(&sdk, &world.config(&[("PUT_MAX_ATTEMPTS", "1")])).unwrap();
         // When a run fails at that step
         let err = compact_at(&store, later()).await;
         assert!(err.is_err(), "{step}: the run did not fail");

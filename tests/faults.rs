@@ -13,6 +13,7 @@ use common::gunzip_lines;
 use common::world::{BUCKET, World, restore_data, sorted_json, world};
 use log_etl::local::simulator::Fault;
 use log_etl::local::synth::SynthOptions;
+use log_etl::logging::error_chain;
 use log_etl::pipeline::{Pipeline, RunError, RunSummary};
 use log_etl::record::fernet::generate_key;
 
@@ -116,7 +117,11 @@ async fn a_client_error_is_not_retried() {
     world.sim.push_fault(Fault::Status(403));
     let pipeline = world.pipeline(&[]).await;
     let err = pass(&pipeline).await.unwrap_err();
-    assert!(err.chain().contains("answered 403"), "{}", err.chain());
+    assert!(
+        error_chain(&err).contains("answered 403"),
+        "{}",
+        error_chain(&err)
+    );
     assert_eq!(world.sim.requests(), 1);
     assert_bucket_empty(&world).await;
     pass(&pipeline).await.unwrap();
@@ -135,7 +140,11 @@ async fn html_truncated_or_non_array_responses_fail_typed_and_a_rerun_lands_once
         world.sim.push_fault(fault.clone());
         let err = pass(&pipeline).await.unwrap_err();
         assert_eq!(err.error_type(), "ResponseError", "{fault:?}");
-        assert!(err.chain().contains(message), "{fault:?}: {}", err.chain());
+        assert!(
+            error_chain(&err).contains(message),
+            "{fault:?}: {}",
+            error_chain(&err)
+        );
         assert_bucket_empty(&world).await;
     }
     pass(&pipeline).await.unwrap();
@@ -167,9 +176,9 @@ async fn a_response_of_more_records_than_the_limit_fails_typed_and_writes_nothin
     let err = pass(&pipeline).await.unwrap_err();
     assert_eq!(err.error_type(), "ResponseError");
     assert!(
-        err.chain().contains("more than 100000 records"),
+        error_chain(&err).contains("more than 100000 records"),
         "{}",
-        err.chain()
+        error_chain(&err)
     );
     assert_bucket_empty(&world).await;
     // and a batch over a lower limit fails alike
@@ -195,9 +204,9 @@ async fn a_50_mb_response_lands_unless_over_the_limit() {
     let err = pass(&strict).await.unwrap_err();
     assert_eq!(err.error_type(), "FetchError");
     assert!(
-        err.chain().contains("larger than 10485760 bytes"),
+        error_chain(&err).contains("larger than 10485760 bytes"),
         "{}",
-        err.chain()
+        error_chain(&err)
     );
     assert_bucket_empty(&world).await;
     // and under the default limit (64 MiB) it lands
@@ -402,7 +411,7 @@ async fn a_conflict_that_outlasts_the_attempts_fails_typed_and_a_rerun_lands_onc
     let (world, s3, pipeline) = world_with_faulty_s3(conflicts, "2").await;
     let err = pass(&pipeline).await.unwrap_err();
     assert_eq!(err.error_type(), "StoreError");
-    assert!(err.chain().contains("409"), "{}", err.chain());
+    assert!(error_chain(&err).contains("409"), "{}", error_chain(&err));
     assert_eq!(s3.plan().conflicted, 2);
     pass(&pipeline).await.unwrap();
     assert_exactly_once(&world).await;

@@ -12,6 +12,7 @@ use lambda_runtime::{Context, LambdaEvent};
 use log_etl::lambda::{self, MetricsTarget};
 use log_etl::local::simulator::Fault;
 use log_etl::local::synth::SynthOptions;
+use log_etl::logging::error_chain;
 use log_etl::pipeline::{Pipeline, RunError, RunSummary};
 
 /// Invokes the real handler with the checked-in scheduled event.
@@ -130,9 +131,9 @@ async fn a_missing_secret_is_a_typed_error_and_nothing_is_written() {
     let err = invoke(&pipeline).await.unwrap_err();
     assert_eq!(err.error_type(), "SecretError");
     assert!(
-        err.chain().contains("log-etl/no-such-secret"),
+        error_chain(&err).contains("log-etl/no-such-secret"),
         "{}",
-        err.chain()
+        error_chain(&err)
     );
     assert!(world.objects(BUCKET).await.is_empty());
 }
@@ -154,11 +155,11 @@ async fn a_secret_that_is_not_a_key_is_a_typed_error_that_does_not_echo_it() {
     let err = invoke(&pipeline).await.unwrap_err();
     assert_eq!(err.error_type(), "SecretError");
     assert!(
-        err.chain().contains("does not hold a Fernet key"),
+        error_chain(&err).contains("does not hold a Fernet key"),
         "{}",
-        err.chain()
+        error_chain(&err)
     );
-    assert!(!err.chain().contains("hunter2"));
+    assert!(!error_chain(&err).contains("hunter2"));
     assert!(world.objects(BUCKET).await.is_empty());
 }
 
@@ -184,9 +185,9 @@ async fn an_api_that_is_down_is_a_typed_error_nothing_is_written_and_a_rerun_lan
     let err = invoke(&pipeline).await.unwrap_err();
     assert_eq!(err.error_type(), "FetchError");
     assert!(
-        err.chain().contains("after 3 attempt(s)"),
+        error_chain(&err).contains("after 3 attempt(s)"),
         "{}",
-        err.chain()
+        error_chain(&err)
     );
     assert!(started.elapsed() < Duration::from_secs(20));
     assert!(world.objects(BUCKET).await.is_empty());
@@ -211,7 +212,11 @@ async fn a_rejected_write_is_a_typed_error_and_a_rerun_completes_without_duplica
     let pipeline = world.pipeline(&[("BUCKET_NAME", "late-bucket")]).await;
     let err = invoke(&pipeline).await.unwrap_err();
     assert_eq!(err.error_type(), "StoreError");
-    assert!(err.chain().contains("s3://late-bucket/"), "{}", err.chain());
+    assert!(
+        error_chain(&err).contains("s3://late-bucket/"),
+        "{}",
+        error_chain(&err)
+    );
     // When the fault clears and the schedule runs again, twice
     world
         .s3

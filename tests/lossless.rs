@@ -123,7 +123,7 @@ proptest! {
     #[test]
     fn restore_undoes_compact(r in record()) {
         let mut c = r.clone();
-        fields::compact(&mut c);
+        fields::shorten(&mut c);
         fields::restore(&mut c);
         prop_assert_eq!(c, r);
     }
@@ -131,7 +131,7 @@ proptest! {
     #[test]
     fn restore_undoes_compact_through_archive_text(r in record()) {
         let mut c = r.clone();
-        fields::compact(&mut c);
+        fields::shorten(&mut c);
         let line = serde_json::to_string(&c).unwrap();
         prop_assert!(!line.contains('\n'));
         let mut back: Map<String, Value> = serde_json::from_str(&line).unwrap();
@@ -150,7 +150,7 @@ proptest! {
         r.insert("user_id".into(), json!(id));
         r.insert("method".into(), json!(m.0));
         r.insert("inDate".into(), json!(d));
-        fields::compact(&mut r);
+        fields::shorten(&mut r);
         prop_assert_eq!(r["user_id"].as_str().unwrap().len(), 44);
         prop_assert_eq!(&r["method"], &json!(m.1));
         prop_assert_eq!(r["inDate"].as_str().unwrap().len(), 15);
@@ -159,7 +159,7 @@ proptest! {
     #[test]
     fn every_field_value_round_trips_alone(v in any_json()) {
         for field in Field::ALL {
-            prop_assert_eq!(field.restore(field.compact(v.clone())), v.clone());
+            prop_assert_eq!(field.restore(field.shorten(v.clone())), v.clone());
         }
     }
 
@@ -195,7 +195,7 @@ fn the_adversarial_corner_cases_named_in_the_design() {
     for case in cases {
         let r = case.as_object().unwrap().clone();
         let mut c = r.clone();
-        fields::compact(&mut c);
+        fields::shorten(&mut c);
         fields::restore(&mut c);
         assert_eq!(c, r, "{case}");
     }

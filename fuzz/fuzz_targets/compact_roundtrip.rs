@@ -11,7 +11,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let mut compacted = original.clone();
-    fields::compact(&mut compacted);
+    fields::shorten(&mut compacted);
 
     assert!(
         compacted.keys().eq(original.keys()),

@@ -16,7 +16,7 @@ use std::sync::LazyLock;
 use chrono::TimeZone as _;
 use flate2::read::MultiGzDecoder;
 use libfuzzer_sys::fuzz_target;
-use log_etl::batch::{Batch, BatchSettings, ObjectKind};
+use log_etl::batch::{Batch, BatchSettings, Element, ObjectKind, ObjectSettings};
 use log_etl::record::fields::{self, Field};
 use log_etl::record::hour::{self, HourWindow};
 use log_etl::record::fernet::KeyRing;
@@ -50,7 +50,10 @@ static WINDOW: LazyLock<HourWindow> = LazyLock::new(|| SETTINGS.limits.window(*R
 
 static SETTINGS: LazyLock<BatchSettings> = LazyLock::new(|| {
     BatchSettings::new(
-        ObjectLayout::new("data", "quarantine", PartitionStyle::Flat).expect("a valid layout"),
+        ObjectSettings::new(
+            ObjectLayout::new("data", "quarantine", PartitionStyle::Flat).expect("a valid layout"),
+        ),
+        RecordLimits::default(),
     )
 });
 
@@ -151,7 +154,7 @@ fuzz_target!(|data: &[u8]| {
     let mut batch = Batch::new(&KEYS, &SETTINGS, *RUN_TIME);
     for source in &sources {
         batch
-            .push(&source.raw)
+            .push(Element::Json(&source.raw))
             .expect("in-memory batches cannot fail");
     }
     let out = batch.finish().expect("in-memory batches cannot fail");

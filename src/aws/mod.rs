@@ -5,8 +5,7 @@
 
 mod secrets;
 
-pub use secrets::SecretError;
-pub(crate) use secrets::{SecretKeys, client as secrets_client};
+pub use secrets::{FernetKeys, SecretError};
 
 use aws_config::retry::RetryConfig;
 use aws_config::{BehaviorVersion, ConfigLoader, Region, SdkConfig};

@@ -1,5 +1,6 @@
-//! The Fernet key(s) from AWS Secrets Manager, cached and re-read after a TTL so a rotated
-//! secret is picked up without a redeploy. The only module that speaks to Secrets Manager.
+//! The Fernet key(s) of a run: given directly, or from AWS Secrets Manager, cached and re-read
+//! after a TTL so a rotated secret is picked up without a redeploy. The only module that speaks
+//! to Secrets Manager.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,6 +11,7 @@ use aws_sdk_secretsmanager::operation::get_secret_value::GetSecretValueError;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
+use crate::config::FernetKeySource;
 use crate::record::fernet::{KeyError, KeyRing};
 
 /// Why the key could not be had from the secret. Never contains the secret's value.
@@ -35,27 +37,44 @@ pub enum SecretError {
 }
 
 /// The Secrets Manager client, from the shared SDK configuration.
-pub fn client(sdk: &aws_config::SdkConfig) -> Client {
+fn client(sdk: &aws_config::SdkConfig) -> Client {
     Client::new(sdk)
 }
 
-/// Keys read from one secret, cached for `ttl`.
+/// The Fernet keys of a run, built once from where the configuration says they are: given keys
+/// are parsed now and kept; a secret's are read when first needed, cached for its TTL.
 #[derive(Debug)]
-pub struct SecretKeys {
-    client: Client,
-    secret_id: String,
+pub struct FernetKeys {
+    /// The secret and its client; `None` for keys given directly, which never expire.
+    secret: Option<(Client, String)>,
     ttl: Duration,
     cached: Mutex<Option<(Arc<KeyRing>, Instant)>>,
 }
 
-impl SecretKeys {
-    pub fn new(client: Client, secret_id: String, ttl: Duration) -> Self {
-        Self {
-            client,
-            secret_id,
-            ttl,
-            cached: Mutex::new(None),
-        }
+impl FernetKeys {
+    /// Keys from `source`; `sdk` is needed (and used) only for a secret.
+    pub fn new(
+        source: &FernetKeySource,
+        sdk: Option<&aws_config::SdkConfig>,
+    ) -> Result<Self, KeyError> {
+        Ok(match source {
+            FernetKeySource::Direct(material) => Self {
+                secret: None,
+                ttl: Duration::MAX,
+                cached: Mutex::new(Some((
+                    Arc::new(KeyRing::parse(material.expose())?),
+                    Instant::now(),
+                ))),
+            },
+            FernetKeySource::SecretsManager { secret_id, ttl } => Self {
+                secret: Some((
+                    client(sdk.expect("an SDK configuration is given when a secret is used")),
+                    secret_id.clone(),
+                )),
+                ttl: *ttl,
+                cached: Mutex::new(None),
+            },
+        })
     }
 
     /// The current keys: the cached ones while younger than the TTL, else read anew. A failed
@@ -63,10 +82,12 @@ impl SecretKeys {
     /// stops the pipeline (the schedule retries it) rather than running on revoked keys.
     pub async fn current(&self) -> Result<Arc<KeyRing>, SecretError> {
         let mut cached = self.cached.lock().await;
-        if let Some((keys, read_at)) = cached.as_ref()
-            && read_at.elapsed() < self.ttl
-        {
-            return Ok(keys.clone());
+        match (cached.as_ref(), &self.secret) {
+            (Some((keys, _)), None) => return Ok(keys.clone()),
+            (Some((keys, read_at)), Some(_)) if read_at.elapsed() < self.ttl => {
+                return Ok(keys.clone());
+            }
+            _ => {}
         }
         let keys = Arc::new(self.read().await?);
         *cached = Some((keys.clone(), Instant::now()));
@@ -74,14 +95,17 @@ impl SecretKeys {
     }
 
     async fn read(&self) -> Result<KeyRing, SecretError> {
-        let output = self
-            .client
+        let (client, secret_id) = self
+            .secret
+            .as_ref()
+            .expect("keys given directly are always cached");
+        let output = client
             .get_secret_value()
-            .secret_id(&self.secret_id)
+            .secret_id(secret_id)
             .send()
             .await
             .map_err(|err| SecretError::Read {
-                secret_id: self.secret_id.clone(),
+                secret_id: secret_id.clone(),
                 detail: DisplayErrorContext(&err).to_string(),
                 source: Box::new(err),
             })?;
@@ -90,12 +114,12 @@ impl SecretKeys {
             (None, Some(blob)) => String::from_utf8_lossy(blob.as_ref()).into_owned(),
             (None, None) => {
                 return Err(SecretError::Empty {
-                    secret_id: self.secret_id.clone(),
+                    secret_id: secret_id.clone(),
                 });
             }
         };
         KeyRing::parse(&text).map_err(|source| SecretError::NotAKey {
-            secret_id: self.secret_id.clone(),
+            secret_id: secret_id.clone(),
             source,
         })
     }

@@ -5,7 +5,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use crate::batch::encode::ObjectEncoding;
-use crate::record::hour::{HourKey, Stamp};
+use crate::record::hour::{Hour, Stamp};
 
 /// How the hour folders are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -27,7 +27,7 @@ impl PartitionStyle {
         }
     }
 
-    fn hour_folder(self, hour: HourKey) -> String {
+    fn hour_folder(self, hour: Hour) -> String {
         let (y, m, d, h) = (hour.year(), hour.month(), hour.day(), hour.hour());
         match self {
             PartitionStyle::Flat => format!("{y:04}/{m:02}/{d:02}/{h:02}"),
@@ -124,7 +124,7 @@ impl ObjectLayout {
     }
 
     /// The hour of a data object's key (`<data-prefix>/<hour folder>/<name>`), if it is one.
-    pub fn hour_of_data_key(&self, key: &str) -> Option<HourKey> {
+    pub fn hour_of_data_key(&self, key: &str) -> Option<Hour> {
         let rest = key
             .strip_prefix(self.data_prefix.as_str())?
             .strip_prefix('/')?;
@@ -144,20 +144,20 @@ impl ObjectLayout {
             field(m, "month")?,
             field(d, "day")?,
         )?;
-        let hour = HourKey::at(date, field(h, "hour")?)?;
+        let hour = Hour::at(date, field(h, "hour")?)?;
         (!name.is_empty() && self.data_hour_path(hour) == key[..key.len() - name.len() - 1])
             .then_some(hour)
     }
 
     /// `<data-prefix>/<hour folder>`: the folder a table partition maps to.
-    pub fn data_hour_path(&self, hour: HourKey) -> String {
+    pub fn data_hour_path(&self, hour: Hour) -> String {
         format!("{}/{}", self.data_prefix, self.style.hour_folder(hour))
     }
 
     /// `<data-prefix>/<hour folder>/<first>_<last>_<digest>.<ext>`.
     pub fn data_key(
         &self,
-        hour: HourKey,
+        hour: Hour,
         first: Stamp,
         last: Stamp,
         digest: &str,
@@ -171,7 +171,7 @@ impl ObjectLayout {
     }
 
     /// `<quarantine-prefix>/<hour folder of the run>`.
-    pub fn quarantine_hour_path(&self, run_hour: HourKey) -> String {
+    pub fn quarantine_hour_path(&self, run_hour: Hour) -> String {
         format!(
             "{}/{}",
             self.quarantine_prefix,
@@ -180,12 +180,7 @@ impl ObjectLayout {
     }
 
     /// `<quarantine-prefix>/<hour folder of the run>/<run-id>.<ext>`.
-    pub fn quarantine_key(
-        &self,
-        run_hour: HourKey,
-        run_id: &str,
-        encoding: ObjectEncoding,
-    ) -> String {
+    pub fn quarantine_key(&self, run_hour: Hour, run_id: &str, encoding: ObjectEncoding) -> String {
         format!(
             "{}/{run_id}.{}",
             self.quarantine_hour_path(run_hour),
@@ -210,8 +205,8 @@ mod tests {
     use super::*;
     use chrono::{TimeZone, Utc};
 
-    fn hour() -> HourKey {
-        HourKey::of(Utc.with_ymd_and_hms(2023, 3, 8, 5, 0, 0).unwrap())
+    fn hour() -> Hour {
+        Hour::of(Utc.with_ymd_and_hms(2023, 3, 8, 5, 0, 0).unwrap())
     }
 
     fn stamp(m: u32, s: u32, ms: u32) -> Stamp {

@@ -7,42 +7,35 @@
 //! records, and bodies past the spool's memory limit live in temporary files. All of it is
 //! deterministic: the same records in the same order give the same objects, byte for byte.
 //!
-//! Beside it: the object names ([`layout`]), the gzip encoding ([`encode`]) and its bodies
+//! Beside it: the one builder of objects and their settings ([`object`]), the quarantine line
+//! ([`quarantine`]), the object names ([`layout`]), the gzip encoding ([`encode`]) and its bodies
 //! ([`spool`]), reading a response's array ([`response`]), and encoding a saved response on every
 //! core ([`parallel`]).
 
 pub mod encode;
 pub mod layout;
+pub mod object;
 pub(crate) mod parallel;
+pub mod quarantine;
 pub(crate) mod response;
 pub mod spool;
 
-pub use response::ResponseError;
-
-use std::collections::HashSet;
-use std::hash::{BuildHasherDefault, Hasher};
-use std::io;
+pub use object::{EncodeError, EncodedObject, ObjectBuilder, ObjectKind, ObjectSettings};
+pub use response::{Element, ResponseError};
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::value::RawValue;
 
 use crate::record::fernet::KeyRing;
-use crate::record::hour::{HourKey, HourWindow, Stamp};
-use crate::record::{self, CompactRecord, RecordError, RecordLimits};
-use encode::{DEFAULT_GZIP_LEVEL, ObjectEncoding, ObjectWriter};
-use layout::ObjectLayout;
-use spool::{Body, SpoolPolicy};
+use crate::record::hour::{Hour, HourWindow, Stamp};
+use crate::record::{self, PlacedLine, RecordError, RecordLimits};
 
 /// Everything that shapes a batch's output, fixed for a run.
 #[derive(Debug, Clone)]
 pub struct BatchSettings {
-    pub layout: ObjectLayout,
-    pub encoding: ObjectEncoding,
-    /// gzip level, 0–9.
-    pub gzip_level: u32,
+    pub objects: ObjectSettings,
     pub limits: RecordLimits,
-    pub spool: SpoolPolicy,
     /// Hours encoded at the same time before the least recently used one is closed.
     pub max_open_hours: usize,
     /// Records in one object before it is closed and the hour continues in a new one.
@@ -50,44 +43,15 @@ pub struct BatchSettings {
 }
 
 impl BatchSettings {
-    /// Defaults for a layout: in-memory bodies, the default gzip level and limits.
-    pub fn new(layout: ObjectLayout) -> Self {
+    /// A batch of `objects` under `limits`, with the default bounds on open hours and objects.
+    pub fn new(objects: ObjectSettings, limits: RecordLimits) -> Self {
         Self {
-            layout,
-            encoding: ObjectEncoding::GzipNdjson,
-            gzip_level: DEFAULT_GZIP_LEVEL,
-            limits: RecordLimits::default(),
-            spool: SpoolPolicy::in_memory(),
+            objects,
+            limits,
             max_open_hours: 16,
             max_records_per_object: 100_000,
         }
     }
-}
-
-/// What an object holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ObjectKind {
-    /// Compact records of one UTC hour.
-    Data { hour: HourKey },
-    /// Records that could not be processed, with their reasons, filed under the run's hour.
-    Quarantine { run_hour: HourKey },
-}
-
-/// An object ready to be written once under its key.
-#[derive(Debug)]
-pub struct EncodedObject {
-    pub key: String,
-    pub kind: ObjectKind,
-    pub encoding: ObjectEncoding,
-    pub body: Body,
-    /// Lines (records) in the object.
-    pub records: u64,
-    /// Uncompressed bytes.
-    pub uncompressed: u64,
-    /// No two lines of the object hash alike, so no two are the same record. When false, the
-    /// object may hold a record twice: the writer compares its lines, content against content,
-    /// before anything lands.
-    pub distinct: bool,
 }
 
 /// Counts over a batch, before anything is written.
@@ -111,50 +75,9 @@ pub struct BatchOutput {
 }
 
 struct OpenHour {
-    hour: HourKey,
-    first: Stamp,
-    last: Stamp,
-    writer: ObjectWriter,
-    /// A hash of every line so far: distinct hashes prove distinct lines, so an object whose
-    /// hashes never repeat needs no comparison of its lines when it lands.
-    seen: LineHashes,
+    hour: Hour,
+    object: ObjectBuilder,
     last_used: u64,
-}
-
-/// Hashes of lines, to tell whether an object may hold a line twice.
-#[derive(Default)]
-struct LineHashes {
-    seen: HashSet<u64, BuildHasherDefault<Prehashed>>,
-    repeated: bool,
-}
-
-impl LineHashes {
-    fn add(&mut self, line: &[u8]) {
-        if !self.seen.insert(xxhash_rust::xxh3::xxh3_64(line)) {
-            self.repeated = true;
-        }
-    }
-}
-
-/// Hasher for keys that already are hashes (xxh3 of a line): uses them as they are.
-#[derive(Default)]
-struct Prehashed(u64);
-
-impl Hasher for Prehashed {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        // Only `u64` keys are hashed here; this path is for completeness.
-        for &b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(b);
-        }
-    }
-
-    fn write_u64(&mut self, value: u64) {
-        self.0 = value;
-    }
 }
 
 /// A batch being built.
@@ -163,50 +86,55 @@ pub struct Batch<'a> {
     settings: &'a BatchSettings,
     open: Vec<OpenHour>,
     closed: Vec<EncodedObject>,
-    quarantine: Option<(ObjectWriter, LineHashes)>,
+    quarantine: ObjectBuilder,
     stats: BatchStats,
     tick: u64,
     /// The hours records may land in.
     window: HourWindow,
-    /// The run's hour: the quarantine object's folder.
-    run_hour: HourKey,
-}
-
-#[derive(Serialize)]
-struct QuarantineLine<'a> {
-    stage: &'static str,
-    reason: String,
-    record: &'a RawValue,
 }
 
 impl<'a> Batch<'a> {
     /// A batch of a run at `run_time`, which bounds the hours records may land in and names the
     /// quarantine object's folder.
     pub fn new(ring: &'a KeyRing, settings: &'a BatchSettings, run_time: DateTime<Utc>) -> Self {
+        let run_hour = Hour::of(run_time);
         Self {
             ring,
             settings,
             open: Vec::new(),
             closed: Vec::new(),
-            quarantine: None,
+            quarantine: ObjectBuilder::new(ObjectKind::Quarantine { run_hour }, &settings.objects),
             stats: BatchStats::default(),
             tick: 0,
             window: settings.limits.window(run_time),
-            run_hour: HourKey::of(run_time),
         }
     }
 
-    /// The hours records of this batch may land in.
-    pub fn window(&self) -> HourWindow {
-        self.window
+    /// Adds one element of the response: a source record, or an element that is not JSON.
+    /// Only I/O on a spool file can fail here; a bad record is quarantined, not returned as an
+    /// error.
+    pub fn push(&mut self, element: Element<'_>) -> Result<(), EncodeError> {
+        match element {
+            Element::Json(raw) => {
+                let outcome = record::process_record(
+                    raw.get(),
+                    self.ring,
+                    &self.settings.limits,
+                    &self.window,
+                );
+                self.push_processed(raw, outcome)
+            }
+            Element::NotJson { bytes, reason } => self.push_not_json(bytes, reason),
+        }
     }
 
-    /// Adds one source record (the raw JSON of one array element). Only I/O on a spool file can
-    /// fail here; a bad record is quarantined, not returned as an error.
-    pub fn push(&mut self, raw: &RawValue) -> io::Result<()> {
-        let outcome =
-            record::process_record(raw.get(), self.ring, &self.settings.limits, &self.window);
-        self.push_processed(raw, outcome)
+    /// Quarantines an element that is not JSON, as received.
+    pub fn push_not_json(&mut self, bytes: &[u8], reason: &str) -> Result<(), EncodeError> {
+        self.stats.records_in += 1;
+        self.stats.bytes_in += bytes.len() as u64;
+        self.stats.records_refused += 1;
+        self.quarantine
+            .push(&quarantine::not_json_line(bytes, reason), Stamp::default())
     }
 
     /// Adds one source record already run through [`record::process_record`] (possibly on
@@ -214,29 +142,28 @@ impl<'a> Batch<'a> {
     pub fn push_processed(
         &mut self,
         raw: &RawValue,
-        outcome: Result<CompactRecord, RecordError>,
-    ) -> io::Result<()> {
+        outcome: Result<PlacedLine, RecordError>,
+    ) -> Result<(), EncodeError> {
         self.stats.records_in += 1;
         self.stats.bytes_in += raw.get().len() as u64;
         match outcome {
             Ok(rec) => self.add_line(rec.placement.hour, rec.placement.stamp, &rec.line),
-            Err(err) => self.quarantine(raw, &err),
+            Err(err) => {
+                self.stats.records_refused += 1;
+                self.quarantine
+                    .push(&quarantine::line(raw, &err), Stamp::default())
+            }
         }
     }
 
-    fn add_line(&mut self, hour: HourKey, stamp: Stamp, line: &[u8]) -> io::Result<()> {
+    fn add_line(&mut self, hour: Hour, stamp: Stamp, line: &[u8]) -> Result<(), EncodeError> {
         self.tick += 1;
         let index = self.open_index(hour)?;
         let group = &mut self.open[index];
         group.last_used = self.tick;
-        group.seen.add(line);
-        if group.writer.lines() == 0 {
-            group.first = stamp;
-        }
-        group.last = stamp;
-        group.writer.write_line(line)?;
+        group.object.push(line, stamp)?;
         self.stats.records_placed += 1;
-        if group.writer.lines() >= self.settings.max_records_per_object {
+        if group.object.lines() >= self.settings.max_records_per_object {
             let full = self.open.swap_remove(index);
             self.close(full)?;
         }
@@ -245,7 +172,7 @@ impl<'a> Batch<'a> {
 
     /// Index of the open object for `hour`, opening one (and closing the least recently used
     /// one if too many are open) when needed.
-    fn open_index(&mut self, hour: HourKey) -> io::Result<usize> {
+    fn open_index(&mut self, hour: Hour) -> Result<usize, EncodeError> {
         if let Some(i) = self.open.iter().position(|g| g.hour == hour) {
             return Ok(i);
         }
@@ -258,74 +185,22 @@ impl<'a> Batch<'a> {
         }
         self.open.push(OpenHour {
             hour,
-            first: Stamp::default(),
-            last: Stamp::default(),
-            writer: ObjectWriter::new(self.settings.gzip_level, &self.settings.spool),
-            seen: LineHashes::default(),
+            object: ObjectBuilder::new(ObjectKind::Data { hour }, &self.settings.objects),
             last_used: self.tick,
         });
         Ok(self.open.len() - 1)
     }
 
-    fn close(&mut self, group: OpenHour) -> io::Result<()> {
-        if group.writer.lines() == 0 {
-            return Ok(());
+    fn close(&mut self, group: OpenHour) -> Result<(), EncodeError> {
+        if let Some(object) = group.object.finish(&self.settings.objects)? {
+            self.closed.push(object);
         }
-        let encoded = group.writer.finish()?;
-        let key = self.settings.layout.data_key(
-            group.hour,
-            group.first,
-            group.last,
-            &encoded.digest,
-            self.settings.encoding,
-        );
-        self.closed.push(EncodedObject {
-            key,
-            kind: ObjectKind::Data { hour: group.hour },
-            encoding: self.settings.encoding,
-            body: encoded.body,
-            records: encoded.lines,
-            uncompressed: encoded.uncompressed,
-            distinct: !group.seen.repeated,
-        });
-        Ok(())
-    }
-
-    fn quarantine(&mut self, raw: &RawValue, err: &RecordError) -> io::Result<()> {
-        // A record may arrive pretty-printed. Line breaks can only stand between JSON tokens,
-        // so turning them into spaces keeps the record and keeps it on one NDJSON line.
-        let one_line;
-        let record = if raw.get().contains(['\n', '\r']) {
-            one_line = RawValue::from_string(raw.get().replace(['\n', '\r'], " "))
-                .expect("whitespace between tokens changes nothing");
-            &*one_line
-        } else {
-            raw
-        };
-        let line = QuarantineLine {
-            stage: err.stage(),
-            reason: err.to_string(),
-            record,
-        };
-        let bytes = serde_json::to_vec(&line).expect("quarantine line serialises");
-        let settings = self.settings;
-        let (writer, seen) = self.quarantine.get_or_insert_with(|| {
-            (
-                ObjectWriter::new(settings.gzip_level, &settings.spool),
-                LineHashes::default(),
-            )
-        });
-        // A quarantined record is the same record when it arrived the same: its identity is
-        // the source object, whatever reason it was refused for.
-        seen.add(record.get().as_bytes());
-        writer.write_line(&bytes)?;
-        self.stats.records_refused += 1;
         Ok(())
     }
 
     /// Closes every object. The quarantine object goes under the run's hour, named by the digest
     /// of its content, so a retried run names it alike.
-    pub fn finish(mut self) -> io::Result<BatchOutput> {
+    pub fn finish(mut self) -> Result<BatchOutput, EncodeError> {
         let mut open = std::mem::take(&mut self.open);
         open.sort_by_key(|g| g.hour);
         for group in open {
@@ -333,24 +208,7 @@ impl<'a> Batch<'a> {
         }
         let mut objects = std::mem::take(&mut self.closed);
         objects.sort_by(|a, b| a.key.cmp(&b.key));
-        if let Some((writer, seen)) = self.quarantine.take() {
-            let encoded = writer.finish()?;
-            objects.push(EncodedObject {
-                key: self.settings.layout.quarantine_key(
-                    self.run_hour,
-                    &encoded.digest,
-                    self.settings.encoding,
-                ),
-                kind: ObjectKind::Quarantine {
-                    run_hour: self.run_hour,
-                },
-                encoding: self.settings.encoding,
-                body: encoded.body,
-                records: encoded.lines,
-                uncompressed: encoded.uncompressed,
-                distinct: !seen.repeated,
-            });
-        }
+        objects.extend(self.quarantine.finish(&self.settings.objects)?);
         Ok(BatchOutput {
             objects,
             stats: self.stats,
@@ -364,10 +222,10 @@ pub fn encode_batch(
     ring: &KeyRing,
     settings: &BatchSettings,
     run_time: DateTime<Utc>,
-) -> io::Result<BatchOutput> {
+) -> Result<BatchOutput, EncodeError> {
     let mut batch = Batch::new(ring, settings, run_time);
     for raw in records {
-        batch.push(raw.borrow())?;
+        batch.push(Element::Json(raw.borrow()))?;
     }
     batch.finish()
 }
@@ -378,11 +236,12 @@ mod tests {
     use crate::record::fernet::generate_key;
     use chrono::TimeZone;
     use flate2::read::GzDecoder;
-    use layout::PartitionStyle;
+    use layout::{ObjectLayout, PartitionStyle};
     use std::io::Read;
 
     fn settings() -> BatchSettings {
-        BatchSettings::new(ObjectLayout::new("data", "quarantine", PartitionStyle::Flat).unwrap())
+        let layout = ObjectLayout::new("data", "quarantine", PartitionStyle::Flat).unwrap();
+        BatchSettings::new(ObjectSettings::new(layout), RecordLimits::default())
     }
 
     fn raw_record(ring: &KeyRing, in_date: &str, id: u32) -> Box<RawValue> {
@@ -439,7 +298,7 @@ mod tests {
         assert_eq!(
             q.kind,
             ObjectKind::Quarantine {
-                run_hour: HourKey::of(run_time())
+                run_hour: Hour::of(run_time())
             }
         );
         assert!(q.key.starts_with("quarantine/2024/01/01/00/"));

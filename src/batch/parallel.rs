@@ -10,17 +10,17 @@
 //! pile up behind it; a single element larger than the whole allowance goes alone.
 
 use std::collections::BTreeMap;
-use std::io::{self, Read};
+use std::io::Read;
 use std::sync::mpsc::{Receiver, sync_channel};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use chrono::{DateTime, Utc};
 use serde_json::value::RawValue;
 
-use crate::batch::response::{self, ResponseError, ResponseLimits};
-use crate::batch::{Batch, BatchOutput, BatchSettings};
+use crate::batch::response::{self, Element, ResponseError, ResponseLimits, Stop};
+use crate::batch::{Batch, BatchOutput, BatchSettings, EncodeError};
 use crate::record::fernet::KeyRing;
-use crate::record::{self, CompactRecord, RecordError};
+use crate::record::{self, PlacedLine, RecordError};
 
 /// Records handed to a worker at a time, at most.
 pub const CHUNK_RECORDS: usize = 1024;
@@ -31,23 +31,43 @@ pub const CHUNK_BYTES: usize = 256 << 10;
 /// of two per byte against this allowance.
 pub const IN_FLIGHT_BYTES: usize = 16 << 20;
 
+/// An element of the array, owned while it is in flight.
+enum Owned {
+    Json(Box<RawValue>),
+    NotJson { bytes: Vec<u8>, reason: String },
+}
+
 /// A chunk of source records, numbered in source order, and its weight against the allowance.
 struct Chunk {
     seq: u64,
-    records: Vec<Box<RawValue>>,
+    records: Vec<Owned>,
     weight: usize,
 }
 
-type Processed = (Chunk, Vec<Result<CompactRecord, RecordError>>);
+/// A chunk and the outcome of each record of it (`None` for an element that is not JSON).
+type Processed = (Chunk, Vec<Option<Result<PlacedLine, RecordError>>>);
 
-/// Encodes the JSON array read from `reader` with `workers` threads doing the per-record work.
+/// Why a saved response could not be encoded: the response, or writing an object.
+#[derive(Debug)]
+pub enum ParallelError {
+    Response(ResponseError),
+    Encode(EncodeError),
+}
+
+/// The encoder stopped: the reader stops handing out chunks (the encoder's error explains why).
+#[derive(Debug)]
+struct EncoderStopped;
+
+/// Encodes the JSON array read from `reader`, within `limits`, with `workers` threads doing the
+/// per-record work.
 pub fn encode_parallel(
     reader: impl Read,
     ring: &KeyRing,
     settings: &BatchSettings,
+    limits: ResponseLimits,
     run_time: DateTime<Utc>,
     workers: usize,
-) -> Result<BatchOutput, ResponseError> {
+) -> Result<BatchOutput, ParallelError> {
     let workers = workers.max(1);
     let budget = Budget::new(IN_FLIGHT_BYTES);
     let window = settings.limits.window(run_time);
@@ -67,8 +87,14 @@ pub fn encode_parallel(
                     let results = chunk
                         .records
                         .iter()
-                        .map(|raw| {
-                            record::process_record(raw.get(), ring, &settings.limits, &window)
+                        .map(|element| match element {
+                            Owned::Json(raw) => Some(record::process_record(
+                                raw.get(),
+                                ring,
+                                &settings.limits,
+                                &window,
+                            )),
+                            Owned::NotJson { .. } => None,
                         })
                         .collect();
                     if done_tx.send((chunk, results)).is_err() {
@@ -86,31 +112,29 @@ pub fn encode_parallel(
         });
 
         let mut chunker = Chunker::default();
-        let send = |chunk: Chunk| -> io::Result<()> {
+        let send = |chunk: Chunk| -> Result<(), EncoderStopped> {
             budget.take(chunk.weight)?;
-            work_tx
-                .send(chunk)
-                .map_err(|_| io::Error::other("the encoder stopped"))
+            work_tx.send(chunk).map_err(|_| EncoderStopped)
         };
-        let limits = ResponseLimits {
-            max_element: response::element_limit(settings.limits.max_record_bytes),
-            max_records: u64::MAX,
-        };
-        let read = response::for_each_record(reader, limits, |raw| match chunker.add(raw) {
-            Some(full) => send(full),
-            None => Ok(()),
-        })
-        .and_then(|_| match chunker.rest() {
-            Some(rest) => send(rest).map_err(ResponseError::Sink),
-            None => Ok(()),
-        });
+        let read =
+            response::for_each_element(reader, limits, |element| match chunker.add(element) {
+                Some(full) => send(full),
+                None => Ok(()),
+            })
+            .and_then(|_| match chunker.rest() {
+                Some(rest) => send(rest).map_err(Stop::Handler),
+                None => Ok(()),
+            });
         // Closing the work channel is what lets the workers, then the encoder, finish.
         drop(work_tx);
         let collected = collector.join().expect("the encoder thread does not panic");
-        // An encoder failure explains a failed send; otherwise the reading error comes first.
+        // An encoder failure explains a stopped reader; otherwise the reading error comes first.
         match (read, collected) {
-            (_, Err(encode)) => Err(ResponseError::Sink(encode)),
-            (Err(read), Ok(_)) => Err(read),
+            (_, Err(encode)) => Err(ParallelError::Encode(encode)),
+            (Err(Stop::Response(read)), Ok(_)) => Err(ParallelError::Response(read)),
+            (Err(Stop::Handler(EncoderStopped)), Ok(_)) => {
+                unreachable!("the encoder stops only on an error")
+            }
             (Ok(()), Ok(output)) => Ok(output),
         }
     })
@@ -119,16 +143,22 @@ pub fn encode_parallel(
 /// Cuts the records into chunks by count and by bytes.
 #[derive(Default)]
 struct Chunker {
-    records: Vec<Box<RawValue>>,
+    records: Vec<Owned>,
     bytes: usize,
     seq: u64,
 }
 
 impl Chunker {
-    /// Adds a record; returns the chunk it completes, if it does.
-    fn add(&mut self, raw: &RawValue) -> Option<Chunk> {
-        self.bytes += raw.get().len();
-        self.records.push(raw.to_owned());
+    /// Adds an element; returns the chunk it completes, if it does.
+    fn add(&mut self, element: Element<'_>) -> Option<Chunk> {
+        self.bytes += element.len();
+        self.records.push(match element {
+            Element::Json(raw) => Owned::Json(raw.to_owned()),
+            Element::NotJson { bytes, reason } => Owned::NotJson {
+                bytes: bytes.to_vec(),
+                reason: reason.to_owned(),
+            },
+        });
         (self.records.len() >= CHUNK_RECORDS || self.bytes >= CHUNK_BYTES).then(|| self.cut())
     }
 
@@ -155,15 +185,19 @@ fn collect(
     settings: &BatchSettings,
     run_time: DateTime<Utc>,
     budget: &Budget,
-) -> io::Result<BatchOutput> {
+) -> Result<BatchOutput, EncodeError> {
     let mut batch = Batch::new(ring, settings, run_time);
     let mut waiting = BTreeMap::new();
     let mut next = 0;
     for (chunk, results) in done {
         waiting.insert(chunk.seq, (chunk, results));
         while let Some((chunk, results)) = waiting.remove(&next) {
-            for (raw, outcome) in chunk.records.iter().zip(results) {
-                batch.push_processed(raw, outcome)?;
+            for (element, outcome) in chunk.records.iter().zip(results) {
+                match (element, outcome) {
+                    (Owned::Json(raw), Some(outcome)) => batch.push_processed(raw, outcome)?,
+                    (Owned::NotJson { bytes, reason }, _) => batch.push_not_json(bytes, reason)?,
+                    (Owned::Json(_), None) => unreachable!("every record has its outcome"),
+                }
             }
             budget.give_back(chunk.weight);
             next += 1;
@@ -204,7 +238,7 @@ impl Budget {
     }
 
     /// Waits until `weight` fits (or nothing else is in flight), then takes it.
-    fn take(&self, weight: usize) -> io::Result<()> {
+    fn take(&self, weight: usize) -> Result<(), EncoderStopped> {
         let mut state = self.lock();
         while !state.closed && state.in_flight > 0 && state.in_flight + weight > self.limit {
             state = self
@@ -213,7 +247,7 @@ impl Budget {
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
         }
         if state.closed {
-            return Err(io::Error::other("the encoder stopped"));
+            return Err(EncoderStopped);
         }
         state.in_flight += weight;
         Ok(())
@@ -247,7 +281,11 @@ mod tests {
     }
 
     fn settings() -> BatchSettings {
-        BatchSettings::new(ObjectLayout::new("data", "quarantine", PartitionStyle::Flat).unwrap())
+        let layout = ObjectLayout::new("data", "quarantine", PartitionStyle::Flat).unwrap();
+        BatchSettings::new(
+            crate::batch::ObjectSettings::new(layout),
+            crate::record::RecordLimits::default(),
+        )
     }
 
     #[test]
@@ -265,14 +303,21 @@ mod tests {
         // When it is encoded one by one, and on 1, 2 and 4 workers
         let settings = settings();
         let mut batch = Batch::new(&ring, &settings, run_time);
-        response::for_each_record(body.as_bytes(), ResponseLimits::none(), |raw| {
-            batch.push(raw)
+        response::for_each_element(body.as_bytes(), ResponseLimits::none(), |element| {
+            batch.push(element)
         })
         .unwrap();
         let sequential = batch.finish().unwrap();
         for workers in [1, 2, 4] {
-            let parallel =
-                encode_parallel(body.as_bytes(), &ring, &settings, run_time, workers).unwrap();
+            let parallel = encode_parallel(
+                body.as_bytes(),
+                &ring,
+                &settings,
+                ResponseLimits::none(),
+                run_time,
+                workers,
+            )
+            .unwrap();
             // Then the objects are the same, byte for byte
             assert_eq!(
                 objects(&parallel),
@@ -289,9 +334,9 @@ mod tests {
         let big = RawValue::from_string(format!("\"{}\"", "x".repeat(100 << 10))).unwrap();
         let mut chunker = Chunker::default();
         // Then a chunk closes at its third element, past 256 KiB, weighing twice its bytes
-        assert!(chunker.add(&big).is_none());
-        assert!(chunker.add(&big).is_none());
-        let chunk = chunker.add(&big).expect("a full chunk");
+        assert!(chunker.add(Element::Json(&big)).is_none());
+        assert!(chunker.add(Element::Json(&big)).is_none());
+        let chunk = chunker.add(Element::Json(&big)).expect("a full chunk");
         assert_eq!(chunk.records.len(), 3);
         assert_eq!(chunk.weight, 2 * 3 * big.get().len());
         assert!(chunker.rest().is_none());
@@ -324,13 +369,20 @@ mod tests {
         let ring = KeyRing::parse(&generate_key()).unwrap();
         let run_time = Utc.with_ymd_and_hms(2023, 3, 18, 16, 0, 0).unwrap();
         let err = encode_parallel(
-            &b"[{\"data\": \"x\"}, oops]"[..],
+            &b"[{\"data\": \"x\"}, [oops}]"[..],
             &ring,
             &settings(),
+            ResponseLimits::none(),
             run_time,
             2,
         )
         .unwrap_err();
-        assert!(matches!(err, ResponseError::Malformed { .. }), "{err:?}");
+        assert!(
+            matches!(
+                err,
+                ParallelError::Response(ResponseError::Malformed { .. })
+            ),
+            "{err:?}"
+        );
     }
 }

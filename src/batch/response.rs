@@ -36,8 +36,47 @@ pub enum ResponseError {
     TooManyRecords { max: u64 },
     #[error("reading the response failed")]
     Io(#[source] io::Error),
-    #[error("handling a record failed")]
-    Sink(#[source] io::Error),
+}
+
+/// One element of the array: JSON, or bytes that are not (`NaN`, a raw control character,
+/// invalid UTF-8…) while the array around them is well-formed. Such an element is the unit of
+/// failure: it is quarantined as received, and the rest of the array is read on.
+#[derive(Debug, Clone, Copy)]
+pub enum Element<'a> {
+    Json(&'a RawValue),
+    NotJson {
+        bytes: &'a [u8],
+        /// What serde_json found wrong, with its place in the element (never its content).
+        reason: &'a str,
+    },
+}
+
+impl Element<'_> {
+    /// Bytes of the element as received.
+    pub fn len(&self) -> usize {
+        match self {
+            Element::Json(raw) => raw.get().len(),
+            Element::NotJson { bytes, .. } => bytes.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Why reading a response's elements stopped: the response itself, or the handler of an
+/// element (its own error, passed through).
+#[derive(Debug)]
+pub enum Stop<E> {
+    Response(ResponseError),
+    Handler(E),
+}
+
+impl<E> From<ResponseError> for Stop<E> {
+    fn from(err: ResponseError) -> Self {
+        Stop::Response(err)
+    }
 }
 
 /// What one response may hold.
@@ -62,16 +101,19 @@ impl ResponseLimits {
 
 /// Calls `each` with every element of the JSON array read from `reader`, in order, holding one
 /// element (and one read chunk) in memory at a time. Returns the number of elements. An element
-/// past `limits.max_element`, or more elements than `limits.max_records`, stops the read.
+/// past `limits.max_element`, or more elements than `limits.max_records`, stops the read; so
+/// does an array that is not one (not an array, unclosed, brackets that do not match), while an
+/// element that is not valid JSON inside a well-formed array is handed over as
+/// [`Element::NotJson`].
 ///
 /// The array's structure is scanned here, a chunk at a time, and each element is then checked
 /// by serde_json: serde_json's own reader-based path reads byte by byte and was the largest
 /// single cost of processing a saved response.
-pub fn for_each_record<R: Read>(
+pub fn for_each_element<R: Read, E>(
     reader: R,
     limits: ResponseLimits,
-    mut each: impl FnMut(&RawValue) -> io::Result<()>,
-) -> Result<u64, ResponseError> {
+    mut each: impl FnMut(Element<'_>) -> Result<(), E>,
+) -> Result<u64, Stop<E>> {
     let mut chunks = Chunks {
         reader,
         max_element: limits.max_element,
@@ -83,10 +125,10 @@ pub fn for_each_record<R: Read>(
     match chunks.next_non_ws()? {
         Some(b'[') => chunks.pos += 1,
         Some(b'{' | b'"' | b'-' | b'0'..=b'9' | b't' | b'f' | b'n') => {
-            return Err(ResponseError::NotAnArray);
+            return Err(ResponseError::NotAnArray.into());
         }
-        Some(_) => return Err(chunks.malformed(None)),
-        None => return Err(ResponseError::Truncated),
+        Some(_) => return Err(chunks.malformed(None).into()),
+        None => return Err(ResponseError::Truncated.into()),
     }
     let mut count = 0;
     if chunks.next_non_ws()? == Some(b']') {
@@ -96,16 +138,19 @@ pub fn for_each_record<R: Read>(
             if count == limits.max_records {
                 return Err(ResponseError::TooManyRecords {
                     max: limits.max_records,
-                });
+                }
+                .into());
             }
             let (start, end) = chunks.element()?;
             let text = trim_end(&chunks.buf[start..end]);
-            let raw: &RawValue =
-                serde_json::from_slice(text).map_err(|e| ResponseError::Malformed {
-                    position: format!("element at byte {}", chunks.offset + start as u64),
-                    source: Some(e),
-                })?;
-            each(raw).map_err(ResponseError::Sink)?;
+            let handled = match serde_json::from_slice::<&RawValue>(text) {
+                Ok(raw) => each(Element::Json(raw)),
+                Err(e) => each(Element::NotJson {
+                    bytes: text,
+                    reason: &format!("element is not valid JSON ({e})"),
+                }),
+            };
+            handled.map_err(Stop::Handler)?;
             count += 1;
             let terminator = chunks.buf[end];
             chunks.pos = end + 1;
@@ -116,7 +161,7 @@ pub fn for_each_record<R: Read>(
     }
     match chunks.next_non_ws()? {
         None => Ok(count),
-        Some(_) => Err(chunks.malformed(None)),
+        Some(_) => Err(chunks.malformed(None).into()),
     }
 }
 
@@ -260,13 +305,21 @@ fn trim_end(bytes: &[u8]) -> &[u8] {
 mod tests {
     use super::*;
 
+    /// The elements of `text`, those that are not JSON marked with `!`.
     fn collect(text: &str) -> Result<Vec<String>, ResponseError> {
         let mut out = Vec::new();
-        for_each_record(text.as_bytes(), ResponseLimits::none(), |raw| {
-            out.push(raw.get().to_owned());
-            Ok(())
-        })?;
-        Ok(out)
+        let read = for_each_element(text.as_bytes(), ResponseLimits::none(), |element| {
+            out.push(match element {
+                Element::Json(raw) => raw.get().to_owned(),
+                Element::NotJson { bytes, .. } => format!("!{}", String::from_utf8_lossy(bytes)),
+            });
+            Ok::<(), ()>(())
+        });
+        match read {
+            Ok(_) => Ok(out),
+            Err(Stop::Response(err)) => Err(err),
+            Err(Stop::Handler(())) => unreachable!("the handler never fails"),
+        }
     }
 
     #[test]
@@ -302,12 +355,45 @@ mod tests {
         assert!(matches!(collect("[1,"), Err(ResponseError::Truncated)));
         let err = collect("<html>502</html>").unwrap_err();
         assert_eq!(err.to_string(), "response is not valid JSON (byte 0)");
-        for bad in ["[1] [2]", "[1,,2]", "[1,]", "[{]", "[}]", "[tru]", "[1 2]"] {
+        for bad in ["[1] [2]", "[1,,2]", "[1,]", "[{]", "[}]", "[1 2"] {
             assert!(
-                matches!(collect(bad), Err(ResponseError::Malformed { .. })),
+                matches!(
+                    collect(bad),
+                    Err(ResponseError::Malformed { .. } | ResponseError::Truncated)
+                ),
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn an_element_that_is_not_json_is_handed_over_as_received_and_the_rest_read_on() {
+        // Given a well-formed array holding NaN, Infinity, a raw control character, invalid
+        // UTF-8 and two elements that are not JSON values
+        let mut text =
+            br#"[{"data": "a", "ArrivalTimeStamp": NaN}, {"x": Infinity}, "tab	here", "#.to_vec();
+        text.extend_from_slice(b"{\"data\": \"\xff\"}, tru, 1 2, {\"data\": \"b\"}]");
+        // When it is read
+        let mut seen = Vec::new();
+        for_each_element(&text[..], ResponseLimits::none(), |element| {
+            seen.push(match element {
+                Element::Json(raw) => (true, raw.get().as_bytes().to_vec(), String::new()),
+                Element::NotJson { bytes, reason } => (false, bytes.to_vec(), reason.to_owned()),
+            });
+            Ok::<(), ()>(())
+        })
+        .unwrap();
+        // Then every element comes out in order, the broken ones as their bytes with a reason
+        let kinds: Vec<bool> = seen.iter().map(|(json, ..)| *json).collect();
+        assert_eq!(kinds, [false, false, false, false, false, false, true]);
+        assert_eq!(seen[0].1, br#"{"data": "a", "ArrivalTimeStamp": NaN}"#);
+        assert_eq!(seen[3].1, b"{\"data\": \"\xff\"}");
+        assert!(
+            seen[0].2.starts_with("element is not valid JSON ("),
+            "{}",
+            seen[0].2
+        );
+        assert_eq!(seen[6].1, br#"{"data": "b"}"#);
     }
 
     #[test]
@@ -328,14 +414,14 @@ mod tests {
 
     #[test]
     fn a_failing_handler_stops_the_read_with_its_error() {
-        let err = for_each_record(&b"[1, 2, 3]"[..], ResponseLimits::none(), |_| {
-            Err(io::Error::other("disk full"))
+        let mut seen = 0;
+        let err = for_each_element(&b"[1, 2, 3]"[..], ResponseLimits::none(), |_| {
+            seen += 1;
+            Err("disk full")
         })
         .unwrap_err();
-        match err {
-            ResponseError::Sink(e) => assert_eq!(e.to_string(), "disk full"),
-            other => panic!("{other:?}"),
-        }
+        assert!(matches!(err, Stop::Handler("disk full")), "{err:?}");
+        assert_eq!(seen, 1);
     }
 
     #[test]
@@ -349,11 +435,12 @@ mod tests {
             max_element: CHUNK,
             max_records: u64::MAX,
         };
-        let err = for_each_record(text.as_bytes(), limits, |_| {
+        let Err(Stop::Response(err)) = for_each_element(text.as_bytes(), limits, |_| {
             seen += 1;
-            Ok(())
-        })
-        .unwrap_err();
+            Ok::<(), ()>(())
+        }) else {
+            panic!("the read should stop")
+        };
         // Then the read stops there, naming where, after handing out the first element
         assert_eq!(seen, 1);
         assert_eq!(
@@ -371,18 +458,19 @@ mod tests {
             max_records: 3,
         };
         let mut seen = 0;
-        let err = for_each_record(&b"[0,0,0,0,0]"[..], limits, |_| {
+        let Err(Stop::Response(err)) = for_each_element(&b"[0,0,0,0,0]"[..], limits, |_| {
             seen += 1;
-            Ok(())
-        })
-        .unwrap_err();
+            Ok::<(), ()>(())
+        }) else {
+            panic!("the read should stop")
+        };
         assert_eq!(seen, 3);
         assert_eq!(
             err.to_string(),
             "response holds more than 3 records (MAX_RECORDS_PER_RESPONSE)"
         );
         assert_eq!(
-            for_each_record(&b"[0,0,0]"[..], limits, |_| Ok(())).unwrap(),
+            for_each_element(&b"[0,0,0]"[..], limits, |_| Ok::<(), ()>(())).unwrap(),
             3
         );
     }

@@ -4,6 +4,7 @@
 use lambda_runtime::{LambdaEvent, service_fn};
 use log_etl::config::{Config, Job};
 use log_etl::lambda::{self, Compaction, MetricsTarget};
+use log_etl::logging::error_chain;
 use log_etl::pipeline::Pipeline;
 use log_etl::store::Store;
 
@@ -17,11 +18,14 @@ async fn main() -> Result<(), lambda_runtime::Error> {
             .unwrap_or_else(|_| "log-etl".to_owned()),
     };
     let metrics = &metrics;
+    let sdk = log_etl::aws::sdk_config(&config).await;
+    let store = Store::bucket(&sdk, &config)?;
     match config.job {
         Job::Ingest => {
-            let pipeline = Pipeline::for_bucket(&config).await?;
+            config.require_api_url()?;
+            let pipeline = Pipeline::new(&config, store, Some(&sdk))?;
             if let Err(err) = pipeline.warm_up().await {
-                tracing::warn!(error_type = err.error_type(), error = %err.chain(), "key not available at start-up");
+                tracing::warn!(error_type = err.error_type(), error = %error_chain(&err), "key not available at start-up");
             }
             let pipeline = &pipeline;
             lambda_runtime::run(service_fn(move |event: LambdaEvent<_>| async move {
@@ -30,8 +34,11 @@ async fn main() -> Result<(), lambda_runtime::Error> {
             .await
         }
         Job::Compact => {
-            let store = Store::bucket_from_config(&config).await?;
-            let compaction = &Compaction { store, config };
+            let compaction = &Compaction {
+                store,
+                objects: config.objects.clone(),
+                settings: config.compaction,
+            };
             lambda_runtime::run(service_fn(move |event: LambdaEvent<_>| async move {
                 lambda::handle_compaction(compaction, metrics, event).await
             }))

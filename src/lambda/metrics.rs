@@ -103,12 +103,14 @@ pub fn pass_metric_names() -> Vec<&'static str> {
         .collect()
 }
 
-/// The EMF document for one run's `metrics`. `timestamp_ms` is the run's time (epoch
-/// milliseconds).
+/// The EMF document for one run: its `metrics`, and every figure of its `summary` (a JSON
+/// object) beside them as properties, so the run's figures are all in this one line.
+/// `timestamp_ms` is the run's time (epoch milliseconds).
 pub fn emf_line(
     namespace: &str,
     function_name: &str,
     metrics: &[Metric],
+    summary: &impl serde::Serialize,
     timestamp_ms: i64,
 ) -> String {
     let mut doc = json!({
@@ -123,6 +125,9 @@ pub fn emf_line(
         DIMENSION: function_name,
     });
     let map = doc.as_object_mut().expect("built as an object");
+    if let Ok(Value::Object(figures)) = serde_json::to_value(summary) {
+        map.extend(figures);
+    }
     for metric in metrics {
         map.insert(metric.name.to_owned(), Value::from(metric.value));
     }
@@ -149,7 +154,7 @@ mod tests {
         // Given a run's summary
         let summary = RunSummary {
             records_in: 100,
-            written: crate::store::exactly_once::WriteReport {
+            written: crate::exactly_once::WriteReport {
                 records_landed: 97,
                 records_quarantined: 3,
                 objects_written: 2,
@@ -164,6 +169,7 @@ mod tests {
             "LogEtl",
             "log-etl-fn",
             &of_pass(&summary),
+            &summary,
             1_700_000_000_000,
         ))
         .unwrap();
@@ -182,5 +188,9 @@ mod tests {
         for name in names {
             assert!(doc[name].is_u64(), "{name}");
         }
+        // and every figure of the summary is in the same line, listings included
+        assert_eq!(doc["records_landed"], 97);
+        assert_eq!(doc["lists"], 0);
+        assert_eq!(doc["hours"], json!([]));
     }
 }

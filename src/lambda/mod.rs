@@ -9,10 +9,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use chrono::Utc;
 use lambda_runtime::{Diagnostic, LambdaEvent};
 
+use crate::batch::ObjectSettings;
 use crate::compact::{self, CompactError, CompactOptions, CompactSummary};
-use crate::config::Config;
+use crate::config::CompactionSettings;
+use crate::logging::error_chain;
 use crate::pipeline::{Pipeline, RunError, RunSummary};
-use crate::record::hour::HourKey;
+use crate::record::hour::Hour;
 use crate::store::Store;
 
 /// Time a pass may take when the runtime gives no deadline (tests, local invokes).
@@ -28,12 +30,19 @@ pub struct MetricsTarget {
 }
 
 impl MetricsTarget {
-    /// Prints a run's figures as one EMF document on stdout, where CloudWatch Logs reads them.
-    fn emit(&self, figures: &[metrics::Metric], run_time: chrono::DateTime<Utc>) {
+    /// Prints a run's summary line on stdout, where CloudWatch Logs reads it: its metrics as an
+    /// EMF document, with every figure of the `summary` beside them.
+    fn emit(
+        &self,
+        metrics: &[metrics::Metric],
+        summary: &impl serde::Serialize,
+        run_time: chrono::DateTime<Utc>,
+    ) {
         let line = metrics::emf_line(
             &self.namespace,
             &self.function_name,
-            figures,
+            metrics,
+            summary,
             run_time.timestamp_millis(),
         );
         println!("{line}");
@@ -44,7 +53,7 @@ impl From<RunError> for Diagnostic {
     fn from(err: RunError) -> Self {
         Diagnostic {
             error_type: err.error_type().to_owned(),
-            error_message: err.chain(),
+            error_message: error_chain(&err),
         }
     }
 }
@@ -66,25 +75,9 @@ pub async fn handle(
     let now = Utc::now();
     match pipeline.run_pass(now, deadline).await {
         Ok(summary) => {
-            tracing::info!(
-                request_id = %event.context.request_id,
-                scheduled = %scheduled,
-                records_in = summary.records_in,
-                records_landed = summary.written.records_landed,
-                records_already_present = summary.written.records_already_present,
-                records_quarantined = summary.written.records_quarantined,
-                duplicates_dropped = summary.written.duplicates_dropped,
-                objects_written = summary.written.objects_written,
-                objects_already_present = summary.written.objects_already_present,
-                bytes_in = summary.bytes_in,
-                bytes_out = summary.written.bytes_out,
-                objects_read = summary.written.objects_read,
-                fetch_ms = summary.fetch_ms.unwrap_or(0),
-                existing_read_ms = summary.written.existing_read_ms,
-                duration_ms = summary.duration_ms,
-                "pass complete"
-            );
-            metrics_target.emit(&metrics::of_pass(&summary), now);
+            // The figures are in the run's one summary line, the metrics document below.
+            tracing::info!(request_id = %event.context.request_id, scheduled = %scheduled, "pass complete");
+            metrics_target.emit(&metrics::of_pass(&summary), &summary, now);
             Ok(summary)
         }
         Err(err) => {
@@ -92,7 +85,7 @@ pub async fn handle(
                 request_id = %event.context.request_id,
                 scheduled = %scheduled,
                 error_type = err.error_type(),
-                error = %err.chain(),
+                error = %error_chain(&err),
                 "pass failed"
             );
             Err(err)
@@ -104,14 +97,15 @@ pub async fn handle(
 #[derive(Debug)]
 pub struct Compaction {
     pub store: Store,
-    pub config: Config,
+    pub objects: ObjectSettings,
+    pub settings: CompactionSettings,
 }
 
 impl From<CompactError> for Diagnostic {
     fn from(err: CompactError) -> Self {
         Diagnostic {
             error_type: err.error_type().to_owned(),
-            error_message: crate::logging::error_chain(&err),
+            error_message: error_chain(&err),
         }
     }
 }
@@ -126,44 +120,26 @@ pub async fn handle_compaction(
 ) -> Result<CompactSummary, CompactError> {
     let left = time_left(event.context.deadline);
     let now = Utc::now();
-    let settings = compaction.config.compaction;
+    let settings = compaction.settings;
     let lookback = chrono::Duration::hours(settings.lookback_hours.into());
     let options = CompactOptions {
         now,
         closed_after: settings.after,
-        hours: Some((HourKey::of(now - lookback), HourKey::of(now))),
+        hours: Some((Hour::of(now - lookback), Hour::of(now))),
         deadline: Some(Instant::now() + left * 3 / 4),
     };
-    let spill_parent = std::env::temp_dir();
-    match compact::run(
-        &compaction.store,
-        &compaction.config,
-        &options,
-        &spill_parent,
-    )
-    .await
-    {
+    match compact::run(&compaction.store, &compaction.objects, &options).await {
         Ok(summary) => {
-            tracing::info!(
-                request_id = %event.context.request_id,
-                hours_compacted = summary.hours_compacted,
-                hours_left = summary.hours_left,
-                objects_read = summary.objects_read,
-                objects_written = summary.objects_written,
-                objects_deleted = summary.objects_deleted,
-                records = summary.records,
-                duplicates_dropped = summary.duplicates_dropped,
-                duration_ms = summary.duration_ms,
-                "compaction complete"
-            );
-            metrics_target.emit(&metrics::of_compaction(&summary), now);
+            // The figures are in the run's one summary line, the metrics document below.
+            tracing::info!(request_id = %event.context.request_id, "compaction complete");
+            metrics_target.emit(&metrics::of_compaction(&summary), &summary, now);
             Ok(summary)
         }
         Err(err) => {
             tracing::error!(
                 request_id = %event.context.request_id,
                 error_type = err.error_type(),
-                error = %crate::logging::error_chain(&err),
+                error = %error_chain(&err),
                 "compaction failed"
             );
             Err(err)

@@ -143,9 +143,7 @@ pub async fn run_demo(
 
     let config = demo_config(&sim.url(), &key);
     let store = Store::Folder(FolderStore::new(&options.out_dir));
-    let pipeline = Pipeline::from_config(&config, store.clone())
-        .await
-        .map_err(DemoError::Pass)?;
+    let pipeline = Pipeline::new(&config, store.clone(), None).map_err(DemoError::Pass)?;
     let mut already_present = 0;
     let mut next = Instant::now();
     for pass in 1..=options.passes {
@@ -179,15 +177,7 @@ pub async fn run_demo(
         &mut account,
     )
     .await?;
-    compact_and_prove_again(
-        &store,
-        &config,
-        &truth,
-        &options.out_dir,
-        &mut report,
-        &mut account,
-    )
-    .await?;
+    compact_and_prove_again(&store, &config, &truth, &mut report, &mut account).await?;
     Ok(report)
 }
 
@@ -197,12 +187,15 @@ async fn compact_and_prove_again<W: Write>(
     store: &Store,
     config: &Config,
     truth: &GroundTruth,
-    out_dir: &Path,
     report: &mut DemoReport,
     account: &mut Account<'_, W>,
 ) -> Result<(), DemoError> {
-    let data = format!("{}/", config.layout.data_prefix());
-    let count = |keys: Vec<String>| keys.iter().filter(|k| config.layout.is_object(k)).count();
+    let data = format!("{}/", config.objects.layout.data_prefix());
+    let count = |keys: Vec<String>| {
+        keys.iter()
+            .filter(|k| config.objects.layout.is_object(k))
+            .count()
+    };
     report.objects_before_compaction = count(list(store, &data).await?);
     let options = CompactOptions {
         now: Utc::now(),
@@ -210,7 +203,7 @@ async fn compact_and_prove_again<W: Write>(
         hours: None,
         deadline: None,
     };
-    let summary = compact::run(store, config, &options, out_dir)
+    let summary = compact::run(store, &config.objects, &options)
         .await
         .map_err(DemoError::Compact)?;
     let keys = list(store, &data).await?;
@@ -225,7 +218,7 @@ async fn compact_and_prove_again<W: Write>(
     ))?;
     let data_keys: Vec<String> = keys
         .into_iter()
-        .filter(|k| config.layout.is_object(k))
+        .filter(|k| config.objects.layout.is_object(k))
         .collect();
     let (restored, served) = restored_and_served(store, &data_keys, truth).await?;
     let same = restored == served;
@@ -297,7 +290,7 @@ async fn describe_landed<W: Write>(
     truth: &GroundTruth,
     account: &mut Account<'_, W>,
 ) -> Result<Landed, DemoError> {
-    let layout = &config.layout;
+    let layout = &config.objects.layout;
     let mut data_keys = list(store, &format!("{}/", layout.data_prefix())).await?;
     data_keys.retain(|key| layout.holds_records(key));
     let mut per_hour: BTreeMap<&str, FolderFigures> = BTreeMap::new();
@@ -407,7 +400,7 @@ async fn prove<W: Write>(
 ) -> Result<DemoReport, DemoError> {
     let (restored, served) = restored_and_served(store, &landed.data_keys, truth).await?;
     let (restored_count, served_count) = (restored.len(), served.len());
-    let data_dir = store.locate(config.layout.data_prefix());
+    let data_dir = store.locate(config.objects.layout.data_prefix());
     account.line(format_args!(""))?;
     account.line(format_args!(
         "  proof (restore everything under {}/ and compare with what the simulator served):",

@@ -1,4 +1,4 @@
-//! Lossless compaction of `user_id`, `method` and `inDate`, and its exact inverse.
+//! The field rules: `user_id`, `method` and `inDate` shortened losslessly, and the exact inverse.
 //!
 //! Each field has a *canonical* form (the usual value) that compacts to a shorter *compact*
 //! form. Any other value is kept as it is, unless it could be mistaken for a compact form (or
@@ -52,7 +52,7 @@ impl Field {
     }
 
     /// The compact form of a canonical value; `None` if the value is not canonical.
-    fn shorten(self, value: &Value) -> Option<Value> {
+    fn short_form(self, value: &Value) -> Option<Value> {
         let Value::String(text) = value else {
             return None;
         };
@@ -86,9 +86,9 @@ impl Field {
         }
     }
 
-    /// Compacts one value of this field.
-    pub fn compact(self, value: Value) -> Value {
-        if let Some(short) = self.shorten(&value) {
+    /// Shortens one value of this field (to its compact form, or escaped, or as it is).
+    pub fn shorten(self, value: Value) -> Value {
+        if let Some(short) = self.short_form(&value) {
             short
         } else if is_escape(&value) || self.expand(&value).is_some() {
             escape(value)
@@ -109,16 +109,16 @@ impl Field {
     }
 }
 
-/// Compacts the three fields of a record in place; all other fields and the key order are kept.
-pub fn compact(record: &mut Map<String, Value>) {
+/// Shortens the three fields of a record in place; all other fields and the key order are kept.
+pub fn shorten(record: &mut Map<String, Value>) {
     for field in Field::ALL {
         if let Some(slot) = record.get_mut(field.name()) {
-            *slot = field.compact(slot.take());
+            *slot = field.shorten(slot.take());
         }
     }
 }
 
-/// Exact inverse of [`compact`].
+/// Exact inverse of [`shorten`].
 pub fn restore(record: &mut Map<String, Value>) {
     for field in Field::ALL {
         if let Some(slot) = record.get_mut(field.name()) {
@@ -224,7 +224,7 @@ mod tests {
         }));
         let original = r.clone();
         // When it is compacted
-        compact(&mut r);
+        shorten(&mut r);
         // Then the three fields are what the Python script wrote (b64uuid halves, 2, digits)
         assert_eq!(
             r["user_id"],
@@ -244,7 +244,7 @@ mod tests {
     #[test]
     fn every_method_has_a_distinct_code() {
         for (i, (name, code)) in METHOD_CODES.iter().enumerate() {
-            assert_eq!(Field::Method.compact(json!(name)), json!(code));
+            assert_eq!(Field::Method.shorten(json!(name)), json!(code));
             assert_eq!(Field::Method.restore(json!(code)), json!(name));
             assert!(
                 METHOD_CODES[..i]
@@ -266,7 +266,7 @@ mod tests {
             (Field::InDate, json!({"~": "x"})),
         ];
         for (field, value) in cases {
-            let c = field.compact(value.clone());
+            let c = field.shorten(value.clone());
             assert_eq!(c, json!({ "~": value }), "{field:?}");
             assert_eq!(field.restore(c), value);
         }
@@ -290,7 +290,7 @@ mod tests {
             (Field::InDate, json!(1679152082)),
         ];
         for (field, value) in cases {
-            assert_eq!(field.compact(value.clone()), value, "{field:?}");
+            assert_eq!(field.shorten(value.clone()), value, "{field:?}");
             assert_eq!(field.restore(value.clone()), value, "{field:?}");
         }
     }
@@ -300,14 +300,14 @@ mod tests {
         // 'é' spans bytes 21 and 22, where the two halves would be cut
         let odd = "aaaaaaaaaaaaaaaaaaaaaéaaaaaaaaaaaaaaaaaaaaa";
         assert_eq!(odd.len(), 44);
-        assert_eq!(Field::UserId.compact(json!(odd)), json!(odd));
+        assert_eq!(Field::UserId.shorten(json!(odd)), json!(odd));
         assert_eq!(Field::UserId.restore(json!(odd)), json!(odd));
     }
 
     #[test]
     fn float_that_equals_a_code_is_not_a_code() {
         let one_point_oh: Value = serde_json::from_str("1.0").unwrap();
-        assert_eq!(Field::Method.compact(one_point_oh.clone()), one_point_oh);
+        assert_eq!(Field::Method.shorten(one_point_oh.clone()), one_point_oh);
         assert_eq!(Field::Method.restore(one_point_oh.clone()), one_point_oh);
     }
 
@@ -315,6 +315,6 @@ mod tests {
     fn user_id_with_non_canonical_base64_tail_is_not_compact() {
         // 'x' as the 22nd char leaves non-zero trailing bits: no 16-byte value encodes so.
         let odd = "a4ayc_80_OGda4BO_1o_VxR62k6qIvHUnAHlLdt4dbSw";
-        assert_eq!(Field::UserId.compact(json!(odd)), json!(odd));
+        assert_eq!(Field::UserId.shorten(json!(odd)), json!(odd));
     }
 }

@@ -7,12 +7,12 @@ use serde_json::Value;
 
 /// A UTC date and hour: the partition a record lands in. Hours are always UTC.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct HourKey {
+pub struct Hour {
     date: NaiveDate,
     hour: u32,
 }
 
-impl HourKey {
+impl Hour {
     /// The hour containing `instant`.
     pub fn of(instant: DateTime<Utc>) -> Self {
         Self {
@@ -62,10 +62,10 @@ impl HourKey {
     }
 }
 
-impl std::str::FromStr for HourKey {
+impl std::str::FromStr for Hour {
     type Err = String;
 
-    /// `YYYY-MM-DDTHH`, as [`HourKey`] is displayed.
+    /// `YYYY-MM-DDTHH`, as [`Hour`] is displayed.
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         let bad = || format!("{text:?} is not an hour written YYYY-MM-DDTHH");
         let (date, hour) = text.split_once('T').ok_or_else(bad)?;
@@ -77,7 +77,7 @@ impl std::str::FromStr for HourKey {
     }
 }
 
-impl fmt::Display for HourKey {
+impl fmt::Display for Hour {
     /// `YYYY-MM-DDTHH`, as in logs and summaries.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}T{:02}", self.date.format("%Y-%m-%d"), self.hour)
@@ -111,14 +111,14 @@ impl fmt::Display for Stamp {
 /// Where a record goes: its hour and its stamp within the hour.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Placement {
-    pub hour: HourKey,
+    pub hour: Hour,
     pub stamp: Stamp,
 }
 
 impl Placement {
     pub fn of(instant: DateTime<Utc>) -> Self {
         Self {
-            hour: HourKey::of(instant),
+            hour: Hour::of(instant),
             stamp: Stamp::of(instant),
         }
     }
@@ -138,9 +138,9 @@ pub enum PlaceError {
          EARLIEST_YEAR and MAX_HOURS_AHEAD)"
     )]
     OutOfRange {
-        hour: HourKey,
-        earliest: HourKey,
-        latest: HourKey,
+        hour: Hour,
+        earliest: Hour,
+        latest: Hour,
     },
 }
 
@@ -155,8 +155,8 @@ pub const DEFAULT_MAX_HOURS_AHEAD: u64 = 24;
 /// outside them would land where no query finds it; such a record is quarantined instead.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HourWindow {
-    pub earliest: HourKey,
-    pub latest: HourKey,
+    pub earliest: Hour,
+    pub latest: Hour,
 }
 
 impl HourWindow {
@@ -168,19 +168,19 @@ impl HourWindow {
             .checked_add_signed(chrono::Duration::hours(max_hours_ahead.into()))
             .unwrap_or(DateTime::<Utc>::MAX_UTC);
         Self {
-            earliest: HourKey {
+            earliest: Hour {
                 date: first_day,
                 hour: 0,
             },
-            latest: HourKey::of(latest),
+            latest: Hour::of(latest),
         }
     }
 
     /// Any hour at all (tests and tools that place records without a run).
     pub fn unbounded() -> Self {
         Self {
-            earliest: HourKey::of(DateTime::<Utc>::MIN_UTC),
-            latest: HourKey::of(DateTime::<Utc>::MAX_UTC),
+            earliest: Hour::of(DateTime::<Utc>::MIN_UTC),
+            latest: Hour::of(DateTime::<Utc>::MAX_UTC),
         }
     }
 
@@ -267,7 +267,7 @@ mod tests {
 
     #[test]
     fn hours_are_read_as_they_are_written() {
-        let hour: HourKey = "2023-03-18T15".parse().unwrap();
+        let hour: Hour = "2023-03-18T15".parse().unwrap();
         assert_eq!(hour.to_string(), "2023-03-18T15");
         assert_eq!(
             hour.start(),
@@ -279,13 +279,13 @@ mod tests {
             "2023-02-30T01",
             "2023-03-18T5",
         ] {
-            assert!(bad.parse::<HourKey>().is_err(), "{bad}");
+            assert!(bad.parse::<Hour>().is_err(), "{bad}");
         }
     }
 
     #[test]
     fn the_hour_before_midnight_is_the_day_before() {
-        let hour = |y, m, d, h| HourKey::of(Utc.with_ymd_and_hms(y, m, d, h, 0, 0).unwrap());
+        let hour = |y, m, d, h| Hour::of(Utc.with_ymd_and_hms(y, m, d, h, 0, 0).unwrap());
         assert_eq!(hour(2024, 1, 1, 0).previous(), hour(2023, 12, 31, 23));
         assert_eq!(hour(2024, 3, 1, 5).previous(), hour(2024, 3, 1, 4));
     }

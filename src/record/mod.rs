@@ -81,7 +81,7 @@ impl RecordError {
 
 /// A record ready to be written: where it goes and its NDJSON line (without the newline).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CompactRecord {
+pub struct PlacedLine {
     pub placement: Placement,
     pub line: Vec<u8>,
 }
@@ -104,6 +104,12 @@ pub fn line_instant(line: &[u8]) -> Option<chrono::DateTime<chrono::Utc>> {
     hour::instant(Some(&Field::InDate.restore(value))).ok()
 }
 
+/// The `mmssSSS` stamp of a landed line's record, as it was placed when it landed (the default
+/// stamp for a line without an `inDate`).
+pub fn line_stamp(line: &[u8]) -> hour::Stamp {
+    line_instant(line).map_or_else(hour::Stamp::default, hour::Stamp::of)
+}
+
 /// Runs one source record (its raw JSON text) through decrypt → parse → place (inside `window`)
 /// → compact.
 pub fn process_record(
@@ -111,7 +117,7 @@ pub fn process_record(
     ring: &KeyRing,
     limits: &RecordLimits,
     window: &HourWindow,
-) -> Result<CompactRecord, RecordError> {
+) -> Result<PlacedLine, RecordError> {
     if raw.len() > limits.max_record_bytes {
         return Err(RecordError::TooLarge {
             len: raw.len(),
@@ -122,9 +128,9 @@ pub fn process_record(
     let plaintext = ring.decrypt(&envelope.data)?;
     let mut record = payload::parse_payload(&plaintext, limits.parse)?;
     let placement = window.admit(hour::place(record.get(Field::InDate.name()))?)?;
-    fields::compact(&mut record);
+    fields::shorten(&mut record);
     let line = serde_json::to_vec(&record).expect("a JSON map always serialises");
-    Ok(CompactRecord { placement, line })
+    Ok(PlacedLine { placement, line })
 }
 
 #[cfg(test)]
@@ -185,6 +191,15 @@ mod tests {
             let err = process_record(&raw, &ring, &limits, &window).unwrap_err();
             assert_eq!(err.stage(), stage, "{raw}: {err}");
         }
+    }
+
+    #[test]
+    fn a_landed_line_is_stamped_as_its_record_was_placed() {
+        let line = br#"{"user_id":null,"inDate":"230318150802284"}"#;
+        assert_eq!(line_stamp(line).to_string(), "0802284");
+        let verbatim = br#"{"inDate":"2023-03-19T00:30:00.5+09:00"}"#;
+        assert_eq!(line_stamp(verbatim).to_string(), "3000500");
+        assert_eq!(line_stamp(b"{}"), hour::Stamp::default());
     }
 
     #[test]

@@ -8,7 +8,7 @@ use reqwest::StatusCode;
 use std::time::Instant;
 
 use crate::config::FetchSettings;
-use crate::source::backoff::retry_delay;
+use crate::retry::retry_delay;
 
 /// Why one attempt failed.
 #[derive(Debug, thiserror::Error)]

@@ -1,7 +1,6 @@
-//! The log API, the one source of records: a GET with bounded retries ([`fetch`]) under the one
-//! retry policy of the crate ([`backoff`], also used by S3's conflict retries).
+//! The log API, the one source of records: a GET with bounded retries ([`fetch`]) under the
+//! crate's one retry policy ([`crate::retry`]).
 
-pub(crate) mod backoff;
 mod fetch;
 
 pub(crate) use fetch::Fetcher;

@@ -151,13 +151,13 @@ mod tests {
     use super::*;
     use crate::batch::ObjectKind;
     use crate::batch::encode::ObjectEncoding;
-    use crate::record::hour::HourKey;
+    use crate::record::hour::Hour;
 
     fn object(key: &str, bytes: &[u8]) -> EncodedObject {
         EncodedObject {
             key: key.into(),
             kind: ObjectKind::Quarantine {
-                run_hour: HourKey::of(chrono::Utc::now()),
+                run_hour: Hour::of(chrono::Utc::now()),
             },
             encoding: ObjectEncoding::GzipNdjson,
             body: Body::Memory(bytes.to_vec()),

@@ -1,16 +1,15 @@
 //! Where objects go: one [`Store`] over a local folder ([`folder`]) or an S3 bucket ([`s3`]).
-//! Objects are only ever created once under their key; nothing here overwrites. Records are
-//! written once each, whatever batches they arrive in ([`exactly_once`]).
+//! Pure I/O: objects are only ever created once under their key, and nothing here overwrites.
 
-pub mod exactly_once;
 mod folder;
 pub mod s3;
 
 use std::io::Read;
+use std::path::PathBuf;
 
 use crate::batch::EncodedObject;
 use crate::batch::spool::SpoolPolicy;
-use crate::config::Config;
+use crate::config::{Config, ConfigError};
 
 pub use folder::{FolderStore, FolderStoreError};
 pub use s3::{S3Error, S3Store};
@@ -30,6 +29,8 @@ pub enum StoreError {
     Folder(#[from] FolderStoreError),
     #[error(transparent)]
     S3(#[from] S3Error),
+    #[error("the objects under {folder} kept disappearing while they were read")]
+    Unsettled { folder: String },
 }
 
 impl StoreError {
@@ -53,16 +54,23 @@ pub enum Store {
 }
 
 impl Store {
-    /// The bucket named by `BUCKET_NAME`, with the SDK configuration loaded from the environment.
-    pub async fn bucket_from_config(config: &Config) -> Result<Self, crate::config::ConfigError> {
+    /// The bucket named by `BUCKET_NAME`, through the given SDK configuration.
+    pub fn bucket(sdk: &aws_config::SdkConfig, config: &Config) -> Result<Self, ConfigError> {
         let bucket = config.require_bucket()?.to_owned();
-        let sdk = crate::aws::sdk_config(config).await;
-        Ok(Self::bucket(&sdk, bucket, config.put_max_attempts))
+        Ok(Store::S3(S3Store::new(
+            s3::client(sdk),
+            bucket,
+            config.put_max_attempts,
+        )))
     }
 
-    /// `bucket`, through the given SDK configuration.
-    pub fn bucket(sdk: &aws_config::SdkConfig, bucket: String, max_attempts: u32) -> Self {
-        Store::S3(S3Store::new(s3::client(sdk), bucket, max_attempts))
+    /// Where a run keeps its temporary files: beside a folder's objects (so finished bodies are
+    /// linked into place), else the system's temporary folder (`/tmp` on Lambda).
+    pub fn spill_parent(&self) -> PathBuf {
+        match self {
+            Store::Folder(store) => store.path_of(""),
+            Store::S3(_) => std::env::temp_dir(),
+        }
     }
 
     /// Creates the object unless its key exists.
@@ -91,9 +99,9 @@ impl Store {
                     .download(key, &SpoolPolicy::in_memory())
                     .await?
                     .read_to_end(&mut bytes)
-                    .map_err(|e| S3Error::Body {
-                        key: key.to_owned(),
-                        source: e,
+                    .map_err(|source| S3Error::Body {
+                        location: store.url_of(key),
+                        source,
                     })?;
                 Ok(bytes)
             }

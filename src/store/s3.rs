@@ -1,41 +1,78 @@
 //! The bucket: the one place that calls `PutObject` (create-only, `If-None-Match: *`), and the
 //! reads `restore` needs. The only module that speaks to S3.
 
-use aws_sdk_s3::Client;
-use aws_sdk_s3::error::{DisplayErrorContext, SdkError};
-use aws_sdk_s3::primitives::ByteStream;
+use std::error::Error as StdError;
 use std::io::Write as _;
+
+use aws_sdk_s3::Client;
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::primitives::ByteStream;
 
 use super::PutOutcome;
 use crate::batch::EncodedObject;
 use crate::batch::spool::{Body, Spool, SpoolPolicy};
-use crate::source::backoff::retry_delay;
+use crate::retry::retry_delay;
 
-/// Why an S3 call failed (after the SDK's retries, and ours for 409).
+/// The SDK's error of a failed call, kept whole as the cause.
+pub type SdkCause = Box<dyn StdError + Send + Sync>;
+
+/// Why an S3 call failed (after the SDK's retries, and ours for 409). Each names its operation
+/// and object, with the service's error code when there is one; the SDK's error is the source.
 #[derive(Debug, thiserror::Error)]
 pub enum S3Error {
-    #[error("PutObject s3://{bucket}/{key} failed after {attempts} attempt(s): {detail}")]
+    #[error("PutObject {location} failed after {attempts} attempt(s): {reason}")]
     Put {
-        bucket: String,
-        key: String,
+        location: String,
         attempts: u32,
-        detail: String,
+        reason: String,
+        #[source]
+        source: SdkCause,
     },
-    #[error("reading the spooled body of {key} failed")]
+    #[error("GetObject {location} failed: {reason}")]
+    Get {
+        location: String,
+        reason: String,
+        #[source]
+        source: SdkCause,
+    },
+    #[error("ListObjectsV2 {location} failed: {reason}")]
+    List {
+        location: String,
+        reason: String,
+        #[source]
+        source: SdkCause,
+    },
+    #[error("DeleteObject {location} failed: {reason}")]
+    Delete {
+        location: String,
+        reason: String,
+        #[source]
+        source: SdkCause,
+    },
+    #[error("reading the body of {location} failed")]
     Body {
-        key: String,
+        location: String,
         #[source]
         source: std::io::Error,
     },
-    #[error("{operation} s3://{bucket}/{key} failed: {detail}")]
-    Read {
-        operation: &'static str,
-        bucket: String,
-        key: String,
-        detail: String,
-    },
-    #[error("s3://{bucket}/{key} does not exist (any more)")]
-    NotFound { bucket: String, key: String },
+    #[error("{location} does not exist (any more)")]
+    NotFound { location: String },
+}
+
+/// What went wrong in a call, in a few words: the service's code and message, or why no answer
+/// came (the rest stays in the error's source).
+fn reason<E: ProvideErrorMetadata, R>(err: &SdkError<E, R>) -> String {
+    match err {
+        SdkError::ServiceError(_) => match (err.code(), err.message()) {
+            (Some(code), Some(message)) => format!("{code}: {message}"),
+            (Some(code), None) => code.to_owned(),
+            _ => "the service refused the request".to_owned(),
+        },
+        SdkError::TimeoutError(_) => "no answer in time".to_owned(),
+        SdkError::DispatchFailure(_) => "the endpoint could not be reached".to_owned(),
+        SdkError::ResponseError(_) => "the answer could not be read".to_owned(),
+        _ => "the request could not be made".to_owned(),
+    }
 }
 
 /// Writes objects to one bucket.
@@ -103,7 +140,7 @@ impl S3Store {
                     ByteStream::from_path(path)
                         .await
                         .map_err(|e| S3Error::Body {
-                            key: object.key.clone(),
+                            location: self.url_of(&object.key),
                             source: std::io::Error::other(e),
                         })?
                 }
@@ -131,10 +168,10 @@ impl S3Store {
                 }
                 PutFailure::Conflict | PutFailure::Other => {
                     return Err(S3Error::Put {
-                        bucket: self.bucket.clone(),
-                        key: object.key.clone(),
+                        location: self.url_of(&object.key),
                         attempts: attempt,
-                        detail: DisplayErrorContext(&err).to_string(),
+                        reason: reason(&err),
+                        source: Box::new(err),
                     });
                 }
             }
@@ -152,11 +189,10 @@ impl S3Store {
             .into_paginator()
             .send();
         while let Some(page) = pages.next().await {
-            let page = page.map_err(|err| S3Error::Read {
-                operation: "ListObjectsV2",
-                bucket: self.bucket.clone(),
-                key: prefix.to_owned(),
-                detail: DisplayErrorContext(&err).to_string(),
+            let page = page.map_err(|err| S3Error::List {
+                location: self.url_of(prefix),
+                reason: reason(&err),
+                source: Box::new(err),
             })?;
             keys.extend(
                 page.contents()
@@ -175,12 +211,7 @@ impl S3Store {
         key: &str,
         spool: &SpoolPolicy,
     ) -> Result<Box<dyn std::io::Read + Send>, S3Error> {
-        let read_err = |operation, detail: String| S3Error::Read {
-            operation,
-            bucket: self.bucket.clone(),
-            key: key.to_owned(),
-            detail,
-        };
+        let location = self.url_of(key);
         let mut output = self
             .client
             .get_object()
@@ -190,24 +221,28 @@ impl S3Store {
             .await
             .map_err(|err| match err.as_service_error() {
                 Some(e) if e.is_no_such_key() => S3Error::NotFound {
-                    bucket: self.bucket.clone(),
-                    key: key.to_owned(),
+                    location: location.clone(),
                 },
-                _ => read_err("GetObject", DisplayErrorContext(&err).to_string()),
+                _ => S3Error::Get {
+                    location: location.clone(),
+                    reason: reason(&err),
+                    source: Box::new(err),
+                },
             })?;
         let mut body = Spool::new(spool);
-        while let Some(chunk) = output
-            .body
-            .try_next()
-            .await
-            .map_err(|err| read_err("GetObject body", err.to_string()))?
-        {
-            body.write_all(&chunk)
-                .map_err(|err| read_err("GetObject spool", err.to_string()))?;
+        while let Some(chunk) = output.body.try_next().await.map_err(|err| S3Error::Get {
+            location: location.clone(),
+            reason: "the body could not be read to its end".to_owned(),
+            source: Box::new(err),
+        })? {
+            body.write_all(&chunk).map_err(|source| S3Error::Body {
+                location: location.clone(),
+                source,
+            })?;
         }
         body.finish()
             .and_then(Body::into_reader)
-            .map_err(|err| read_err("GetObject spool", err.to_string()))
+            .map_err(|source| S3Error::Body { location, source })
     }
 
     /// Deletes the object.
@@ -219,11 +254,10 @@ impl S3Store {
             .send()
             .await
             .map(|_| ())
-            .map_err(|err| S3Error::Read {
-                operation: "DeleteObject",
-                bucket: self.bucket.clone(),
-                key: key.to_owned(),
-                detail: DisplayErrorContext(&err).to_string(),
+            .map_err(|err| S3Error::Delete {
+                location: self.url_of(key),
+                reason: reason(&err),
+                source: Box::new(err),
             })
     }
 }

@@ -12,7 +12,7 @@ use log_etl::local::synth::SynthOptions;
 use log_etl::pipeline::Pipeline;
 use log_etl::record::fernet::{KeyRing, generate_key};
 use log_etl::record::fields;
-use log_etl::record::hour::{self, HourKey};
+use log_etl::record::hour::{self, Hour};
 use log_etl::store::Store;
 use serde_json::{Map, Value};
 
@@ -112,9 +112,8 @@ impl World {
     /// A pipeline into the bucket through `sdk`, configured like [`World::pipeline`].
     fn pipeline_with(&self, overrides: &[(&str, &str)], sdk: &aws_config::SdkConfig) -> Pipeline {
         let config = self.config(overrides);
-        let bucket = config.require_bucket().unwrap().to_owned();
-        let store = Store::bucket(sdk, bucket, config.put_max_attempts);
-        Pipeline::with_sdk_config(&config, store, Some(sdk)).unwrap()
+        let store = Store::bucket(sdk, &config).unwrap();
+        Pipeline::new(&config, store, Some(sdk)).unwrap()
     }
 
     /// A pipeline whose AWS requests go through `http` (to inject S3 faults).
@@ -163,7 +162,7 @@ pub fn restore_data(objects: &[(String, Vec<u8>)]) -> Vec<Map<String, Value>> {
     for (key, bytes) in objects.iter().filter(|(k, _)| k.starts_with("data/")) {
         for mut record in gunzip_lines(bytes) {
             fields::restore(&mut record);
-            let hour: HourKey = hour::place(record.get("inDate")).unwrap().hour;
+            let hour: Hour = hour::place(record.get("inDate")).unwrap().hour;
             assert!(
                 key.starts_with(&format!("{}/", layout.data_hour_path(hour))),
                 "{key} holds a record of {hour}"

@@ -12,7 +12,7 @@ use log_etl::record::hour::HourWindow;
 
 /// Formats an hour with a Java `DateTimeFormatter` pattern, as Athena's partition projection
 /// does; supports `yyyy`, `MM`, `dd`, `HH` and quoted literals.
-fn java_format(pattern: &str, hour: HourKey) -> String {
+fn java_format(pattern: &str, hour: Hour) -> String {
     let chars: Vec<char> = pattern.chars().collect();
     let mut out = String::new();
     let mut i = 0;
@@ -50,8 +50,8 @@ fn java_format(pattern: &str, hour: HourKey) -> String {
     out
 }
 
-fn hour(y: i32, mo: u32, d: u32, h: u32) -> HourKey {
-    HourKey::of(Utc.with_ymd_and_hms(y, mo, d, h, 0, 0).unwrap())
+fn hour(y: i32, mo: u32, d: u32, h: u32) -> Hour {
+    Hour::of(Utc.with_ymd_and_hms(y, mo, d, h, 0, 0).unwrap())
 }
 
 /// The table's projection format and range (the range's `!Sub` text) for a partition style,
@@ -182,7 +182,7 @@ fn projection_covers_every_hour_the_function_may_write() {
         assert_eq!(hours, ahead.0.to_string(), "{style}");
         assert_eq!(
             window.latest,
-            HourKey::of(run + Duration::hours(ahead.0 as i64))
+            Hour::of(run + Duration::hours(ahead.0 as i64))
         );
     }
 }
@@ -232,7 +232,7 @@ fn keys_that_differ_only_in_case_never_collide() {
         .map(|c| text(c, &["Name"]))
         .collect();
     let mut record = Synth::new(SynthOptions::default()).usual_record(Utc::now());
-    fields::compact(&mut record);
+    fields::shorten(&mut record);
     let written: Vec<&str> = record.keys().map(String::as_str).collect();
     // When the key each column reads is worked out (its mapping, else its own name)
     let mut read = Vec::new();

@@ -87,8 +87,8 @@ fn compaction_function_runs_the_compact_job_with_the_codes_defaults() {
     // with hours closed an hour after they end and the last 48 hours looked at
     assert_eq!(config.job, Job::Compact);
     assert_eq!(config.require_bucket(), Ok("bucket"));
-    assert_eq!(config.layout.data_prefix(), "data");
-    assert_eq!(config.layout.style(), PartitionStyle::Flat);
+    assert_eq!(config.objects.layout.data_prefix(), "data");
+    assert_eq!(config.objects.layout.style(), PartitionStyle::Flat);
     assert_eq!(
         config.compaction.after,
         Duration::from_secs(ONE_HOUR_IN_SECONDS)
@@ -221,11 +221,11 @@ fn every_closed_hour_meets_many_runs_before_it_leaves_the_lookback() {
         })
         .collect();
     // When the runs that would compact one hour of the first day are picked
-    let hour = HourKey::of(day + chrono::Duration::hours(10));
+    let hour = Hour::of(day + chrono::Duration::hours(10));
     let closes = hour.start() + chrono::Duration::hours(1) + after;
     let compacting: Vec<&DateTime<Utc>> = runs
         .iter()
-        .filter(|now| HourKey::of(**now - lookback) <= hour && **now >= closes)
+        .filter(|now| Hour::of(**now - lookback) <= hour && **now >= closes)
         .collect();
     // Then the first comes within the hour after it closes (a quarter of an hour after)
     let first = **compacting.first().expect("a run compacts the hour");

@@ -19,7 +19,7 @@ use log_etl::batch::layout::{ObjectLayout, PartitionStyle};
 use log_etl::config::var;
 use log_etl::lambda::metrics::{DIMENSION, compaction_metric_names, pass_metric_names};
 use log_etl::record::fields::METHOD_CODES;
-use log_etl::record::hour::HourKey;
+use log_etl::record::hour::Hour;
 use serde_norway::Value;
 
 const TEMPLATE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/template.yaml");

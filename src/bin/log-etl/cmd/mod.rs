@@ -15,11 +15,13 @@ use std::error::Error;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use log_etl::config::{Config, var};
+use aws_config::SdkConfig;
+use log_etl::config::{Config, FernetKeySource, Secret, var};
 use log_etl::local::synth::SynthOptions;
 use log_etl::logging::error_chain;
 use log_etl::pipeline::RunError;
 use log_etl::record::fernet::KeyRing;
+use log_etl::store::{FolderStore, Store};
 
 /// Why a command did not succeed.
 #[derive(Debug)]
@@ -47,7 +49,7 @@ impl CliError {
 
     /// A failed run, named by its stage; bad settings or keys are usage errors.
     pub fn run(err: RunError) -> Self {
-        let message = format!("{}: {}", err.error_type(), err.chain());
+        let message = format!("{}: {}", err.error_type(), error_chain(&err));
         match err {
             RunError::Config(_) | RunError::Key(_) => CliError::Usage(message),
             _ => CliError::Failed(message),
@@ -90,16 +92,75 @@ pub struct KeyArgs {
 impl KeyArgs {
     /// The key ring from `--key-file`, else `--key`, else `FERNET_KEY`.
     pub fn ring(&self) -> Result<KeyRing, CliError> {
-        let material = match (&self.key_file, &self.key) {
-            (Some(path), _) => read_key_file(path)?,
-            (None, Some(key)) => key.clone(),
-            (None, None) => std::env::var(var::FERNET_KEY.name).map_err(|_| {
-                CliError::usage("no Fernet key: pass --key-file FILE or set FERNET_KEY")
-            })?,
-        };
-        KeyRing::parse(&material)
+        KeyRing::parse(&self.material()?)
             .map_err(|e| CliError::usage_from("the Fernet key is unusable", &e))
     }
+
+    /// The keys as the configuration's key source, checked to be usable.
+    pub fn source(&self) -> Result<FernetKeySource, CliError> {
+        self.ring()?;
+        Ok(FernetKeySource::Direct(Secret::new(self.material()?)))
+    }
+
+    fn material(&self) -> Result<String, CliError> {
+        match (&self.key_file, &self.key) {
+            (Some(path), _) => read_key_file(path),
+            (None, Some(key)) => Ok(key.clone()),
+            (None, None) => std::env::var(var::FERNET_KEY.name).map_err(|_| {
+                CliError::usage("no Fernet key: pass --key-file FILE or set FERNET_KEY")
+            }),
+        }
+    }
+}
+
+/// Where the objects are: a folder standing in for the bucket, or a bucket.
+#[derive(clap::Args)]
+pub struct StoreArgs {
+    /// Folder standing in for the bucket.
+    #[arg(
+        long,
+        visible_alias = "out-dir",
+        required_unless_present = "bucket",
+        conflicts_with = "bucket"
+    )]
+    pub dir: Option<PathBuf>,
+    /// Bucket (credentials, region and AWS_ENDPOINT_URL from the environment).
+    #[arg(long)]
+    pub bucket: Option<String>,
+}
+
+/// A store opened for a command, with the AWS SDK configuration when it needs one (a bucket,
+/// or a key in Secrets Manager).
+pub struct Opened {
+    pub store: Store,
+    pub sdk: Option<SdkConfig>,
+}
+
+/// Opens the folder `dir`, else the bucket (`bucket`, else `BUCKET_NAME`).
+pub async fn open_store(
+    dir: Option<&Path>,
+    bucket: Option<String>,
+    config: &mut Config,
+) -> Result<Opened, CliError> {
+    if bucket.is_some() {
+        config.bucket = bucket;
+    }
+    let secret = matches!(
+        config.key_source,
+        Some(FernetKeySource::SecretsManager { .. })
+    );
+    let sdk = match (dir, secret) {
+        (Some(_), false) => None,
+        _ => Some(log_etl::aws::sdk_config(config).await),
+    };
+    let store = match (dir, &sdk) {
+        (Some(dir), _) => Store::Folder(FolderStore::new(dir)),
+        (None, Some(sdk)) => {
+            Store::bucket(sdk, config).map_err(|e| CliError::usage_from("configuration", &e))?
+        }
+        (None, None) => unreachable!("an SDK configuration is loaded for a bucket"),
+    };
+    Ok(Opened { store, sdk })
 }
 
 fn read_key_file(path: &Path) -> Result<String, CliError> {

@@ -4,10 +4,9 @@ use std::fs::{self, File};
 use std::path::PathBuf;
 
 use chrono::Utc;
-use log_etl::pipeline::{self, RunError};
-use log_etl::store::{FolderStore, Store};
+use log_etl::pipeline::{Pipeline, RunError};
 
-use super::{CliError, KeyArgs, config, print_json};
+use super::{CliError, KeyArgs, StoreArgs, config, open_store, print_json};
 
 /// Process a saved API response (a JSON array of any size, read as a stream) into the objects the
 /// Lambda would write: under a folder, or into a bucket (backfills). Settings (prefixes, layout,
@@ -17,49 +16,37 @@ pub struct Args {
     /// The saved response.
     #[arg(long)]
     input: PathBuf,
-    /// Folder standing in for the bucket.
-    #[arg(long, required_unless_present = "bucket", conflicts_with = "bucket")]
-    out_dir: Option<PathBuf>,
-    /// Bucket to write to (credentials, region and AWS_ENDPOINT_URL from the environment).
-    #[arg(long)]
-    bucket: Option<String>,
+    #[command(flatten)]
+    store: StoreArgs,
     #[command(flatten)]
     key: KeyArgs,
 }
 
 pub async fn run(args: Args) -> Result<(), CliError> {
-    let ring = args.key.ring()?;
     let mut config = config()?;
+    config.key_source = Some(args.key.source()?);
     let input = File::open(&args.input)
         .map_err(|e| CliError::usage_from(&format!("cannot read {}", args.input.display()), &e))?;
-    let (store, made_dir) = match (&args.out_dir, args.bucket) {
-        (Some(dir), _) => {
+    let made_dir = match &args.store.dir {
+        Some(dir) => {
             let made = !dir.exists();
             fs::create_dir_all(dir)
                 .map_err(|e| CliError::failed(&format!("cannot create {}", dir.display()), &e))?;
-            (Store::Folder(FolderStore::new(dir)), made)
+            made
         }
-        (None, bucket) => {
-            config.bucket = bucket;
-            let store = Store::bucket_from_config(&config)
-                .await
-                .map_err(|e| CliError::usage_from("configuration", &e))?;
-            (store, false)
-        }
+        None => false,
     };
-    // Spilled bodies go beside a folder store's objects, so they are linked into place.
-    let spill_parent = args.out_dir.clone().unwrap_or_else(std::env::temp_dir);
-    let result =
-        pipeline::process_saved_response(input, &ring, &config, &store, &spill_parent, Utc::now())
-            .await;
-    match result {
+    let opened = open_store(args.store.dir.as_deref(), args.store.bucket, &mut config).await?;
+    let pipeline =
+        Pipeline::new(&config, opened.store, opened.sdk.as_ref()).map_err(CliError::run)?;
+    match pipeline.process(input, Utc::now()).await {
         Ok(summary) => {
             print_json(&summary);
             Ok(())
         }
         Err(err @ RunError::Response(_)) => {
             // Nothing was written: leave no folder behind either.
-            if let (true, Some(dir)) = (made_dir, &args.out_dir) {
+            if let (true, Some(dir)) = (made_dir, &args.store.dir) {
                 let _ = fs::remove_dir(dir);
             }
             let context = format!("{} is not a usable API response", args.input.display());

@@ -4,9 +4,8 @@ use std::io::{self, BufWriter, Write};
 use std::path::Path;
 
 use log_etl::restore::{self, RestoreError};
-use log_etl::store::{FolderStore, Store};
 
-use super::{CliError, config};
+use super::{CliError, config, open_store};
 
 /// Print the original records stored in objects, as NDJSON in the order stored. PATHs are files,
 /// folders (searched recursively) or s3://bucket/prefix; quarantine is skipped.
@@ -24,15 +23,14 @@ pub async fn run(args: Args) -> Result<(), CliError> {
         let restored = match path.strip_prefix("s3://") {
             Some(location) => {
                 let (bucket, prefix) = location.split_once('/').unwrap_or((location, ""));
-                config.bucket = Some(bucket.to_owned());
-                let store = Store::bucket_from_config(&config)
-                    .await
-                    .map_err(|e| CliError::usage_from("configuration", &e))?;
-                restore::restore_store(&store, prefix, &config.layout, &mut out).await
+                let opened = open_store(None, Some(bucket.to_owned()), &mut config).await?;
+                let layout = &config.objects.layout;
+                restore::restore_store(&opened.store, prefix, layout, &mut out).await
             }
             None if Path::new(path).is_dir() => {
-                let store = Store::Folder(FolderStore::new(path));
-                restore::restore_store(&store, "", &config.layout, &mut out).await
+                let opened = open_store(Some(Path::new(path)), None, &mut config).await?;
+                let layout = &config.objects.layout;
+                restore::restore_store(&opened.store, "", layout, &mut out).await
             }
             None if Path::new(path).exists() => restore::restore_file(Path::new(path), &mut out),
             None => {

@@ -5,9 +5,8 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use log_etl::pipeline::Pipeline;
-use log_etl::store::{FolderStore, Store};
 
-use super::{CliError, config, print_json};
+use super::{CliError, config, open_store, print_json};
 
 /// One scheduled pass, as the Lambda does it, configured by the same environment variables;
 /// prints the run's summary.
@@ -19,12 +18,13 @@ pub struct Args {
 }
 
 pub async fn run(args: Args) -> Result<(), CliError> {
-    let config = config()?;
-    let pipeline = match args.out_dir {
-        Some(dir) => Pipeline::from_config(&config, Store::Folder(FolderStore::new(dir))).await,
-        None => Pipeline::for_bucket(&config).await,
-    }
-    .map_err(CliError::run)?;
+    let mut config = config()?;
+    config
+        .require_api_url()
+        .map_err(|e| CliError::run(e.into()))?;
+    let opened = open_store(args.out_dir.as_deref(), None, &mut config).await?;
+    let pipeline =
+        Pipeline::new(&config, opened.store, opened.sdk.as_ref()).map_err(CliError::run)?;
     // The Lambda's deadline is its timeout; on the command line, allow every fetch attempt its
     // full timeout plus time to write.
     let budget = config.fetch.timeout * config.fetch.max_attempts + Duration::from_secs(60);

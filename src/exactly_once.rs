@@ -10,19 +10,16 @@
 //! hours drops such copies.
 
 use std::collections::HashMap;
-use std::io;
 use std::time::Instant;
 
 use futures_util::stream::{self, StreamExt};
-use serde::Deserialize;
-use serde_json::value::RawValue;
 
-use super::{PutOutcome, Store, StoreError};
-use crate::batch::encode::{self, ObjectEncoding, ObjectWriter};
-use crate::batch::layout::ObjectLayout;
-use crate::batch::spool::SpoolPolicy;
-use crate::batch::{BatchOutput, EncodedObject, ObjectKind};
-use crate::record::hour::Stamp;
+use crate::batch::encode;
+use crate::batch::{
+    BatchOutput, EncodeError, EncodedObject, ObjectBuilder, ObjectKind, ObjectSettings,
+};
+use crate::record;
+use crate::store::{PutOutcome, Store, StoreError};
 
 /// Listings of a folder whose objects keep vanishing before a run gives up (a compaction merges
 /// an hour once; more than this means something else deletes there).
@@ -35,41 +32,13 @@ const READ_AHEAD: usize = 8;
 /// object (a larger object is compared, and written, in parts).
 pub const COMPARE_BYTES: usize = 8 << 20;
 
-/// How objects are written and read back.
-#[derive(Debug, Clone)]
-pub struct WriteSettings {
-    pub layout: ObjectLayout,
-    pub encoding: ObjectEncoding,
-    pub gzip_level: u32,
-    /// Where new bodies, and existing objects read back from a bucket, are kept.
-    pub spool: SpoolPolicy,
-}
-
-impl WriteSettings {
-    /// The settings a batch was encoded with.
-    pub fn of(batch: &crate::batch::BatchSettings) -> Self {
-        Self {
-            layout: batch.layout.clone(),
-            encoding: batch.encoding,
-            gzip_level: batch.gzip_level,
-            spool: batch.spool.clone(),
-        }
-    }
-}
-
 /// Why writing failed. What was written stays; a rerun finds it and writes nothing twice.
 #[derive(Debug, thiserror::Error)]
 pub enum WriteError {
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("reading back or encoding {key} failed")]
-    Body {
-        key: String,
-        #[source]
-        source: io::Error,
-    },
-    #[error("the objects under {folder} kept disappearing while they were read")]
-    Unsettled { folder: String },
+    #[error(transparent)]
+    Encode(#[from] EncodeError),
 }
 
 /// What writing a batch did.
@@ -105,7 +74,7 @@ pub struct WriteReport {
 pub async fn write_new_records(
     output: &BatchOutput,
     store: &Store,
-    settings: &WriteSettings,
+    settings: &ObjectSettings,
 ) -> Result<WriteReport, WriteError> {
     let mut writer = Writer {
         store,
@@ -118,7 +87,7 @@ pub async fn write_new_records(
         .iter()
         .partition(|o| matches!(o.kind, ObjectKind::Quarantine { .. }));
     for object in quarantine.into_iter().chain(data) {
-        if let ObjectKind::Data { hour } = object.kind {
+        if let Some(hour) = object.kind.data_hour() {
             let hour = hour.to_string();
             if !writer.report.hours.contains(&hour) {
                 writer.report.hours.push(hour);
@@ -131,7 +100,7 @@ pub async fn write_new_records(
 
 struct Writer<'a> {
     store: &'a Store,
-    settings: &'a WriteSettings,
+    settings: &'a ObjectSettings,
     /// Keys of the objects each folder holds, listed once per run and kept up to date.
     existing: HashMap<String, Vec<String>>,
     report: WriteReport,
@@ -149,7 +118,7 @@ struct Part {
 
 impl Writer<'_> {
     async fn write(&mut self, object: &EncodedObject) -> Result<(), WriteError> {
-        let folders = self.folders(object.kind);
+        let folders = object.kind.folders(&self.settings.layout);
         let started = Instant::now();
         for folder in &folders {
             self.list_once(folder).await?;
@@ -159,7 +128,7 @@ impl Writer<'_> {
             // Nothing to compare with: the object lands as it is.
             return self.put(object, object.records, &folders[0]).await;
         }
-        let body_err = |source| WriteError::Body {
+        let body_err = |source| EncodeError::ReadBack {
             key: object.key.clone(),
             source,
         };
@@ -180,24 +149,11 @@ impl Writer<'_> {
                 // Every line is new: the object lands as it is, under the name it has.
                 return self.put(object, kept, &folders[0]).await;
             }
-            if kept > 0 {
-                let encoded = self.encode(&part, object).map_err(body_err)?;
+            if let Some(encoded) = self.encode(&part, object.kind)? {
                 self.put(&encoded, kept, &folders[0]).await?;
             }
         }
         Ok(())
-    }
-
-    /// The folders an object's records are compared with; the first is where it goes.
-    fn folders(&self, kind: ObjectKind) -> Vec<String> {
-        let layout = &self.settings.layout;
-        match kind {
-            ObjectKind::Data { hour } => vec![format!("{}/", layout.data_hour_path(hour))],
-            ObjectKind::Quarantine { run_hour } => vec![
-                format!("{}/", layout.quarantine_hour_path(run_hour)),
-                format!("{}/", layout.quarantine_hour_path(run_hour.previous())),
-            ],
-        }
     }
 
     /// Lists `folder` unless this run already did (the run keeps the list up to date).
@@ -258,9 +214,10 @@ impl Writer<'_> {
                 self.list_once(folder).await?;
             }
         }
-        Err(WriteError::Unsettled {
+        Err(StoreError::Unsettled {
             folder: folders[0].clone(),
-        })
+        }
+        .into())
     }
 
     /// Marks the lines of `part` that the object `key`, read by `reader`, already holds.
@@ -283,51 +240,20 @@ impl Writer<'_> {
                 }
             };
             let struck = part.strike(&line, kind);
-            match kind {
-                ObjectKind::Data { .. } => self.report.records_already_present += struck,
-                ObjectKind::Quarantine { .. } => self.report.quarantined_already_present += struck,
-            }
+            self.report.count(kind, Counted::Present, struck);
         }
     }
 
-    /// A new object of the lines of `part` still to be written, named by its content.
-    fn encode(&self, part: &Part, original: &EncodedObject) -> io::Result<EncodedObject> {
-        let settings = self.settings;
-        let mut writer = ObjectWriter::new(settings.gzip_level, &settings.spool);
+    /// A new object of the lines of `part` still to be written, named by its content; `None`
+    /// when every line is already present.
+    fn encode(&self, part: &Part, kind: ObjectKind) -> Result<Option<EncodedObject>, EncodeError> {
+        let mut builder = ObjectBuilder::new(kind, self.settings);
         let kept = part.lines.iter().zip(&part.keep).filter(|(_, k)| **k);
-        let (mut first, mut last) = (None, Stamp::default());
         for (line, _) in kept {
-            writer.write_line(line)?;
-            if let ObjectKind::Data { .. } = original.kind {
-                let stamp = stamp_of(line);
-                first.get_or_insert(stamp);
-                last = stamp;
-            }
+            let stamp = kind.data_hour().map(|_| record::line_stamp(line));
+            builder.push(line, stamp.unwrap_or_default())?;
         }
-        let encoded = writer.finish()?;
-        let key = match original.kind {
-            ObjectKind::Data { hour } => settings.layout.data_key(
-                hour,
-                first.unwrap_or_default(),
-                last,
-                &encoded.digest,
-                settings.encoding,
-            ),
-            ObjectKind::Quarantine { run_hour } => {
-                settings
-                    .layout
-                    .quarantine_key(run_hour, &encoded.digest, settings.encoding)
-            }
-        };
-        Ok(EncodedObject {
-            key,
-            kind: original.kind,
-            encoding: settings.encoding,
-            body: encoded.body,
-            records: encoded.lines,
-            uncompressed: encoded.uncompressed,
-            distinct: true,
-        })
+        builder.finish(self.settings)
     }
 
     /// Creates the object, counting its `records` as landed (or present, if the key exists).
@@ -339,13 +265,11 @@ impl Writer<'_> {
     ) -> Result<(), WriteError> {
         let outcome = self.store.put_once(object).await?;
         let report = &mut self.report;
-        let quarantine = matches!(object.kind, ObjectKind::Quarantine { .. });
-        match (outcome, quarantine) {
-            (PutOutcome::Written, false) => report.records_landed += records,
-            (PutOutcome::Written, true) => report.records_quarantined += records,
-            (PutOutcome::AlreadyPresent, false) => report.records_already_present += records,
-            (PutOutcome::AlreadyPresent, true) => report.quarantined_already_present += records,
-        }
+        let counted = match outcome {
+            PutOutcome::Written => Counted::Landed,
+            PutOutcome::AlreadyPresent => Counted::Present,
+        };
+        report.count(object.kind, counted, records);
         match outcome {
             PutOutcome::Written => {
                 report.objects_written += 1;
@@ -375,18 +299,14 @@ impl Part {
 
     /// Adds a line of the new object, unless an earlier line of this part is the same record.
     fn add(&mut self, line: Vec<u8>, kind: ObjectKind, report: &mut WriteReport) {
-        let id = identity(&line, kind);
+        let id = kind.identity(&line);
         let hash = xxhash_rust::xxh3::xxh3_64(id);
-        let same = self.index.get(&hash).is_some_and(|indexes| {
-            indexes
-                .iter()
-                .any(|&i| identity(&self.lines[i], kind) == id)
-        });
+        let same = self
+            .index
+            .get(&hash)
+            .is_some_and(|indexes| indexes.iter().any(|&i| kind.identity(&self.lines[i]) == id));
         if same {
-            match kind {
-                ObjectKind::Data { .. } => report.duplicates_dropped += 1,
-                ObjectKind::Quarantine { .. } => report.quarantined_already_present += 1,
-            }
+            report.count(kind, Counted::Repeated, 1);
             return;
         }
         self.index.entry(hash).or_default().push(self.lines.len());
@@ -397,13 +317,13 @@ impl Part {
 
     /// Marks as present the lines of this part that are the record `existing`; how many.
     fn strike(&mut self, existing: &[u8], kind: ObjectKind) -> u64 {
-        let id = identity(existing, kind);
+        let id = kind.identity(existing);
         let Some(indexes) = self.index.get(&xxhash_rust::xxh3::xxh3_64(id)) else {
             return 0;
         };
         let mut struck = 0;
         for &i in indexes {
-            if self.keep[i] && identity(&self.lines[i], kind) == id {
+            if self.keep[i] && kind.identity(&self.lines[i]) == id {
                 self.keep[i] = false;
                 struck += 1;
             }
@@ -412,35 +332,42 @@ impl Part {
     }
 }
 
-/// What makes two lines the same record: a data line itself; for a quarantine line, the
-/// source object it holds (whatever reason it was refused for).
-fn identity(line: &[u8], kind: ObjectKind) -> &[u8] {
-    #[derive(Deserialize)]
-    struct Quarantined<'a> {
-        #[serde(borrow)]
-        record: &'a RawValue,
-    }
-    match kind {
-        ObjectKind::Data { .. } => line,
-        ObjectKind::Quarantine { .. } => serde_json::from_slice::<Quarantined<'_>>(line)
-            .map(|q| q.record.get().as_bytes())
-            .unwrap_or(line),
-    }
+/// What happened to records, as a report counts them.
+#[derive(Debug, Clone, Copy)]
+enum Counted {
+    /// Written by this run.
+    Landed,
+    /// Already in the store.
+    Present,
+    /// Repeated within the batch.
+    Repeated,
 }
 
-/// The `mmssSSS` stamp of a compact line, as its record was placed.
-fn stamp_of(line: &[u8]) -> Stamp {
-    crate::record::line_instant(line).map_or_else(Stamp::default, Stamp::of)
+impl WriteReport {
+    /// Counts `n` records of `kind`: data records, or quarantined ones (a quarantined record
+    /// repeated in the batch counts as already present).
+    fn count(&mut self, kind: ObjectKind, what: Counted, n: u64) {
+        let counter = match (kind, what) {
+            (ObjectKind::Data { .. }, Counted::Landed) => &mut self.records_landed,
+            (ObjectKind::Data { .. }, Counted::Present) => &mut self.records_already_present,
+            (ObjectKind::Data { .. }, Counted::Repeated) => &mut self.duplicates_dropped,
+            (ObjectKind::Quarantine { .. }, Counted::Landed) => &mut self.records_quarantined,
+            (ObjectKind::Quarantine { .. }, Counted::Present | Counted::Repeated) => {
+                &mut self.quarantined_already_present
+            }
+        };
+        *counter += n;
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::hour::HourKey;
+    use crate::record::hour::Hour;
 
     fn data() -> ObjectKind {
         ObjectKind::Data {
-            hour: HourKey::of(chrono::Utc::now()),
+            hour: Hour::of(chrono::Utc::now()),
         }
     }
 
@@ -475,23 +402,19 @@ mod tests {
         // only the merged object, holding the record, is still there
         let dir = tempfile::tempdir().unwrap();
         let store = Store::Folder(crate::store::FolderStore::new(dir.path()));
-        let layout = ObjectLayout::new(
+        let layout = crate::batch::layout::ObjectLayout::new(
             "data",
             "quarantine",
             crate::batch::layout::PartitionStyle::Flat,
         )
         .unwrap();
-        let mut merged = ObjectWriter::new(6, &SpoolPolicy::in_memory());
+        let mut merged =
+            encode::ObjectWriter::new(6, &crate::batch::spool::SpoolPolicy::in_memory());
         merged.write_line(br#"{"a":1}"#).unwrap();
         let body = merged.finish().unwrap().body.to_vec().unwrap();
         std::fs::create_dir_all(dir.path().join("data/h")).unwrap();
         std::fs::write(dir.path().join("data/h/merged.json.gz"), body).unwrap();
-        let settings = WriteSettings {
-            layout,
-            encoding: ObjectEncoding::GzipNdjson,
-            gzip_level: 6,
-            spool: SpoolPolicy::in_memory(),
-        };
+        let settings = ObjectSettings::new(layout);
         let mut writer = Writer {
             store: &store,
             settings: &settings,
@@ -511,25 +434,5 @@ mod tests {
         // Then the folder was listed again and the record found present
         assert_eq!(part.keep, [false]);
         assert_eq!(writer.report.lists, 1);
-    }
-
-    #[test]
-    fn a_quarantined_record_is_the_record_whatever_the_reason() {
-        let kind = ObjectKind::Quarantine {
-            run_hour: HourKey::of(chrono::Utc::now()),
-        };
-        let a = br#"{"stage":"decrypt","reason":"does not verify under any of the 1 key(s)","record":{"data":"x"}}"#;
-        let b = br#"{"stage":"decrypt","reason":"does not verify under any of the 2 key(s)","record":{"data":"x"}}"#;
-        assert_eq!(identity(a, kind), br#"{"data":"x"}"#);
-        assert_eq!(identity(a, kind), identity(b, kind));
-        assert_ne!(identity(a, data()), identity(b, data()));
-    }
-
-    #[test]
-    fn a_compact_line_is_stamped_as_its_record_was_placed() {
-        let line = br#"{"user_id":null,"inDate":"230318150802284"}"#;
-        assert_eq!(stamp_of(line).to_string(), "0802284");
-        let verbatim = br#"{"inDate":"2023-03-19T00:30:00.5+09:00"}"#;
-        assert_eq!(stamp_of(verbatim).to_string(), "3000500");
     }
 }

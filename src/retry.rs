@@ -1,4 +1,5 @@
-//! The one retry policy: exponential backoff with jitter over the upper half of each step.
+//! The one retry policy of the crate, for the source's GETs and S3's conflicting writes alike:
+//! exponential backoff with jitter over the upper half of each step.
 
 use std::time::Duration;
 
