@@ -73,6 +73,10 @@ pub struct CompactSummary {
     /// The hours compacted (UTC, `YYYY-MM-DDTHH`).
     pub hours: Vec<String>,
     pub duration_ms: u64,
+    /// Closed hours left as they are because one of their objects is unreadable (not what this
+    /// code writes: see [`encode::Unreadable`]), and those objects' keys.
+    pub hours_unreadable: u64,
+    pub unreadable_objects: Vec<String>,
 }
 
 /// Why a compaction run stopped. What it did stays consistent; the next run carries on.
@@ -80,12 +84,6 @@ pub struct CompactSummary {
 pub enum CompactError {
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("reading {key} failed")]
-    Read {
-        key: String,
-        #[source]
-        source: io::Error,
-    },
     #[error("sorting the records of hour {hour} failed")]
     Sort {
         hour: Hour,
@@ -100,7 +98,7 @@ impl CompactError {
     /// The type of the error that failed the run, as a Lambda error type.
     pub fn error_type(&self) -> &'static str {
         match self {
-            CompactError::Store(_) | CompactError::Read { .. } => "StoreError",
+            CompactError::Store(_) => "StoreError",
             CompactError::Sort { .. } => "SortError",
             CompactError::Encode(_) => "EncodeError",
         }
@@ -190,13 +188,19 @@ async fn compact_hour(
     let sort_err = |source| CompactError::Sort { hour, source };
     let mut sorter = Sorter::new(settings.spool.dir.clone(), RUN_BYTES);
     for key in inputs {
-        let read_err = |source| CompactError::Read {
-            key: key.clone(),
-            source,
-        };
         let mut reader = Counted::new(store.open(key, &settings.spool).await?);
-        for line in encode::lines(&mut reader) {
-            sorter.add(line.map_err(read_err)?).map_err(sort_err)?;
+        for line in encode::read_lines(&mut reader, settings.read) {
+            match line {
+                Ok(line) => sorter.add(line).map_err(sort_err)?,
+                Err(reason) => {
+                    // Merging what can be read and deleting the rest would lose what cannot:
+                    // the hour stays as it is, for a person to look at, and the others go on.
+                    tracing::warn!(key = %key, hour = %hour, reason = %reason, "unreadable object: its hour is left uncompacted");
+                    summary.hours_unreadable += 1;
+                    summary.unreadable_objects.push(key.clone());
+                    return Ok(());
+                }
+            }
         }
         summary.objects_read += 1;
         summary.bytes_in += reader.count;
@@ -411,7 +415,7 @@ mod tests {
     }
 
     fn lines_of(object: &EncodedObject) -> Vec<String> {
-        encode::lines(object.body.reader().unwrap())
+        encode::read_lines(object.body.reader().unwrap(), encode::ReadLimits::default())
             .map(|l| String::from_utf8(l.unwrap()).unwrap())
             .collect()
     }

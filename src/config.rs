@@ -8,14 +8,16 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::batch::ObjectSettings;
-use crate::batch::encode::ObjectEncoding;
+use crate::batch::encode::{ObjectEncoding, ReadLimits};
 use crate::batch::layout::{LayoutError, ObjectLayout, PartitionStyle};
 use crate::record::RecordLimits;
 use crate::record::pyrepr::ParseLimits;
 
 /// Every variable read, in one place.
 pub mod var {
-    use crate::batch::encode::DEFAULT_GZIP_LEVEL;
+    use crate::batch::encode::{
+        DEFAULT_GZIP_LEVEL, DEFAULT_MAX_LINE_BYTES, DEFAULT_MAX_OBJECT_BYTES,
+    };
     use crate::batch::response::DEFAULT_MAX_RECORDS_PER_RESPONSE;
     use crate::record::DEFAULT_MAX_RECORD_BYTES;
     use crate::record::hour::{DEFAULT_EARLIEST_YEAR, DEFAULT_MAX_HOURS_AHEAD};
@@ -190,6 +192,20 @@ pub mod var {
         1 << 30,
         "plaintexts with a longer string or key are quarantined",
     );
+    pub const MAX_OBJECT_BYTES: Setting = Setting::number(
+        "MAX_OBJECT_BYTES",
+        DEFAULT_MAX_OBJECT_BYTES,
+        1 << 20,
+        1 << 40,
+        "a stored object expanding past this is unreadable: reported, never deleted",
+    );
+    pub const MAX_LINE_BYTES: Setting = Setting::number(
+        "MAX_LINE_BYTES",
+        DEFAULT_MAX_LINE_BYTES,
+        1 << 20,
+        1 << 30,
+        "a stored object with a longer line is unreadable: reported, never deleted",
+    );
     pub const EARLIEST_YEAR: Setting = Setting::number(
         "EARLIEST_YEAR",
         DEFAULT_EARLIEST_YEAR,
@@ -235,7 +251,7 @@ pub mod var {
     );
 
     /// Every setting, in the order the README lists them.
-    pub const ALL: [Setting; 25] = [
+    pub const ALL: [Setting; 27] = [
         LOG_API_URL,
         BUCKET_NAME,
         KEY_PREFIX,
@@ -252,6 +268,8 @@ pub mod var {
         MAX_RECORD_BYTES,
         MAX_NESTING_DEPTH,
         MAX_STRING_BYTES,
+        MAX_OBJECT_BYTES,
+        MAX_LINE_BYTES,
         EARLIEST_YEAR,
         MAX_HOURS_AHEAD,
         PUT_MAX_ATTEMPTS,
@@ -415,6 +433,10 @@ impl Config {
             objects: ObjectSettings {
                 encoding: ObjectEncoding::GzipNdjson,
                 level: env.number(var::GZIP_LEVEL)? as u32,
+                read: ReadLimits {
+                    max_object_bytes: env.number(var::MAX_OBJECT_BYTES)?,
+                    max_line_bytes: env.number(var::MAX_LINE_BYTES)? as usize,
+                },
                 ..ObjectSettings::new(layout)
             },
             key_source,
@@ -531,7 +553,9 @@ impl Env<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::batch::encode::DEFAULT_GZIP_LEVEL;
+    use crate::batch::encode::{
+        DEFAULT_GZIP_LEVEL, DEFAULT_MAX_LINE_BYTES, DEFAULT_MAX_OBJECT_BYTES,
+    };
     use std::collections::HashMap;
 
     fn config(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {

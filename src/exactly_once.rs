@@ -67,6 +67,9 @@ pub struct WriteReport {
     pub lists: u64,
     pub objects_read: u64,
     pub existing_read_ms: u64,
+    /// Objects read that are not what this code writes (see [`encode::Unreadable`]): left in
+    /// place, nothing in them counted as present.
+    pub objects_unreadable: u64,
 }
 
 /// Writes the records of `output` that their hours do not hold yet: quarantine first, then
@@ -132,12 +135,14 @@ impl Writer<'_> {
             key: object.key.clone(),
             source,
         };
-        let mut lines = encode::lines(object.body.reader().map_err(body_err)?).peekable();
+        let body = object.body.reader().map_err(body_err)?;
+        let mut lines = encode::read_lines(body, self.settings.read).peekable();
         let mut first_part = true;
         while lines.peek().is_some() {
             let mut part = Part::new();
             while let Some(line) = lines.next_if(|_| part.size < COMPARE_BYTES) {
-                part.add(line.map_err(body_err)?, object.kind, &mut self.report);
+                let line = line.map_err(|e| body_err(std::io::Error::other(e)))?;
+                part.add(line, object.kind, &mut self.report);
             }
             let whole = std::mem::take(&mut first_part) && lines.peek().is_none();
             let started = Instant::now();
@@ -220,7 +225,10 @@ impl Writer<'_> {
         .into())
     }
 
-    /// Marks the lines of `part` that the object `key`, read by `reader`, already holds.
+    /// Marks the lines of `part` that the object `key`, read by `reader`, already holds. An
+    /// object that cannot be read whole (see [`encode::Unreadable`]) counts nothing as present:
+    /// its records land again rather than being lost, and compaction, once the object is dealt
+    /// with, keeps them once.
     fn strike_present(
         &mut self,
         key: &str,
@@ -229,19 +237,19 @@ impl Writer<'_> {
         kind: ObjectKind,
     ) {
         self.report.objects_read += 1;
-        for line in encode::lines(reader) {
-            let line = match line {
-                Ok(line) => line,
-                Err(err) => {
-                    // An object that cannot be read cannot say it holds a record: the records
-                    // land again rather than being lost, and compaction keeps them once.
-                    tracing::warn!(key, error = %err, "an existing object could not be read; its records are not counted as present");
+        let mut found = Vec::new();
+        for line in encode::read_lines(reader, self.settings.read) {
+            match line {
+                Ok(line) => found.extend(part.matches(&line, kind)),
+                Err(reason) => {
+                    self.report.objects_unreadable += 1;
+                    tracing::warn!(key, reason = %reason, "unreadable object: nothing it holds counts as landed; it is left in place");
                     return;
                 }
-            };
-            let struck = part.strike(&line, kind);
-            self.report.count(kind, Counted::Present, struck);
+            }
         }
+        let struck = part.strike(&found);
+        self.report.count(kind, Counted::Present, struck);
     }
 
     /// A new object of the lines of `part` still to be written, named by its content; `None`
@@ -315,16 +323,24 @@ impl Part {
         self.keep.push(true);
     }
 
-    /// Marks as present the lines of this part that are the record `existing`; how many.
-    fn strike(&mut self, existing: &[u8], kind: ObjectKind) -> u64 {
+    /// The lines of this part that are the record `existing`.
+    fn matches(&self, existing: &[u8], kind: ObjectKind) -> Vec<usize> {
         let id = kind.identity(existing);
         let Some(indexes) = self.index.get(&xxhash_rust::xxh3::xxh3_64(id)) else {
-            return 0;
+            return Vec::new();
         };
+        indexes
+            .iter()
+            .copied()
+            .filter(|&i| kind.identity(&self.lines[i]) == id)
+            .collect()
+    }
+
+    /// Marks the lines at `found` as present; how many were not marked yet.
+    fn strike(&mut self, found: &[usize]) -> u64 {
         let mut struck = 0;
-        for &i in indexes {
-            if self.keep[i] && kind.identity(&self.lines[i]) == id {
-                self.keep[i] = false;
+        for &i in found {
+            if std::mem::replace(&mut self.keep[i], false) {
                 struck += 1;
             }
         }
@@ -383,7 +399,7 @@ mod tests {
         part.index
             .insert(xxhash_rust::xxh3::xxh3_64(&other), vec![0]);
         // When the other line is found in the hour, or added to the part
-        let struck = part.strike(&other, data());
+        let struck = part.strike(&part.matches(&other, data()));
         part.index.insert(hash, vec![0]);
         part.add(other.clone(), data(), &mut report);
         // Then neither takes it for the first: nothing struck, nothing dropped
@@ -391,7 +407,7 @@ mod tests {
         assert_eq!(report.duplicates_dropped, 0);
         assert_eq!(part.keep, [true, true]);
         // while the same line is struck, and dropped when added again
-        assert_eq!(part.strike(br#"{"a":1}"#, data()), 1);
+        assert_eq!(part.strike(&part.matches(br#"{"a":1}"#, data())), 1);
         part.add(br#"{"a":1}"#.to_vec(), data(), &mut report);
         assert_eq!(report.duplicates_dropped, 1);
     }
@@ -434,5 +450,65 @@ mod tests {
         // Then the folder was listed again and the record found present
         assert_eq!(part.keep, [false]);
         assert_eq!(writer.report.lists, 1);
+    }
+
+    #[tokio::test]
+    async fn an_unreadable_object_counts_nothing_as_present_and_the_rest_is_compared() {
+        // Given an hour holding a good object with record a, and a truncated one whose first
+        // line is record b
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::Folder(crate::store::FolderStore::new(dir.path()));
+        let layout = crate::batch::layout::ObjectLayout::new(
+            "data",
+            "quarantine",
+            crate::batch::layout::PartitionStyle::Flat,
+        )
+        .unwrap();
+        let object = |lines: &[&[u8]]| {
+            let mut w =
+                encode::ObjectWriter::new(6, &crate::batch::spool::SpoolPolicy::in_memory());
+            for line in lines {
+                w.write_line(line).unwrap();
+            }
+            w.finish().unwrap().body.to_vec().unwrap()
+        };
+        let broken = object(&[br#"{"b":2}"#, br#"{"c":3}"#]);
+        std::fs::create_dir_all(dir.path().join("data/h")).unwrap();
+        std::fs::write(
+            dir.path().join("data/h/good.json.gz"),
+            object(&[br#"{"a":1}"#]),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("data/h/broken.json.gz"),
+            &broken[..broken.len() - 8],
+        )
+        .unwrap();
+        let settings = ObjectSettings::new(layout);
+        let mut writer = Writer {
+            store: &store,
+            settings: &settings,
+            existing: HashMap::from([(
+                "data/h/".to_owned(),
+                vec![
+                    "data/h/broken.json.gz".to_owned(),
+                    "data/h/good.json.gz".to_owned(),
+                ],
+            )]),
+            report: WriteReport::default(),
+        };
+        // When records a and b are compared with what the hour holds
+        let mut part = Part::new();
+        part.add(br#"{"a":1}"#.to_vec(), data(), &mut writer.report);
+        part.add(br#"{"b":2}"#.to_vec(), data(), &mut writer.report);
+        writer
+            .strike_all_present(&["data/h/".to_owned()], &mut part, data())
+            .await
+            .unwrap();
+        // Then a is present, b is still to land, and the broken object is counted, not lost
+        assert_eq!(part.keep, [false, true]);
+        assert_eq!(writer.report.objects_unreadable, 1);
+        assert_eq!(writer.report.records_already_present, 1);
+        assert!(dir.path().join("data/h/broken.json.gz").exists());
     }
 }

@@ -162,7 +162,7 @@ impl Pipeline {
         let fetch_started = Instant::now();
         let fetched = source.fetch(fetch_deadline).await?;
         let fetch_ms = fetch_started.elapsed().as_millis() as u64;
-        let spill = spool::spill_dir(&self.spill_parent).map_err(EncodeError::SpillFolder)?;
+        let spill = self.spill_dir()?;
         let settings = self.spilling_into(spill.path());
         // One record at a time: no list of the response's records is built, so a body of tiny
         // elements costs no more than its bytes.
@@ -187,7 +187,7 @@ impl Pipeline {
     ) -> Result<RunSummary, RunError> {
         let started = Instant::now();
         let ring = self.keys.current().await?;
-        let spill = spool::spill_dir(&self.spill_parent).map_err(EncodeError::SpillFolder)?;
+        let spill = self.spill_dir()?;
         let settings = self.spilling_into(spill.path());
         let workers = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
         let output = parallel::encode_parallel(
@@ -199,6 +199,14 @@ impl Pipeline {
             workers,
         )?;
         self.write(&output, &settings, started).await
+    }
+
+    /// A private folder for this run's spilled bodies (in a folder store not made yet, the
+    /// folder is made first).
+    fn spill_dir(&self) -> Result<tempfile::TempDir, EncodeError> {
+        std::fs::create_dir_all(&self.spill_parent)
+            .and_then(|()| spool::spill_dir(&self.spill_parent))
+            .map_err(EncodeError::SpillFolder)
     }
 
     /// The batch settings with bodies spilling into `dir`.

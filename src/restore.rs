@@ -7,8 +7,8 @@ use std::path::Path;
 
 use serde_json::{Map, Value};
 
-use crate::batch::encode;
-use crate::batch::layout::ObjectLayout;
+use crate::batch::encode::{self, ReadLimits, Unreadable};
+use crate::batch::{ObjectSettings, spool};
 use crate::record::fields;
 use crate::store::{Store, StoreError};
 
@@ -21,6 +21,13 @@ pub enum RestoreError {
         #[source]
         source: io::Error,
     },
+    #[error("{name} is unreadable after {records} record(s)")]
+    Unreadable {
+        name: String,
+        records: u64,
+        #[source]
+        reason: Unreadable,
+    },
     #[error("{name} line {line} is not a JSON object")]
     Line {
         name: String,
@@ -28,24 +35,28 @@ pub enum RestoreError {
         #[source]
         source: serde_json::Error,
     },
+    #[error("{} object(s) could not be read, the rest were restored: {}", .names.len(), .names.join(", "))]
+    SomeUnreadable { names: Vec<String> },
     #[error("writing the restored records failed")]
     Output(#[source] io::Error),
     #[error("reading the stored objects failed")]
     Store(#[source] StoreError),
 }
 
-/// Restores every line of one gzip'd NDJSON object into `out`; `name` only labels errors.
-/// Returns the number of records.
+/// Restores every line of one gzip'd NDJSON object into `out`, read within `limits`; `name`
+/// only labels errors. Returns the number of records.
 pub fn restore_object(
     name: &str,
     gzipped: impl Read,
+    limits: ReadLimits,
     out: &mut impl Write,
 ) -> Result<u64, RestoreError> {
     let mut count = 0;
-    for line in encode::lines(gzipped) {
-        let line = line.map_err(|source| RestoreError::Io {
+    for line in encode::read_lines(gzipped, limits) {
+        let line = line.map_err(|reason| RestoreError::Unreadable {
             name: name.to_owned(),
-            source,
+            records: count,
+            reason,
         })?;
         count += 1;
         let mut record: Map<String, Value> =
@@ -62,38 +73,69 @@ pub fn restore_object(
 }
 
 /// Restores every record object under `prefix` in `store`, in key order: objects with the
-/// encoding's extension, leaving out the quarantine prefix. Returns the number of records.
+/// encoding's extension, leaving out the quarantine prefix. Returns the number of records. An
+/// unreadable object is reported (its records restored up to where it stops being readable)
+/// and the others are still restored; the run then fails naming every such object.
 pub async fn restore_store(
     store: &Store,
     prefix: &str,
-    layout: &ObjectLayout,
+    settings: &ObjectSettings,
     out: &mut impl Write,
 ) -> Result<u64, RestoreError> {
+    let spill = spool::spill_dir(&std::env::temp_dir()).map_err(|source| RestoreError::Io {
+        name: "the temporary folder".to_owned(),
+        source,
+    })?;
+    let settings = settings.spilling_into(spill.path());
     let mut total = 0;
+    let mut unreadable = Vec::new();
     let keys = store.list(prefix).await.map_err(RestoreError::Store)?;
-    for key in keys.iter().filter(|key| layout.holds_records(key)) {
-        let bytes = store.get(key).await.map_err(RestoreError::Store)?;
-        total += restore_object(&store.locate(key), &bytes[..], out)?;
+    for key in keys.iter().filter(|key| settings.layout.holds_records(key)) {
+        let reader = store
+            .open(key, &settings.spool)
+            .await
+            .map_err(RestoreError::Store)?;
+        match restore_object(&store.locate(key), reader, settings.read, out) {
+            Ok(records) => total += records,
+            Err(RestoreError::Unreadable {
+                name,
+                records,
+                reason,
+            }) => {
+                tracing::warn!(object = %name, records, reason = %reason, "unreadable object");
+                total += records;
+                unreadable.push(name);
+            }
+            Err(other) => return Err(other),
+        }
     }
-    Ok(total)
+    match unreadable.is_empty() {
+        true => Ok(total),
+        false => Err(RestoreError::SomeUnreadable { names: unreadable }),
+    }
 }
 
 /// Restores one object file into `out`. Returns the number of records.
-pub fn restore_file(path: &Path, out: &mut impl Write) -> Result<u64, RestoreError> {
+pub fn restore_file(
+    path: &Path,
+    limits: ReadLimits,
+    out: &mut impl Write,
+) -> Result<u64, RestoreError> {
     let name = path.display().to_string();
     let file = File::open(path).map_err(|source| RestoreError::Io {
         name: name.clone(),
         source,
     })?;
-    restore_object(&name, file, out)
+    restore_object(&name, file, limits, out)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::batch::encode::ObjectWriter;
-    use crate::batch::layout::PartitionStyle;
+    use crate::batch::layout::{ObjectLayout, PartitionStyle};
     use crate::batch::spool::SpoolPolicy;
+    use crate::logging::error_chain;
 
     #[test]
     fn compact_lines_come_back_as_the_original_records() {
@@ -104,7 +146,7 @@ mod tests {
         let body = w.finish().unwrap().body.to_vec().unwrap();
         // When it is restored
         let mut out = Vec::new();
-        let n = restore_object("obj", &body[..], &mut out).unwrap();
+        let n = restore_object("obj", &body[..], ReadLimits::default(), &mut out).unwrap();
         // Then the original fields are back and the number keeps its text
         assert_eq!(n, 1);
         assert_eq!(
@@ -119,8 +161,12 @@ mod tests {
         w.write_line(b"{}").unwrap();
         w.write_line(b"not json").unwrap();
         let body = w.finish().unwrap().body.to_vec().unwrap();
-        let err = restore_object("obj", &body[..], &mut Vec::new()).unwrap_err();
-        assert_eq!(err.to_string(), "obj line 2 is not a JSON object");
+        let err =
+            restore_object("obj", &body[..], ReadLimits::default(), &mut Vec::new()).unwrap_err();
+        assert_eq!(
+            error_chain(&err),
+            "obj is unreadable after 1 record(s): line 2 is not a JSON object"
+        );
     }
 
     #[tokio::test]
@@ -147,12 +193,43 @@ mod tests {
         let store = Store::Folder(crate::store::FolderStore::new(dir.path()));
         let layout = ObjectLayout::new("data", "quarantine", PartitionStyle::Flat).unwrap();
         let mut out = Vec::new();
-        let n = restore_store(&store, "", &layout, &mut out).await.unwrap();
+        let n = restore_store(&store, "", &ObjectSettings::new(layout), &mut out)
+            .await
+            .unwrap();
         // Then the data records come back in key order, and nothing else
         assert_eq!(n, 3);
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "{\"n\":1}\n{\"n\":2}\n{\"n\":3}\n"
         );
+    }
+
+    #[tokio::test]
+    async fn an_unreadable_object_is_named_after_every_other_is_restored() {
+        // Given a folder of two good objects around one that is not gzip
+        let dir = tempfile::tempdir().unwrap();
+        let object = |line: &str| {
+            let mut w = ObjectWriter::new(6, &SpoolPolicy::in_memory());
+            w.write_line(line.as_bytes()).unwrap();
+            w.finish().unwrap().body.to_vec().unwrap()
+        };
+        let hour = dir.path().join("data/2023/03/18/15");
+        std::fs::create_dir_all(&hour).unwrap();
+        std::fs::write(hour.join("a.json.gz"), object(r#"{"n":1}"#)).unwrap();
+        std::fs::write(hour.join("b.json.gz"), b"not gzip at all").unwrap();
+        std::fs::write(hour.join("c.json.gz"), object(r#"{"n":3}"#)).unwrap();
+        // When the folder is restored
+        let store = Store::Folder(crate::store::FolderStore::new(dir.path()));
+        let layout = ObjectLayout::new("data", "quarantine", PartitionStyle::Flat).unwrap();
+        let mut out = Vec::new();
+        let err = restore_store(&store, "", &ObjectSettings::new(layout), &mut out)
+            .await
+            .unwrap_err();
+        // Then both good objects are restored, the bad one is named, and nothing is removed
+        assert_eq!(String::from_utf8(out).unwrap(), "{\"n\":1}\n{\"n\":3}\n");
+        let text = err.to_string();
+        assert!(text.starts_with("1 object(s) could not be read"), "{text}");
+        assert!(text.ends_with("b.json.gz"), "{text}");
+        assert!(hour.join("b.json.gz").exists());
     }
 }

@@ -24,6 +24,7 @@ use log_etl::batch::layout::{ObjectLayout, PartitionStyle};
 use log_etl::record::payload::parse_payload;
 use log_etl::record::pyrepr;
 use log_etl::record::{RecordLimits, process_record};
+use log_etl::batch::encode::ReadLimits;
 use log_etl::restore::restore_object;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
@@ -187,7 +188,7 @@ fuzz_target!(|data: &[u8]| {
         match object.kind {
             ObjectKind::Data { .. } => {
                 let mut text = Vec::new();
-                let count = restore_object(&object.key, &body[..], &mut text)
+                let count = restore_object(&object.key, &body[..], ReadLimits::default(), &mut text)
                     .unwrap_or_else(|err| panic!("object {} does not restore: {err}", object.key));
                 assert_eq!(count, object.records, "records in {}", object.key);
                 let text = String::from_utf8(text).expect("restored records are UTF-8");

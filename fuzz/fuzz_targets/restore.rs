@@ -9,6 +9,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use log_etl::batch::encode::ObjectWriter;
+use log_etl::batch::encode::ReadLimits;
 use log_etl::restore::restore_object;
 use log_etl::batch::spool::SpoolPolicy;
 use serde_json::{Map, Value};
@@ -18,7 +19,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     if mode & 1 == 0 {
-        let _ = restore_object("fuzz", rest, &mut Vec::new());
+        let _ = restore_object("fuzz", rest, ReadLimits::default(), &mut Vec::new());
         return;
     }
 
@@ -39,7 +40,7 @@ fuzz_target!(|data: &[u8]| {
     let body = encoded.body.to_vec().expect("in-memory body");
 
     let mut out = Vec::new();
-    match restore_object("fuzz", &body[..], &mut out) {
+    match restore_object("fuzz", &body[..], ReadLimits::default(), &mut out) {
         Ok(count) => {
             assert!(all_objects, "a line that is not a JSON object was restored");
             assert_eq!(count, lines, "restored record count");

@@ -7,7 +7,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::io;
 use std::path::Path;
 
-use crate::batch::encode::{DEFAULT_GZIP_LEVEL, ObjectEncoding, ObjectWriter};
+use crate::batch::encode::{DEFAULT_GZIP_LEVEL, ObjectEncoding, ObjectWriter, ReadLimits};
 use crate::batch::layout::ObjectLayout;
 use crate::batch::quarantine;
 use crate::batch::spool::{Body, SpoolPolicy};
@@ -25,6 +25,8 @@ pub struct ObjectSettings {
     /// Compression level of the encoding (gzip: 0–9).
     pub level: u32,
     pub spool: SpoolPolicy,
+    /// Bounds on reading stored objects back.
+    pub read: ReadLimits,
 }
 
 impl ObjectSettings {
@@ -35,6 +37,7 @@ impl ObjectSettings {
             encoding: ObjectEncoding::GzipNdjson,
             level: DEFAULT_GZIP_LEVEL,
             spool: SpoolPolicy::in_memory(),
+            read: ReadLimits::default(),
         }
     }
 
@@ -258,9 +261,10 @@ mod tests {
         assert!(object.key.ends_with(".json.gz"));
         assert_eq!((object.records, object.uncompressed), (2, 16));
         assert!(object.distinct);
-        let lines: Vec<Vec<u8>> = encode::lines(object.body.reader().unwrap())
-            .map(Result::unwrap)
-            .collect();
+        let lines: Vec<Vec<u8>> =
+            encode::read_lines(object.body.reader().unwrap(), settings().read)
+                .map(Result::unwrap)
+                .collect();
         assert_eq!(lines, [br#"{"a":1}"#.to_vec(), br#"{"a":2}"#.to_vec()]);
     }
 

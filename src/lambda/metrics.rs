@@ -56,6 +56,7 @@ pub fn of_pass(summary: &RunSummary) -> Vec<Metric> {
             unit: "Milliseconds",
             value: summary.fetch_ms.unwrap_or(0),
         },
+        count("ObjectsUnreadable", summary.written.objects_unreadable),
         Metric {
             name: "ExistingReadDuration",
             unit: "Milliseconds",
@@ -79,6 +80,7 @@ pub fn of_compaction(summary: &CompactSummary) -> Vec<Metric> {
         count("ObjectsDeleted", summary.objects_deleted),
         count("RecordsCompacted", summary.records),
         count("CompactionDuplicatesDropped", summary.duplicates_dropped),
+        count("HoursUnreadable", summary.hours_unreadable),
         Metric {
             name: "CompactionDuration",
             unit: "Milliseconds",

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{TimeZone, Utc};
 
+use crate::batch::encode::ReadLimits;
 use crate::compact::{self, CompactError, CompactOptions};
 use crate::config::{Config, var};
 use crate::local::simulator::{GroundTruth, Simulator, SimulatorOptions};
@@ -296,8 +297,9 @@ async fn describe_landed<W: Write>(
     let mut per_hour: BTreeMap<&str, FolderFigures> = BTreeMap::new();
     for key in &data_keys {
         let bytes = get(store, key).await?;
-        let records = restore::restore_object(key, &bytes[..], &mut io::sink())
-            .map_err(DemoError::Restore)?;
+        let records =
+            restore::restore_object(key, &bytes[..], config.objects.read, &mut io::sink())
+                .map_err(DemoError::Restore)?;
         let folder = key.rsplit_once('/').map_or("", |(folder, _)| folder);
         let figures = per_hour.entry(folder).or_default();
         figures.objects += 1;
@@ -373,7 +375,8 @@ async fn restored_and_served(
     let mut restored = Vec::new();
     for key in keys {
         let bytes = get(store, key).await?;
-        restore::restore_object(key, &bytes[..], &mut restored).map_err(DemoError::Restore)?;
+        restore::restore_object(key, &bytes[..], ReadLimits::default(), &mut restored)
+            .map_err(DemoError::Restore)?;
     }
     let mut restored: Vec<String> = String::from_utf8(restored)
         .map_err(|e| DemoError::Proof(e.to_string()))?

@@ -5,6 +5,7 @@ use std::error::Error as StdError;
 use std::io::Write as _;
 
 use aws_sdk_s3::Client;
+use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 
@@ -61,13 +62,16 @@ pub enum S3Error {
 
 /// What went wrong in a call, in a few words: the service's code and message, or why no answer
 /// came (the rest stays in the error's source).
-fn reason<E: ProvideErrorMetadata, R>(err: &SdkError<E, R>) -> String {
+fn reason<E: ProvideErrorMetadata>(err: &SdkError<E, HttpResponse>) -> String {
     match err {
-        SdkError::ServiceError(_) => match (err.code(), err.message()) {
-            (Some(code), Some(message)) => format!("{code}: {message}"),
-            (Some(code), None) => code.to_owned(),
-            _ => "the service refused the request".to_owned(),
-        },
+        SdkError::ServiceError(service) => {
+            let status = service.raw().status().as_u16();
+            match (err.code(), err.message()) {
+                (Some(code), Some(message)) => format!("{code} (HTTP {status}): {message}"),
+                (Some(code), None) => format!("{code} (HTTP {status})"),
+                _ => format!("HTTP {status}"),
+            }
+        }
         SdkError::TimeoutError(_) => "no answer in time".to_owned(),
         SdkError::DispatchFailure(_) => "the endpoint could not be reached".to_owned(),
         SdkError::ResponseError(_) => "the answer could not be read".to_owned(),

@@ -24,15 +24,15 @@ pub async fn run(args: Args) -> Result<(), CliError> {
             Some(location) => {
                 let (bucket, prefix) = location.split_once('/').unwrap_or((location, ""));
                 let opened = open_store(None, Some(bucket.to_owned()), &mut config).await?;
-                let layout = &config.objects.layout;
-                restore::restore_store(&opened.store, prefix, layout, &mut out).await
+                restore::restore_store(&opened.store, prefix, &config.objects, &mut out).await
             }
             None if Path::new(path).is_dir() => {
                 let opened = open_store(Some(Path::new(path)), None, &mut config).await?;
-                let layout = &config.objects.layout;
-                restore::restore_store(&opened.store, "", layout, &mut out).await
+                restore::restore_store(&opened.store, "", &config.objects, &mut out).await
             }
-            None if Path::new(path).exists() => restore::restore_file(Path::new(path), &mut out),
+            None if Path::new(path).exists() => {
+                restore::restore_file(Path::new(path), config.objects.read, &mut out)
+            }
             None => {
                 return Err(CliError::usage(&format!(
                     "cannot read {path}: no such file"
