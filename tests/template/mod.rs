@@ -31,9 +31,58 @@ const FUNCTION: &str = "LogEtlFunction";
 const COMPACT_FUNCTION: &str = "LogEtlCompactFunction";
 const THREE_MINUTES_IN_SECONDS: u64 = 180;
 
+/// The template as SAM hands it on: `Globals` merged into each serverless function (the
+/// functions' effective properties) and removed.
 fn template() -> Value {
     let text = std::fs::read_to_string(TEMPLATE).expect("template.yaml is readable");
-    serde_norway::from_str(&text).expect("template.yaml is valid YAML")
+    let written: Value = serde_norway::from_str(&text).expect("template.yaml is valid YAML");
+    with_globals_applied(written)
+}
+
+/// `template` with `Globals.Function` merged into the properties of every
+/// `AWS::Serverless::Function`, by SAM's rules (samtranslator's `plugins/globals`): maps merge
+/// key by key, the function's scalar (or intrinsic) wins, lists are the global items then the
+/// function's, except `Architectures`, which the function's replaces.
+pub(crate) fn with_globals_applied(mut template: Value) -> Value {
+    fn merge(global: &Value, local: &Value, path: &str) -> Value {
+        match (global, local) {
+            (Value::Mapping(g), Value::Mapping(l)) => {
+                let mut merged = g.clone();
+                for (key, value) in l {
+                    let child = format!("{path}.{}", key.as_str().unwrap_or_default());
+                    let value = match g.get(key) {
+                        Some(global) => merge(global, value, &child),
+                        None => value.clone(),
+                    };
+                    merged.insert(key.clone(), value);
+                }
+                Value::Mapping(merged)
+            }
+            (Value::Sequence(_), Value::Sequence(_)) if path == ".Architectures" => local.clone(),
+            (Value::Sequence(g), Value::Sequence(l)) => {
+                Value::Sequence(g.iter().chain(l).cloned().collect())
+            }
+            _ => local.clone(),
+        }
+    }
+    let globals = template
+        .as_mapping_mut()
+        .expect("the template is a mapping")
+        .remove("Globals");
+    let Some(global) = globals.as_ref().and_then(|g| g.get("Function")) else {
+        return template;
+    };
+    let resources = template
+        .get_mut("Resources")
+        .and_then(Value::as_mapping_mut)
+        .expect("Resources is a mapping");
+    for (_, resource) in resources.iter_mut() {
+        if resource.get("Type").and_then(Value::as_str) == Some("AWS::Serverless::Function") {
+            let local = resource.get("Properties").cloned().unwrap_or_default();
+            resource["Properties"] = merge(global, &local, "");
+        }
+    }
+    template
 }
 
 /// The value at `path` (mapping keys, or sequence indexes written as numbers).
