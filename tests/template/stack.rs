@@ -136,6 +136,10 @@ impl<'t> Stack<'t> {
             return Some(Json::String(value.clone()));
         }
         assert!(
+            self.template["Parameters"].get(name).is_none(),
+            "parameter {name} has no default: give it to Stack::new"
+        );
+        assert!(
             self.template["Resources"].get(name).is_some(),
             "!Ref {name} names nothing"
         );
