@@ -1,15 +1,18 @@
 //! The Athena table's SQL on a real engine. A mixed batch (the generator's unusual records, and
 //! hand-made ones of every shape a typed table fails on) goes through `log-etl process`; the
 //! objects it writes are read as the template's table by `tests/py/athena_sql.py` (the OpenX
-//! SerDe's rules, the partition projection and the named queries, on DuckDB), and the view's rows
-//! and the requests-per-method query are compared with the original records. The same comparison
-//! run on a deliberately broken copy of the view must report the difference.
+//! SerDe's rules, the partition projection and the named queries, on DuckDB), given the table and
+//! the queries as `tests/template/stack.rs` evaluates them, and the view's rows and the
+//! requests-per-method query are compared with the original records. The same comparison run on
+//! a deliberately broken copy of the view must report the difference.
 
 use crate::common;
+use crate::template::{self, stack::Stack};
 
 use std::collections::BTreeMap;
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 
 use chrono::{DateTime, Duration, SecondsFormat, Utc};
 use log_etl::batch::layout::{ObjectLayout, PartitionStyle};
@@ -93,15 +96,55 @@ impl Landed {
     }
 }
 
+/// Runs the template's SQL over the objects in `out_dir`, for a stack with the template's
+/// defaults and `style` folders: the table and the named queries are evaluated here (the one
+/// evaluator of the template) and handed to the script as JSON on stdin.
 fn run_athena_sql(template: &Path, out_dir: &Path, style: PartitionStyle) -> Output {
+    let style = style.to_string();
+    let stack = athena_stack(template, &[("PartitionStyle", &style)]);
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py/athena_sql.py");
-    Command::new(common::python())
+    let mut child = Command::new(common::python())
         .arg(script)
-        .args(["--template", template.to_str().unwrap()])
         .args(["--out-dir", out_dir.to_str().unwrap()])
-        .args(["--parameter", &format!("PartitionStyle={style}")])
-        .output()
-        .expect("athena_sql.py runs")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("athena_sql.py starts");
+    child
+        .stdin
+        .take()
+        .expect("a pipe")
+        .write_all(stack.to_string().as_bytes())
+        .expect("athena_sql.py reads its input");
+    child.wait_with_output().expect("athena_sql.py runs")
+}
+
+/// What the script needs of a stack of `template` with `parameters`: the Glue table's
+/// `TableInput`, its database's name and every named query's SQL, intrinsics evaluated.
+fn athena_stack(template: &Path, parameters: &[(&str, &str)]) -> Value {
+    let t = template::read(template);
+    let stack = Stack::new(&t, parameters);
+    let resources = template::resources_of_type(&t, "AWS::Glue::Table");
+    let [(_, table)] = &resources[..] else {
+        panic!("expected one AWS::Glue::Table")
+    };
+    let database = template::ref_name(template::at(table, &["Properties", "DatabaseName"]));
+    let queries: Map<String, Value> = template::resources_of_type(&t, "AWS::Athena::NamedQuery")
+        .into_iter()
+        .map(|(id, query)| {
+            let sql = stack.text(template::at(query, &["Properties", "QueryString"]));
+            (id.to_owned(), Value::String(sql))
+        })
+        .collect();
+    json!({
+        "database": stack.text(template::at(
+            template::properties(&t, database),
+            &["DatabaseInput", "Name"]
+        )),
+        "table": stack.eval(template::at(table, &["Properties", "TableInput"])),
+        "queries": queries,
+    })
 }
 
 fn source_item(ring: &KeyRing, record: &Map<String, Value>) -> SourceItem {

@@ -1,15 +1,18 @@
 """Runs the Athena table's view and named queries on a real SQL engine (DuckDB) over objects as
-`log-etl process --out-dir` writes them, with everything about the table read from template.yaml.
+`log-etl process --out-dir` writes them, with everything about the table as the template declares
+it.
 
-From the template: the table's columns, partition key, SerDe and its parameters, location
-template and partition projection (format, range, interval), and every AWS::Athena::NamedQuery.
-Intrinsics (!Ref, !Sub, !If and the conditions) are evaluated with the parameters' defaults, or the
-values given with --parameter. The table is built as the OpenX JSON SerDe reads the objects
-(`read_row`): a string column gets a JSON string's content, or any other JSON value's text (as
-written); a missing key or JSON null gives NULL; keys are matched exactly or case-insensitively as
-`case.insensitive` says, through the `mapping.*` parameters, and a key repeated under that rule
-fails the row as OpenX does ("Duplicate key"). An object whose hour folder the projection does not
-generate (outside the range, or not in the format) is invisible to Athena: it is listed, not read.
+Reads on stdin one JSON document, the template's parts with their intrinsics already evaluated for
+one stack (tests/template/stack.rs does that, the one evaluator of the template):
+{"database": name, "table": the Glue table's TableInput, "queries": {logical id: SQL}}, the
+queries being every AWS::Athena::NamedQuery. From the table: its columns, partition key, SerDe
+and its parameters, location template and partition projection (format, range, interval). The
+table is built as the OpenX JSON SerDe reads the objects (`read_row`): a string column gets a JSON
+string's content, or any other JSON value's text (as written); a missing key or JSON null gives
+NULL; keys are matched exactly or case-insensitively as `case.insensitive` says, through the
+`mapping.*` parameters, and a key repeated under that rule fails the row as OpenX does ("Duplicate
+key"). An object whose hour folder the projection does not generate (outside the range, or not in
+the format) is invisible to Athena: it is listed, not read.
 
 The named queries are Trino SQL: sqlglot transpiles them from dialect athena to duckdb, and
 TRINO_TO_DUCKDB below is the one place where a function's DuckDB form is written by hand. The
@@ -19,7 +22,7 @@ Prints one JSON document: {"views": {name: [row, ...]}, "queries": {logical id: 
 "invisible": [{"object": path, "why": text}, ...], "sql": {logical id: DuckDB SQL}}; timestamps
 as "YYYY-MM-DDThh:mm:ss.mmm". Fails (exit 1, the reason on stderr) where Athena's query would.
 
-usage: athena_sql.py --template template.yaml --out-dir DIR [--parameter NAME=VALUE]...
+usage: athena_sql.py --out-dir DIR < stack.json
 """
 
 import argparse
@@ -32,7 +35,6 @@ import sys
 
 import duckdb
 import sqlglot
-import yaml
 from sqlglot import exp
 
 # Trino functions whose DuckDB form is written here rather than left to sqlglot: DuckDB lacks
@@ -60,116 +62,9 @@ TRINO_TO_DUCKDB = {
     " THEN TRY_CAST({0} AS BIGINT) END",
 }
 
-PSEUDO_PARAMETERS = {
-    "AWS::AccountId": "123456789012",
-    "AWS::Region": "us-east-1",
-    "AWS::Partition": "aws",
-    "AWS::StackName": "log-etl",
-}
-
 
 class QueryFailure(Exception):
     """What would fail the query in Athena."""
-
-
-# --- the template --------------------------------------------------------------------------------
-
-
-class TemplateLoader(yaml.SafeLoader):
-    """YAML with CloudFormation's short-form intrinsics (!Ref x becomes {"Ref": x})."""
-
-
-def _intrinsic(loader, tag_suffix, node):
-    if isinstance(node, yaml.ScalarNode):
-        value = loader.construct_scalar(node)
-    elif isinstance(node, yaml.SequenceNode):
-        value = loader.construct_sequence(node, deep=True)
-    else:
-        value = loader.construct_mapping(node, deep=True)
-    if tag_suffix == "Ref":
-        return {"Ref": value}
-    if tag_suffix == "GetAtt" and isinstance(value, str):
-        value = value.split(".", 1)
-    return {"Fn::" + tag_suffix: value}
-
-
-TemplateLoader.add_multi_constructor("!", _intrinsic)
-
-
-class Template:
-    """A template and the parameter values its intrinsics are evaluated with."""
-
-    def __init__(self, path, overrides):
-        with open(path, encoding="utf-8") as f:
-            self.doc = yaml.load(f, Loader=TemplateLoader)
-        self.values = dict(PSEUDO_PARAMETERS)
-        for name, spec in self.doc.get("Parameters", {}).items():
-            if "Default" in spec:
-                self.values[name] = str(spec["Default"])
-        for name, value in overrides.items():
-            if name not in self.doc.get("Parameters", {}):
-                raise SystemExit(f"athena_sql: no parameter {name} in the template")
-            self.values[name] = value
-
-    def resources_of_type(self, kind):
-        return [
-            (logical_id, r)
-            for logical_id, r in self.doc["Resources"].items()
-            if r.get("Type") == kind
-        ]
-
-    def condition(self, name):
-        return bool(self.eval(self.doc["Conditions"][name]))
-
-    def eval(self, node):
-        """The value of `node` once CloudFormation has evaluated its intrinsics."""
-        if isinstance(node, list):
-            return [self.eval(item) for item in node]
-        if not isinstance(node, dict):
-            return node
-        if len(node) != 1 or not next(iter(node)).startswith(("Ref", "Fn::")):
-            return {key: self.eval(value) for key, value in node.items()}
-        (function, arg), = node.items()
-        if function == "Ref":
-            if arg == "AWS::NoValue":
-                return None
-            if arg in self.values:
-                return self.values[arg]
-            if arg in self.doc["Resources"]:
-                return f"<{arg}>"
-            raise SystemExit(f"athena_sql: !Ref {arg} names nothing")
-        if function == "Fn::GetAtt":
-            return f"<{arg[0]}.{arg[1]}>"
-        if function == "Fn::If":
-            name, when_true, when_false = arg
-            return self.eval(when_true if self.condition(name) else when_false)
-        if function == "Fn::Equals":
-            left, right = (self.eval(a) for a in arg)
-            return str(left) == str(right)
-        if function == "Fn::Not":
-            return not self.eval(arg[0])
-        if function == "Fn::And":
-            return all(self.eval(a) for a in arg)
-        if function == "Fn::Or":
-            return any(self.eval(a) for a in arg)
-        if function == "Fn::Sub":
-            text, local = (arg, {}) if isinstance(arg, str) else (arg[0], arg[1])
-            local = {key: self.eval(value) for key, value in local.items()}
-            return self.sub(text, local)
-        raise SystemExit(f"athena_sql: intrinsic {function} is not evaluated here")
-
-    def sub(self, text, local):
-        def value(match):
-            name = match.group(1)
-            if name.startswith("!"):
-                return "${" + name[1:] + "}"
-            if name in local:
-                return str(local[name])
-            if "." in name:
-                return str(self.eval({"Fn::GetAtt": name.split(".", 1)}))
-            return str(self.eval({"Ref": name}))
-
-        return re.sub(r"\$\{([^}]*)\}", value, text)
 
 
 # --- partition projection ------------------------------------------------------------------------
@@ -359,14 +254,10 @@ class SerDe:
 # --- the table -----------------------------------------------------------------------------------
 
 
-def table_rows(template, out_dir):
-    """(database, table name, columns, partition key, rows, invisible objects) of the one table."""
-    tables = template.resources_of_type("AWS::Glue::Table")
-    if len(tables) != 1:
-        raise SystemExit("athena_sql: expected one AWS::Glue::Table")
-    table = template.eval(tables[0][1]["Properties"])
-    database = template.values["GlueDatabaseName"]
-    table_input = table["TableInput"]
+def table_rows(stack, out_dir):
+    """(database, table name, columns, partition key, rows, invisible objects) of the table."""
+    database = stack["database"]
+    table_input = stack["table"]
     storage = table_input["StorageDescriptor"]
     columns = [c["Name"] for c in storage["Columns"]]
     for c in storage["Columns"]:
@@ -449,15 +340,12 @@ def fetch(con, sql):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--template", required=True)
     parser.add_argument("--out-dir", required=True)
-    parser.add_argument("--parameter", action="append", default=[], metavar="NAME=VALUE")
     args = parser.parse_args()
-    overrides = dict(p.split("=", 1) for p in args.parameter)
-    template = Template(args.template, overrides)
+    stack = json.load(sys.stdin)
 
     try:
-        database, table, columns, key, rows, invisible = table_rows(template, args.out_dir)
+        database, table, columns, key, rows, invisible = table_rows(stack, args.out_dir)
     except QueryFailure as e:
         print(f"athena_sql: the query fails: {e}", file=sys.stderr)
         return 1
@@ -471,10 +359,7 @@ def main():
         marks = ", ".join("?" for _ in columns + [key])
         con.executemany(f'INSERT INTO "{database}"."{table}" VALUES ({marks})', rows)
 
-    queries = [
-        (logical_id, template.eval(r["Properties"]["QueryString"]))
-        for logical_id, r in template.resources_of_type("AWS::Athena::NamedQuery")
-    ]
+    queries = list(stack["queries"].items())
     creates = [(i, q) for i, q in queries if re.match(r"\s*CREATE\b", q, re.IGNORECASE)]
     selects = [(i, q) for i, q in queries if (i, q) not in creates]
     out = {"views": {}, "queries": {}, "invisible": invisible, "sql": {}}

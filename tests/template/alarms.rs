@@ -47,11 +47,11 @@ fn custom_metric_alarms_use_the_names_the_function_emits() {
         let function = ref_name(at(props, &["Dimensions", "0", "Value"]));
         // Then each is a metric the function its dimension names writes, under the code's
         // dimension
-        let emitted = match function {
-            FUNCTION => pass_metric_names(),
-            COMPACT_FUNCTION => compaction_metric_names(),
-            other => panic!("{metric}: {other} is not one of the functions"),
-        };
+        let emitted = FUNCTIONS
+            .iter()
+            .find(|f| f.id == function)
+            .map(|f| (f.metrics)())
+            .unwrap_or_else(|| panic!("{metric}: {function} is not one of the functions"));
         assert!(
             emitted.contains(&metric),
             "{function} does not emit {metric}"
@@ -61,23 +61,49 @@ fn custom_metric_alarms_use_the_names_the_function_emits() {
 }
 
 #[test]
-fn errors_and_dead_letters_raise_alarms() {
-    // Given the alarms
+fn each_functions_failed_runs_raise_an_alarm() {
+    // Given the alarms on Lambda's errors, by the function their dimension names
     let t = template();
-    let alarms = resources_of_type(&t, "AWS::CloudWatch::Alarm");
-    // When the AWS metrics they watch are listed
-    let watched: BTreeMap<&str, &str> = alarms
-        .iter()
+    let watched: BTreeMap<&str, &Value> = resources_of_type(&t, "AWS::CloudWatch::Alarm")
+        .into_iter()
         .map(|(_, a)| &a["Properties"])
-        .filter(|p| tagged(&p["Namespace"]).is_none())
-        .map(|p| (text(p, &["MetricName"]), text(p, &["Namespace"])))
+        .filter(|p| p["Namespace"].as_str() == Some("AWS/Lambda"))
+        .filter(|p| p["MetricName"].as_str() == Some("Errors"))
+        .map(|p| (ref_name(at(p, &["Dimensions", "0", "Value"])), p))
         .collect();
-    // Then the function's errors and the dead-letter queue's backlog are among them
-    assert_eq!(watched.get("Errors"), Some(&"AWS/Lambda"));
+    // Then one fires on any failed run of each function (every alarm notifies the topic: below)
+    assert_eq!(watched.len(), FUNCTIONS.len());
+    for f in &FUNCTIONS {
+        let props = watched
+            .get(f.id)
+            .unwrap_or_else(|| panic!("no alarm on the errors of {}", f.id));
+        assert_eq!(text(props, &["Dimensions", "0", "Name"]), "FunctionName");
+        assert_eq!(text(props, &["ComparisonOperator"]), "GreaterThanThreshold");
+        assert_eq!(number(props, &["Threshold"]), 0);
+    }
+}
+
+#[test]
+fn dead_letters_raise_an_alarm() {
+    // Given the alarm on the dead-letter queue's backlog
+    let t = template();
+    let props = resources_of_type(&t, "AWS::CloudWatch::Alarm")
+        .into_iter()
+        .map(|(_, a)| &a["Properties"])
+        .find(|p| p["Namespace"].as_str() == Some("AWS/SQS"))
+        .expect("an alarm on the queue");
+    // Then it fires as soon as one message waits in the stack's queue
     assert_eq!(
-        watched.get("ApproximateNumberOfMessagesVisible"),
-        Some(&"AWS/SQS")
+        text(props, &["MetricName"]),
+        "ApproximateNumberOfMessagesVisible"
     );
+    assert_eq!(text(props, &["Dimensions", "0", "Name"]), "QueueName");
+    assert_eq!(
+        get_att_resource(at(props, &["Dimensions", "0", "Value"])),
+        "DeadLetterQueue"
+    );
+    assert_eq!(text(props, &["ComparisonOperator"]), "GreaterThanThreshold");
+    assert_eq!(number(props, &["Threshold"]), 0);
 }
 
 #[test]

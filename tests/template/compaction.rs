@@ -8,7 +8,7 @@ use log_etl::compact::RUN_BYTES;
 use log_etl::config::{Config, Job};
 
 use super::athena::number_setting;
-use super::schedule::{cron_fields, expand_cron_field, firing_minutes_of_day};
+use super::schedule::firing_minutes_of_day;
 use super::*;
 
 const ONE_HOUR_IN_SECONDS: u64 = 3600;
@@ -16,63 +16,30 @@ const ONE_HOUR_IN_SECONDS: u64 = 3600;
 const LAMBDA_MAX_TIMEOUT_SECONDS: u64 = 900;
 const MIB: u64 = 1 << 20;
 
-/// The function's environment as a deployed stack with the template's defaults gives it: a
-/// parameter is its default, the bucket is `bucket`, and a variable given only when a parameter
-/// is set (the emulator's endpoint) is absent.
+/// The function's environment as a deployed stack with the template's defaults gives it, writing
+/// to the existing bucket `bucket`: a variable given only when a parameter is set (the
+/// emulator's endpoint) is absent.
 fn deployed_environment(t: &Value, id: &str) -> BTreeMap<String, String> {
-    let scalar = |v: &Value| match v {
-        Value::String(s) => s.clone(),
-        Value::Number(n) => n.to_string(),
-        other => panic!("not a scalar: {other:?}"),
-    };
-    let mut env = BTreeMap::new();
-    for (name, value) in environment_of(t, id) {
-        let name = name.as_str().expect("names are text");
-        let resolved = match tagged(value) {
-            None => Some(scalar(value)),
-            Some((tag, _)) if tag == "Ref" => Some(scalar(default_of(t, ref_name(value)))),
-            Some((tag, _)) if tag == "If" => match if_branches(value).0 {
-                "CreateBucket" => Some("bucket".to_owned()),
-                "HasEndpointUrl" => None,
-                other => panic!("{name}: unexpected condition {other}"),
-            },
-            Some((tag, _)) => panic!("{name}: unexpected intrinsic {tag}"),
-        };
-        if let Some(resolved) = resolved {
-            env.insert(name.to_owned(), resolved);
-        }
-    }
-    env
+    let variables = existing_bucket_stack(t)
+        .eval(at(properties(t, id), &["Environment", "Variables"]))
+        .expect("variables");
+    variables
+        .as_object()
+        .expect("a mapping")
+        .iter()
+        .map(|(name, value)| {
+            let value = value
+                .as_str()
+                .unwrap_or_else(|| panic!("{name} is not text"));
+            (name.clone(), value.to_owned())
+        })
+        .collect()
 }
 
 fn compact_settings(t: &Value) -> Config {
     let env = deployed_environment(t, COMPACT_FUNCTION);
     Config::from_lookup(|name| env.get(name).cloned())
         .expect("the code accepts the compaction function's environment")
-}
-
-#[test]
-fn compaction_function_is_the_same_build_as_the_ingest_function() {
-    // Given both functions
-    let t = template();
-    let (ingest, compact) = (resource(&t, FUNCTION), resource(&t, COMPACT_FUNCTION));
-    // Then the compaction function is the same code, built the same way into the same binary,
-    // on the same runtime and architecture; and its whole Metadata is the same, since `sam build`
-    // builds once for both only then (the scan's skips included)
-    assert_eq!(text(compact, &["Type"]), "AWS::Serverless::Function");
-    for path in [
-        &["Metadata"][..],
-        &["Properties", "CodeUri"],
-        &["Properties", "Handler"],
-        &["Properties", "Runtime"],
-        &["Properties", "Architectures"],
-    ] {
-        assert_eq!(at(compact, path), at(ingest, path), "{}", path.join("."));
-    }
-    assert_eq!(
-        text(compact, &["Metadata", "BuildProperties", "Binary"]),
-        "log-etl-lambda"
-    );
 }
 
 #[test]
@@ -178,27 +145,6 @@ fn compaction_parameters_default_to_the_codes_defaults_and_ranges() {
 }
 
 #[test]
-fn compaction_runs_hourly_at_minute_fifteen() {
-    // Given the compaction schedule's expression parameter
-    let t = template();
-    let event = schedule_event_of(&t, COMPACT_FUNCTION);
-    let parameter = ref_name(at(event, &["Properties", "ScheduleExpression"]));
-    assert_eq!(parameter, "CompactionScheduleExpression");
-    let expression = default_of(&t, parameter).as_str().expect("text");
-    assert_eq!(expression, "cron(15 * * * ? *)");
-    // When it is expanded
-    let fields = cron_fields(expression);
-    assert_eq!(expand_cron_field(fields[2], 1, 31).len(), 31, "every day");
-    assert_eq!(expand_cron_field(fields[3], 1, 12).len(), 12, "every month");
-    assert_eq!((fields[4], fields[5]), ("?", "*"));
-    // Then it fires 24 times a day, at minute 15 of every hour
-    assert_eq!(
-        firing_minutes_of_day(expression),
-        (0..24).map(|h| h * 60 + 15).collect::<Vec<_>>()
-    );
-}
-
-#[test]
 fn every_closed_hour_meets_many_runs_before_it_leaves_the_lookback() {
     // Given the schedule's runs over four days, and the hours each run compacts as the function
     // chooses them (src/lambda/mod.rs: the closed hours from the hour of `now - lookback` to
@@ -235,49 +181,27 @@ fn every_closed_hour_meets_many_runs_before_it_leaves_the_lookback() {
 }
 
 #[test]
-fn compaction_failures_are_retried_and_kept_and_a_late_run_ends_before_the_next() {
-    // Given the compaction schedule's delivery retries and the function's asynchronous config
+fn a_compaction_run_started_as_late_as_it_may_still_ends_before_the_next() {
+    // Given the compaction schedule's delivery age, the function's event age and its timeout
+    // (retries and the dead-letter queue: schedule.rs, for both functions)
     let t = template();
     let schedule = at(schedule_event_of(&t, COMPACT_FUNCTION), &["Properties"]);
     let config = at(properties(&t, COMPACT_FUNCTION), &["EventInvokeConfig"]);
     let timeout = number(properties(&t, COMPACT_FUNCTION), &["Timeout"]);
-    // Then delivery is retried and what cannot be delivered goes to the stack's queue
-    assert!(number(schedule, &["RetryPolicy", "MaximumRetryAttempts"]) >= 1);
     let delivery_age = number(schedule, &["RetryPolicy", "MaximumEventAgeInSeconds"]);
-    assert_eq!(
-        get_att_resource(at(schedule, &["DeadLetterConfig", "Arn"])),
-        "DeadLetterQueue"
-    );
-    assert_eq!(
-        schedule.get("OmitName").and_then(Value::as_bool),
-        Some(true)
-    );
-    // and a failed run is retried (a run is idempotent) and then lands in the same queue
-    assert!(number(config, &["MaximumRetryAttempts"]) >= 1);
-    let destination = at(config, &["DestinationConfig", "OnFailure"]);
-    assert_eq!(text(destination, &["Type"]), "SQS");
-    assert_eq!(
-        get_att_resource(at(destination, &["Destination"])),
-        "DeadLetterQueue"
-    );
-    // and a run that starts as late as it may still ends before the next hourly run
     let run_age = number(config, &["MaximumEventAgeInSeconds"]);
+    // Then a run delivered, or started, as late as they allow still ends before the next
+    // hourly run
     for age in [delivery_age, run_age] {
         assert!(
             age + timeout <= ONE_HOUR_IN_SECONDS,
             "{age} s + {timeout} s"
         );
     }
-    // And its input is the ingest schedule's (the function ignores it; a dead letter keeps the
-    // scheduled time)
-    assert_eq!(
-        at(schedule, &["Input"]),
-        at(schedule_event(&t), &["Properties", "Input"])
-    );
 }
 
 #[test]
-fn compaction_has_the_time_memory_and_disk_an_hour_needs_one_run_at_a_time() {
+fn compaction_has_the_time_memory_and_disk_an_hour_needs() {
     // Given the compaction function's resources
     let t = template();
     let props = properties(&t, COMPACT_FUNCTION);
@@ -293,87 +217,6 @@ fn compaction_has_the_time_memory_and_disk_an_hour_needs_one_run_at_a_time() {
     // and disk (/tmp) for the sorted runs of a large hour: four times Lambda's default
     let storage_mib = number(props, &["EphemeralStorage", "Size"]);
     assert!((2048..=10240).contains(&storage_mib), "{storage_mib} MiB");
-    // and one run at a time, in its own log group
-    assert_eq!(number(props, &["ReservedConcurrentExecutions"]), 1);
-    let group = ref_name(at(props, &["LoggingConfig", "LogGroup"]));
-    assert_ne!(
-        group,
-        ref_name(at(properties(&t, FUNCTION), &["LoggingConfig", "LogGroup"]))
-    );
-    assert_eq!(text(resource(&t, group), &["Type"]), "AWS::Logs::LogGroup");
-    let name = sub_text(at(properties(&t, group), &["LogGroupName"]));
-    assert!(name.starts_with("/aws/lambda/"), "{name}");
-}
-
-#[test]
-fn compaction_role_may_list_read_write_and_delete_only_under_the_data_prefix() {
-    // Given the compaction function's role
-    let t = template();
-    let (role, statements) = role_statements(&t, COMPACT_FUNCTION);
-    assert_ne!(role, role_statements(&t, FUNCTION).0, "a role of its own");
-    assert_eq!(
-        sids(&statements),
-        BTreeSet::from([
-            "WriteOwnLogs",
-            "ListDataFolders",
-            "CompactDataObjects",
-            "SendFailedInvocations",
-        ])
-    );
-    // Then it lists the bucket only under the data prefix
-    let list = by_sid(&statements, "ListDataFolders");
-    assert_eq!(strings_in(&list["Action"]), ["s3:ListBucket"]);
-    assert_eq!(
-        rendered_s3(&list["Resource"]),
-        set(&["arn:aws:s3:::bucket"])
-    );
-    assert_eq!(
-        at(list, &["Condition"]).as_mapping().map(|c| c.len()),
-        Some(1)
-    );
-    assert_eq!(
-        rendered_s3(at(list, &["Condition", "StringLike", "s3:prefix"])),
-        set(&["data/*"])
-    );
-    // and reads, creates and deletes objects only under it
-    let objects = by_sid(&statements, "CompactDataObjects");
-    assert_eq!(
-        s3_actions(objects),
-        BTreeSet::from(["s3:GetObject", "s3:PutObject", "s3:DeleteObject"])
-    );
-    assert_eq!(
-        rendered_s3(&objects["Resource"]),
-        set(&["arn:aws:s3:::bucket/data/*"])
-    );
-    // and has no other S3 permission, nothing on quarantine, no key
-    let all_s3: Vec<&str> = statements.iter().flat_map(|s| s3_actions(s)).collect();
-    assert_eq!(all_s3.len(), 4, "{all_s3:?}");
-    let role_text = strings_in(resource(&t, role));
-    assert!(
-        role_text.iter().all(|s| !s.contains("QuarantinePrefix")),
-        "the role names the quarantine prefix"
-    );
-    for statement in &statements {
-        for action in strings_in(&statement["Action"]) {
-            assert!(
-                ["logs:", "s3:", "sqs:"]
-                    .iter()
-                    .any(|p| action.starts_with(p)),
-                "{action}"
-            );
-        }
-        assert_eq!(text(statement, &["Effect"]), "Allow");
-    }
-    // And its logs go only to its own group, its failures only to the stack's queue
-    let logs = by_sid(&statements, "WriteOwnLogs");
-    let group = ref_name(at(
-        properties(&t, COMPACT_FUNCTION),
-        &["LoggingConfig", "LogGroup"],
-    ));
-    assert_eq!(get_att_resource(&logs["Resource"]), group);
-    let queue = by_sid(&statements, "SendFailedInvocations");
-    assert_eq!(strings_in(&queue["Action"]), ["sqs:SendMessage"]);
-    assert_eq!(get_att_resource(&queue["Resource"]), "DeadLetterQueue");
 }
 
 #[test]
@@ -392,30 +235,6 @@ fn only_the_compaction_role_may_delete_objects() {
     }
     // Then only the compaction function's role has one (the ingest function's never deletes)
     assert_eq!(deleting, BTreeSet::from([compaction_role]));
-}
-
-#[test]
-fn compaction_failures_raise_an_alarm() {
-    // Given the alarms on Lambda's errors
-    let t = template();
-    let watched: Vec<&str> = resources_of_type(&t, "AWS::CloudWatch::Alarm")
-        .into_iter()
-        .map(|(_, a)| &a["Properties"])
-        .filter(|p| p["Namespace"].as_str() == Some("AWS/Lambda"))
-        .filter(|p| p["MetricName"].as_str() == Some("Errors"))
-        .inspect(|p| {
-            assert_eq!(text(p, &["ComparisonOperator"]), "GreaterThanThreshold");
-            assert_eq!(number(p, &["Threshold"]), 0);
-            assert_eq!(text(p, &["Dimensions", "0", "Name"]), "FunctionName");
-        })
-        .map(|p| ref_name(at(p, &["Dimensions", "0", "Value"])))
-        .collect();
-    // Then one fires on any failed run of each function (every alarm notifies the topic:
-    // alarms.rs)
-    assert_eq!(
-        watched.iter().copied().collect::<BTreeSet<_>>(),
-        BTreeSet::from([FUNCTION, COMPACT_FUNCTION])
-    );
 }
 
 #[test]

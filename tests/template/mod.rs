@@ -1,17 +1,21 @@
 //! Checks `template.yaml` (the SAM template) against the product contract and against the code,
 //! a module per part: the function and its settings, the schedule and its failure handling (and
 //! the sample event), storage and permissions, alarms, the dashboard, the Athena table, and the
-//! compaction function. Here: reading the template and its intrinsics.
+//! compaction function. Here: reading the template (with `Globals` applied) and its intrinsics,
+//! and the two functions with what differs between them.
 
 mod alarms;
 mod athena;
 mod compaction;
 mod dashboard;
 mod function;
+mod iam;
 mod schedule;
 mod security;
+pub(crate) mod stack;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
 
 use aws_lambda_events::event::eventbridge::EventBridgeEvent;
 use chrono::{TimeZone, Utc};
@@ -21,6 +25,7 @@ use log_etl::lambda::metrics::{DIMENSION, compaction_metric_names, pass_metric_n
 use log_etl::record::fields::METHOD_CODES;
 use log_etl::record::hour::Hour;
 use serde_norway::Value;
+use stack::Stack;
 
 const TEMPLATE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/template.yaml");
 const SCHEDULED_EVENT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/events/scheduled-event.json");
@@ -29,15 +34,147 @@ const ENV_JSON: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/events/env.json");
 const FUNCTION: &str = "LogEtlFunction";
 /// The compaction function (closed hours), the same binary with `LOG_ETL_JOB=compact`.
 const COMPACT_FUNCTION: &str = "LogEtlCompactFunction";
-const THREE_MINUTES_IN_SECONDS: u64 = 180;
 
+/// One of the two functions, and what differs between them, for the checks that hold for both.
+struct Function {
+    id: &'static str,
+    /// Its schedule's expression parameter and that parameter's default.
+    schedule: (&'static str, &'static str),
+    /// When the default schedule fires: the first minute of the day, and the minutes between
+    /// two runs (its period).
+    fires: (u32, u32),
+    /// Lambda's retries of a failed run.
+    retries: u64,
+    log_group: &'static str,
+    /// The `Sid`s of its role's own statements (besides [`ROLE_SIDS`]).
+    sids: &'static [&'static str],
+    /// The prefixes it may list (`s3:prefix`), and the S3 actions it may take on objects, each
+    /// with the object prefixes it may take them on.
+    lists: &'static [&'static str],
+    objects: &'static [(&'static str, &'static [&'static str])],
+    /// The metric names it emits.
+    metrics: fn() -> Vec<&'static str>,
+}
+
+impl Function {
+    fn period_seconds(&self) -> u64 {
+        u64::from(self.fires.1) * 60
+    }
+}
+
+/// The statements both roles have: their own log group, the put that is not a create refused,
+/// failures to the queue.
+const ROLE_SIDS: [&str; 3] = [
+    "WriteOwnLogs",
+    "DenyPutWithoutIfNoneMatch",
+    "SendFailedInvocations",
+];
+
+/// The ingest function and the compaction function.
+const FUNCTIONS: [Function; 2] = [
+    Function {
+        id: FUNCTION,
+        schedule: ("ScheduleExpression", "cron(0/3 * * * ? *)"),
+        fires: (0, 3),
+        retries: 1,
+        log_group: "LogEtlLogGroup",
+        sids: &[
+            "ListDataAndQuarantineFolders",
+            "ReadDataAndQuarantineObjects",
+            "PutDataAndQuarantineObjects",
+            "ReadFernetKey",
+            "DecryptFernetKey",
+        ],
+        lists: &["data", "quarantine"],
+        objects: &[
+            ("s3:GetObject", &["data", "quarantine"]),
+            ("s3:PutObject", &["data", "quarantine"]),
+        ],
+        metrics: pass_metric_names,
+    },
+    Function {
+        id: COMPACT_FUNCTION,
+        schedule: ("CompactionScheduleExpression", "cron(15 * * * ? *)"),
+        fires: (15, 60),
+        retries: 2,
+        log_group: "LogEtlCompactLogGroup",
+        sids: &["ListDataFolders", "CompactDataObjects"],
+        lists: &["data"],
+        objects: &[
+            ("s3:GetObject", &["data"]),
+            ("s3:PutObject", &["data"]),
+            ("s3:DeleteObject", &["data"]),
+        ],
+        metrics: compaction_metric_names,
+    },
+];
+
+/// The template as SAM hands it on: `Globals` merged into each serverless function (the
+/// functions' effective properties) and removed.
 fn template() -> Value {
-    let text = std::fs::read_to_string(TEMPLATE).expect("template.yaml is readable");
-    serde_norway::from_str(&text).expect("template.yaml is valid YAML")
+    read(Path::new(TEMPLATE))
+}
+
+/// The template at `path`, with `Globals` applied (see [`template`]).
+pub(crate) fn read(path: &Path) -> Value {
+    let text = std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("{} is readable: {e}", path.display()));
+    let written: Value = serde_norway::from_str(&text)
+        .unwrap_or_else(|e| panic!("{} is valid YAML: {e}", path.display()));
+    with_globals_applied(written)
+}
+
+/// `template` with `Globals.Function` merged into the properties of every
+/// `AWS::Serverless::Function`, by SAM's rules (samtranslator's `plugins/globals`): maps merge
+/// key by key, the function's scalar (or intrinsic) wins, lists are the global items then the
+/// function's, except `Architectures`, which the function's replaces.
+fn with_globals_applied(mut template: Value) -> Value {
+    fn merge(global: &Value, local: &Value, path: &str) -> Value {
+        match (global, local) {
+            (Value::Mapping(g), Value::Mapping(l)) => {
+                let mut merged = g.clone();
+                for (key, value) in l {
+                    let child = format!("{path}.{}", key.as_str().unwrap_or_default());
+                    let value = match g.get(key) {
+                        Some(global) => merge(global, value, &child),
+                        None => value.clone(),
+                    };
+                    merged.insert(key.clone(), value);
+                }
+                Value::Mapping(merged)
+            }
+            (Value::Sequence(_), Value::Sequence(_)) if path == ".Architectures" => local.clone(),
+            (Value::Sequence(g), Value::Sequence(l)) => {
+                Value::Sequence(g.iter().chain(l).cloned().collect())
+            }
+            _ => local.clone(),
+        }
+    }
+    let globals = template
+        .as_mapping_mut()
+        .expect("the template is a mapping")
+        .remove("Globals");
+    let Some(global) = globals.as_ref().and_then(|g| g.get("Function")) else {
+        return template;
+    };
+    let resources = template
+        .get_mut("Resources")
+        .and_then(Value::as_mapping_mut)
+        .expect("Resources is a mapping");
+    for (_, resource) in resources.iter_mut() {
+        if resource.get("Type").and_then(Value::as_str) == Some("AWS::Serverless::Function") {
+            let local = resource
+                .get("Properties")
+                .cloned()
+                .unwrap_or_else(|| Value::Mapping(serde_norway::Mapping::new()));
+            resource["Properties"] = merge(global, &local, "");
+        }
+    }
+    template
 }
 
 /// The value at `path` (mapping keys, or sequence indexes written as numbers).
-fn at<'a>(value: &'a Value, path: &[&str]) -> &'a Value {
+pub(crate) fn at<'a>(value: &'a Value, path: &[&str]) -> &'a Value {
     path.iter().fold(value, |v, key| {
         let next = match key.parse::<usize>() {
             Ok(i) if v.as_sequence().is_some() => v.get(i),
@@ -69,11 +206,11 @@ fn resource<'a>(t: &'a Value, id: &str) -> &'a Value {
     at(t, &["Resources", id])
 }
 
-fn properties<'a>(t: &'a Value, id: &str) -> &'a Value {
+pub(crate) fn properties<'a>(t: &'a Value, id: &str) -> &'a Value {
     at(resource(t, id), &["Properties"])
 }
 
-fn resources_of_type<'a>(t: &'a Value, kind: &str) -> Vec<(&'a str, &'a Value)> {
+pub(crate) fn resources_of_type<'a>(t: &'a Value, kind: &str) -> Vec<(&'a str, &'a Value)> {
     at(t, &["Resources"])
         .as_mapping()
         .expect("Resources is a mapping")
@@ -84,7 +221,7 @@ fn resources_of_type<'a>(t: &'a Value, kind: &str) -> Vec<(&'a str, &'a Value)> 
 }
 
 /// `(tag without '!', operand)` of a short-form intrinsic such as `!Ref X` or `!If [...]`.
-fn tagged(value: &Value) -> Option<(String, &Value)> {
+pub(crate) fn tagged(value: &Value) -> Option<(String, &Value)> {
     match value {
         Value::Tagged(t) => Some((
             t.tag.to_string().trim_start_matches('!').to_owned(),
@@ -95,7 +232,7 @@ fn tagged(value: &Value) -> Option<(String, &Value)> {
 }
 
 /// The name in `!Ref name`.
-fn ref_name(value: &Value) -> &str {
+pub(crate) fn ref_name(value: &Value) -> &str {
     match tagged(value) {
         Some((tag, operand)) if tag == "Ref" => operand.as_str().expect("!Ref takes a name"),
         _ => panic!("expected a !Ref, found {value:?}"),
@@ -135,32 +272,15 @@ fn sub_text(value: &Value) -> &str {
     }
 }
 
-/// Renders a `!Sub` template string the way CloudFormation does: `${name}` is replaced from
-/// `vars`, `${!text}` is the literal `${text}`.
+/// Renders a `!Sub` template string the way CloudFormation does, with the values in `vars`.
 fn render_sub(template: &str, vars: &[(&str, &str)]) -> String {
-    let mut out = String::new();
-    let mut rest = template;
-    while let Some(start) = rest.find("${") {
-        out.push_str(&rest[..start]);
-        let after = &rest[start + 2..];
-        let end = after.find('}').expect("every ${ is closed");
-        let name = &after[..end];
-        if let Some(literal) = name.strip_prefix('!') {
-            out.push_str("${");
-            out.push_str(literal);
-            out.push('}');
-        } else {
-            let value = vars
-                .iter()
-                .find(|(n, _)| *n == name)
-                .unwrap_or_else(|| panic!("no value given for ${{{name}}}"))
-                .1;
-            out.push_str(value);
-        }
-        rest = &after[end + 1..];
-    }
-    out.push_str(rest);
-    out
+    stack::substitute(template, |name| {
+        vars.iter()
+            .find(|(n, _)| *n == name)
+            .unwrap_or_else(|| panic!("no value given for ${{{name}}}"))
+            .1
+            .to_owned()
+    })
 }
 
 /// A parameter's default.
@@ -233,11 +353,6 @@ fn variable_names<'a>(t: &'a Value, id: &str) -> BTreeSet<&'a str> {
         .collect()
 }
 
-/// The schedule of the ingest function.
-fn schedule_event(t: &Value) -> &Value {
-    schedule_event_of(t, FUNCTION)
-}
-
 /// The one EventBridge Scheduler event of the function `id`.
 fn schedule_event_of<'a>(t: &'a Value, id: &str) -> &'a Value {
     let events = at(properties(t, id), &["Events"])
@@ -287,36 +402,35 @@ fn s3_actions(statement: &Value) -> BTreeSet<&str> {
         .collect()
 }
 
-/// S3 ARNs (`!Sub [arn, {Bucket: ...}]`, one or a list, or `!Sub text` for condition values)
-/// rendered for bucket `bucket`, prefixes `data` and `quarantine`. Every bucket named is the
-/// stack's: the created one, or the one given by parameter.
-fn rendered_s3(value: &Value) -> BTreeSet<String> {
-    let items: Vec<&Value> = match value {
-        Value::Sequence(items) => items.iter().collect(),
-        single => vec![single],
+/// The strings `value` evaluates to (one, or a list) in a stack writing to the existing bucket
+/// `bucket`, with the default prefixes `data` and `quarantine`. A stack that creates its bucket
+/// must name it in the same places: every bucket named is the stack's.
+fn rendered_s3(t: &Value, value: &Value) -> BTreeSet<String> {
+    let strings = |stack: &Stack| -> BTreeSet<String> {
+        match stack.eval(value) {
+            Some(serde_json::Value::String(s)) => BTreeSet::from([s]),
+            Some(serde_json::Value::Array(items)) => items
+                .into_iter()
+                .map(|i| i.as_str().expect("text").to_owned())
+                .collect(),
+            other => panic!("{value:?} evaluates to {other:?}"),
+        }
     };
-    items
+    let given = strings(&existing_bucket_stack(t));
+    let created: BTreeSet<String> = strings(&Stack::new(t, &[]))
         .into_iter()
-        .map(|item| {
-            if let Some((_, Value::Sequence(args))) = tagged(item) {
-                let (condition, created, given) = if_branches(at(&args[1], &["Bucket"]));
-                assert_eq!(
-                    (condition, ref_name(created), ref_name(given)),
-                    ("CreateBucket", "DataBucket", "ExistingBucketName"),
-                    "{item:?}"
-                );
-            }
-            render_sub(
-                sub_text(item),
-                &[
-                    ("AWS::Partition", "aws"),
-                    ("Bucket", "bucket"),
-                    ("KeyPrefix", "data"),
-                    ("QuarantinePrefix", "quarantine"),
-                ],
-            )
-        })
-        .collect()
+        .map(|s| s.replace(CREATED_BUCKET, "bucket"))
+        .collect();
+    assert_eq!(created, given, "{value:?}");
+    given
+}
+
+/// How a stack names the bucket it creates (`!Ref DataBucket`).
+const CREATED_BUCKET: &str = "<DataBucket>";
+
+/// A stack with the template's defaults that writes to the existing bucket `bucket`.
+fn existing_bucket_stack(t: &Value) -> Stack<'_> {
+    Stack::new(t, &[("ExistingBucketName", "bucket")])
 }
 
 fn set(items: &[&str]) -> BTreeSet<String> {

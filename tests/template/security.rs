@@ -1,6 +1,7 @@
 //! Storage and permissions: the bucket is encrypted and private, TLS only, and every role may
 //! do only what it needs.
 
+use super::iam::{Decision, Request, decide};
 use super::*;
 
 #[test]
@@ -142,82 +143,197 @@ fn no_policy_grants_a_wildcard_action_or_resource() {
 }
 
 #[test]
-fn function_may_list_read_and_create_objects_only_under_its_two_prefixes_and_never_delete() {
-    // Given the ingest function's role
+fn each_role_may_take_only_its_s3_actions_under_its_prefixes() {
     let t = template();
-    let (_, statements) = role_statements(&t, FUNCTION);
-    // When its S3 statements are read
-    let s3: Vec<&Value> = statements
-        .iter()
-        .copied()
-        .filter(|s| !s3_actions(s).is_empty())
-        .collect();
-    let actions: BTreeSet<&str> = s3.iter().flat_map(|s| s3_actions(s)).collect();
-    // Then it may list, read and create objects, and nothing else: no delete of any kind (an
-    // ingest never removes what landed; only the compaction function may)
-    assert_eq!(
-        actions,
-        BTreeSet::from(["s3:ListBucket", "s3:GetObject", "s3:PutObject"])
-    );
-    assert!(actions.iter().all(|a| !a.contains("Delete")), "{actions:?}");
-    let prefixes = set(&["data/*", "quarantine/*"]);
-    let objects = set(&[
-        "arn:aws:s3:::bucket/data/*",
-        "arn:aws:s3:::bucket/quarantine/*",
-    ]);
-    // and it lists the bucket only under the data and quarantine prefixes (the hour folders it
-    // reads before writing, and the quarantine of the run hour and the one before)
-    let list = by_sid(&statements, "ListDataAndQuarantineFolders");
-    assert_eq!(strings_in(&list["Action"]), ["s3:ListBucket"]);
-    assert_eq!(
-        rendered_s3(&list["Resource"]),
-        set(&["arn:aws:s3:::bucket"])
-    );
-    let condition = at(list, &["Condition"]).as_mapping().expect("a condition");
-    assert_eq!(condition.len(), 1, "{condition:?}");
-    assert_eq!(
-        rendered_s3(at(list, &["Condition", "StringLike", "s3:prefix"])),
-        prefixes
-    );
-    // and it reads and creates objects only under those two prefixes, one action a statement
-    let read = by_sid(&statements, "ReadDataAndQuarantineObjects");
-    assert_eq!(strings_in(&read["Action"]), ["s3:GetObject"]);
-    assert_eq!(rendered_s3(&read["Resource"]), objects);
-    let put = by_sid(&statements, "PutDataAndQuarantineObjects");
-    assert_eq!(strings_in(&put["Action"]), ["s3:PutObject"]);
-    assert_eq!(rendered_s3(&put["Resource"]), objects);
-    assert_eq!(s3.len(), 3, "{s3:?}");
+    for f in &FUNCTIONS {
+        // Given the function's role
+        let (role, statements) = role_statements(&t, f.id);
+        let expected_sids = ROLE_SIDS.iter().chain(f.sids).copied().collect();
+        assert_eq!(sids(&statements), expected_sids, "{role}");
+        // When the S3 actions it allows are read, each with the resources it is allowed on
+        let allows: Vec<&Value> = statements
+            .iter()
+            .copied()
+            .filter(|s| text(s, &["Effect"]) == "Allow")
+            .collect();
+        let mut granted: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
+        for statement in &allows {
+            for action in s3_actions(statement) {
+                granted
+                    .entry(action)
+                    .or_default()
+                    .extend(rendered_s3(&t, &statement["Resource"]));
+            }
+        }
+        // Then it may list the bucket and take its object actions under its prefixes, and
+        // nothing else (the ingest role never deletes; the compaction role has nothing on
+        // quarantine)
+        let mut expected: BTreeMap<&str, BTreeSet<String>> =
+            BTreeMap::from([("s3:ListBucket", set(&["arn:aws:s3:::bucket"]))]);
+        for (action, prefixes) in f.objects {
+            let arns = prefixes
+                .iter()
+                .map(|p| format!("arn:aws:s3:::bucket/{p}/*"));
+            expected.insert(action, arns.collect());
+        }
+        assert_eq!(granted, expected, "{role}");
+        // and it lists only under those prefixes (the hour folders it reads)
+        for list in allows
+            .iter()
+            .filter(|s| s3_actions(s).contains("s3:ListBucket"))
+        {
+            let condition = at(list, &["Condition"]).as_mapping().expect("a condition");
+            assert_eq!(condition.len(), 1, "{role}: {condition:?}");
+            let prefixes: BTreeSet<String> = f.lists.iter().map(|p| format!("{p}/*")).collect();
+            assert_eq!(
+                rendered_s3(&t, at(list, &["Condition", "StringLike", "s3:prefix"])),
+                prefixes,
+                "{role}"
+            );
+        }
+        // And its logs go only to its own log group, its failures only to the stack's queue
+        let logs = by_sid(&statements, "WriteOwnLogs");
+        assert_eq!(get_att_resource(&logs["Resource"]), f.log_group, "{role}");
+        assert_eq!(
+            strings_in(&logs["Action"]),
+            ["logs:CreateLogStream", "logs:PutLogEvents"]
+        );
+        let queue = by_sid(&statements, "SendFailedInvocations");
+        assert_eq!(get_att_resource(&queue["Resource"]), "DeadLetterQueue");
+        assert_eq!(strings_in(&queue["Action"]), ["sqs:SendMessage"]);
+    }
+}
+
+/// The statements of `value`'s policy documents, as `stack` evaluates them.
+fn evaluated_statements(stack: &Stack, value: &Value) -> Vec<serde_json::Value> {
+    fn collect(value: &serde_json::Value, out: &mut Vec<serde_json::Value>) {
+        match value {
+            serde_json::Value::Object(map) => {
+                for (key, child) in map {
+                    match (key.as_str(), child) {
+                        ("Statement", serde_json::Value::Array(items)) => out.extend(items.clone()),
+                        ("Statement", single) => out.push(single.clone()),
+                        _ => collect(child, out),
+                    }
+                }
+            }
+            serde_json::Value::Array(items) => items.iter().for_each(|i| collect(i, out)),
+            _ => {}
+        }
+    }
+    let mut found = Vec::new();
+    collect(&stack.eval(value).expect("a policy"), &mut found);
+    found
 }
 
 #[test]
-fn every_other_permission_names_the_one_resource_it_needs() {
-    // Given the statements of the function role's policies, by Sid
+fn a_put_without_if_none_match_is_refused_by_each_role_and_by_the_bucket_policy() {
+    let t = template();
+    // Given a stack that creates its bucket, and one that writes to an existing bucket (which
+    // gets no bucket policy from the stack)
+    for (stack, bucket) in [
+        (Stack::new(&t, &[]), CREATED_BUCKET),
+        (existing_bucket_stack(&t), "bucket"),
+    ] {
+        // and each function's role, which grants its puts, and the bucket policy where the
+        // stack has one, which grants nothing
+        let mut policies: Vec<(String, Vec<serde_json::Value>, Vec<&str>, Decision)> = Vec::new();
+        for f in &FUNCTIONS {
+            let (role, _) = role_statements(&t, f.id);
+            let (_, put_prefixes) = f
+                .objects
+                .iter()
+                .find(|(action, _)| *action == "s3:PutObject")
+                .expect("each function writes");
+            let statements = evaluated_statements(&stack, at(properties(&t, role), &["Policies"]));
+            policies.push((
+                role.to_owned(),
+                statements,
+                put_prefixes.to_vec(),
+                Decision::Allowed,
+            ));
+        }
+        let policy = resource(&t, "DataBucketPolicy");
+        if stack.condition(text(policy, &["Condition"])) {
+            let statements =
+                evaluated_statements(&stack, at(policy, &["Properties", "PolicyDocument"]));
+            let prefixes = vec!["data", "quarantine"];
+            policies.push((
+                "DataBucketPolicy".to_owned(),
+                statements,
+                prefixes,
+                Decision::NotAllowed,
+            ));
+        } else {
+            assert_eq!(bucket, "bucket", "only an existing bucket has no policy");
+        }
+        for (name, statements, prefixes, with_header) in &policies {
+            for prefix in prefixes {
+                // When an object under the prefix is put without If-None-Match, and with it
+                let key = format!(
+                    "arn:aws:s3:::{bucket}/{prefix}/2023/03/18/15/0802284_0802284_5d41402a.json.gz"
+                );
+                let put = |keys: &[(&'static str, &'static str)]| Request {
+                    action: "s3:PutObject",
+                    resource: &key,
+                    keys: keys.iter().copied().collect(),
+                };
+                // Then the first is denied, whatever else allows it, and the create is not
+                assert_eq!(
+                    decide(statements, &put(&[])),
+                    Decision::Denied,
+                    "{name}: {key}"
+                );
+                assert_eq!(
+                    decide(statements, &put(&[("s3:if-none-match", "*")])),
+                    *with_header,
+                    "{name}: {key}"
+                );
+            }
+        }
+        assert_eq!(policies.len(), if bucket == "bucket" { 2 } else { 3 });
+    }
+}
+
+#[test]
+fn every_put_the_code_makes_is_a_conditional_create() {
+    // Given the code's sources
+    let mut files = vec![Path::new(env!("CARGO_MANIFEST_DIR")).join("src")];
+    let mut puts = Vec::new();
+    while let Some(path) = files.pop() {
+        if path.is_dir() {
+            files.extend(
+                std::fs::read_dir(&path)
+                    .expect("src is readable")
+                    .map(|e| e.expect("an entry").path()),
+            );
+            continue;
+        }
+        if path.extension().is_none_or(|e| e != "rs") {
+            continue;
+        }
+        // When every PutObject request built there is read up to where it is sent
+        let source = std::fs::read_to_string(&path).expect("a source file");
+        for (start, _) in source.match_indices(".put_object()") {
+            let chain = &source[start..];
+            let end = chain.find(".send()").expect("the request is sent");
+            puts.push((path.display().to_string(), chain[..end].to_owned()));
+        }
+    }
+    // Then there is one, and each carries If-None-Match: *, which the policies require
+    assert!(!puts.is_empty(), "no put_object in src/");
+    for (file, chain) in &puts {
+        assert!(chain.contains(".if_none_match(\"*\")"), "{file}: {chain}");
+    }
+}
+
+#[test]
+fn the_ingest_role_reads_its_one_secret_and_decrypts_only_with_the_key_given() {
+    // Given the statements of the ingest function role's policies, by Sid
     let t = template();
     let role = get_att_resource(at(properties(&t, FUNCTION), &["Role"]));
     let role_policies = at(properties(&t, role), &["Policies"]);
     let statements = statements_in(role_policies);
-    assert_eq!(
-        sids(&statements),
-        BTreeSet::from([
-            "WriteOwnLogs",
-            "ListDataAndQuarantineFolders",
-            "ReadDataAndQuarantineObjects",
-            "PutDataAndQuarantineObjects",
-            "ReadFernetKey",
-            "SendFailedInvocations",
-            "DecryptFernetKey",
-        ])
-    );
-    // Then logs go only to its own log group and failures only to its own queue
-    let logs = by_sid(&statements, "WriteOwnLogs");
-    assert_eq!(get_att_resource(&logs["Resource"]), "LogEtlLogGroup");
-    assert_eq!(
-        strings_in(&logs["Action"]),
-        vec!["logs:CreateLogStream", "logs:PutLogEvents"]
-    );
-    let queue = by_sid(&statements, "SendFailedInvocations");
-    assert_eq!(get_att_resource(&queue["Resource"]), "DeadLetterQueue");
-    assert_eq!(strings_in(&queue["Action"]), vec!["sqs:SendMessage"]);
     // and the key is read from the one secret: the stack's, or the one named by parameter
     let secret = by_sid(&statements, "ReadFernetKey");
     assert_eq!(
