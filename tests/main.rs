@@ -13,6 +13,7 @@ mod fernet_vectors;
 mod lambda_binary;
 mod lambda_e2e;
 mod lossless;
+mod private_files;
 mod python_interop;
 mod readme;
 mod template;

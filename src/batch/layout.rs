@@ -5,6 +5,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use crate::batch::encode::ObjectEncoding;
+use crate::config::var;
 use crate::record::hour::{Hour, Stamp};
 
 /// How the hour folders are written.
@@ -63,6 +64,14 @@ pub enum LayoutError {
     UnknownStyle(String),
     #[error("prefix {0:?} is empty or has an empty, '.' or '..' segment")]
     BadPrefix(String),
+    #[error(
+        "{setting} {prefix:?} has a segment starting with '.': listings and restore skip hidden \
+         files, so its objects would be invisible; choose a name without a leading '.'"
+    )]
+    HiddenPrefix {
+        setting: &'static str,
+        prefix: String,
+    },
     #[error("prefixes {0:?} and {1:?} overlap; quarantine must be kept apart from the data")]
     Overlap(String, String),
 }
@@ -83,8 +92,8 @@ impl ObjectLayout {
         quarantine_prefix: &str,
         style: PartitionStyle,
     ) -> Result<Self, LayoutError> {
-        let data_prefix = clean_prefix(data_prefix)?;
-        let quarantine_prefix = clean_prefix(quarantine_prefix)?;
+        let data_prefix = clean_prefix(data_prefix, var::KEY_PREFIX.name)?;
+        let quarantine_prefix = clean_prefix(quarantine_prefix, var::QUARANTINE_PREFIX.name)?;
         let inside = |a: &str, b: &str| a == b || a.starts_with(&format!("{b}/"));
         if inside(&data_prefix, &quarantine_prefix) || inside(&quarantine_prefix, &data_prefix) {
             return Err(LayoutError::Overlap(data_prefix, quarantine_prefix));
@@ -189,13 +198,20 @@ impl ObjectLayout {
     }
 }
 
-fn clean_prefix(prefix: &str) -> Result<String, LayoutError> {
+/// `prefix` without surrounding blanks and slashes; `setting` names where it came from.
+fn clean_prefix(prefix: &str, setting: &'static str) -> Result<String, LayoutError> {
     let trimmed = prefix.trim().trim_matches('/');
     let bad_segment = trimmed
         .split('/')
         .any(|seg| seg.is_empty() || seg == "." || seg == "..");
     if bad_segment {
         return Err(LayoutError::BadPrefix(prefix.to_owned()));
+    }
+    if trimmed.split('/').any(|seg| seg.starts_with('.')) {
+        return Err(LayoutError::HiddenPrefix {
+            setting,
+            prefix: prefix.to_owned(),
+        });
     }
     Ok(trimmed.to_owned())
 }
@@ -269,6 +285,27 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn a_prefix_with_a_hidden_segment_is_refused_naming_its_setting() {
+        use PartitionStyle::Flat;
+        // Given prefixes that listings would skip (a segment starting with '.')
+        for (data, quarantine, setting) in [
+            (".hidden", "quarantine", "KEY_PREFIX"),
+            ("logs/.app", "quarantine", "KEY_PREFIX"),
+            ("data", "q/.old/", "QUARANTINE_PREFIX"),
+        ] {
+            // When a layout is made of them, then it is refused, naming the setting
+            let err = ObjectLayout::new(data, quarantine, Flat).unwrap_err();
+            assert!(
+                matches!(&err, LayoutError::HiddenPrefix { setting: s, .. } if *s == setting),
+                "{err:?}"
+            );
+            assert!(err.to_string().starts_with(setting), "{err}");
+        }
+        // and a dot inside a segment is fine
+        assert!(ObjectLayout::new("logs.v2/app", "q.old", Flat).is_ok());
     }
 
     #[test]

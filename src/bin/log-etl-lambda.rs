@@ -11,6 +11,7 @@ use log_etl::store::Store;
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_runtime::Error> {
     log_etl::logging::init();
+    log_etl::batch::spool::remove_spill_dirs_on_signal()?;
     let config = Config::from_env()?;
     let metrics = MetricsTarget {
         namespace: config.metrics_namespace.clone(),

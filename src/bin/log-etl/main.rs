@@ -35,6 +35,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     log_etl::logging::init();
+    log_etl::batch::spool::remove_spill_dirs_on_signal().expect("signal handlers install");
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

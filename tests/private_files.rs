@@ -1,0 +1,494 @@
+//! Files of decrypted records stay private and are not left behind: the real binaries killed by
+//! a signal mid-run, started beside folders a killed run left, writing under a given umask, and
+//! facing symlinks planted in their output folder.
+
+use crate::common;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+
+use log_etl::batch::spool::{SPILL_DIR_PREFIX, STALE_SPILL_AFTER};
+
+/// A folder for one test (its own temporary folder included, given to the binaries as
+/// `TMPDIR`), and a Fernet key.
+struct Fixture {
+    dir: tempfile::TempDir,
+    key: String,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        let out = common::log_etl(&["keygen"], &[]);
+        assert!(out.status.success());
+        let fx = Self {
+            dir: tempfile::tempdir().unwrap(),
+            key: String::from_utf8(out.stdout).unwrap().trim().to_owned(),
+        };
+        fs::create_dir(fx.tmp()).unwrap();
+        fx
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn tmp(&self) -> PathBuf {
+        self.path("tmp")
+    }
+
+    /// `program` with the key and `TMPDIR` set, and no other setting from the caller's
+    /// environment.
+    fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut cmd = Command::new(program);
+        for setting in log_etl::config::var::ALL {
+            cmd.env_remove(setting.name);
+        }
+        cmd.env("FERNET_KEY", &self.key).env("TMPDIR", self.tmp());
+        cmd
+    }
+
+    fn log_etl(&self, args: &[&str]) -> Output {
+        let out = self
+            .command(env!("CARGO_BIN_EXE_log-etl"))
+            .args(args)
+            .output()
+            .unwrap();
+        eprintln!("{}", String::from_utf8_lossy(&out.stderr));
+        out
+    }
+
+    /// A saved response of `records` records from `start` in `<name>.json`, and its records
+    /// (the ground truth) as JSON lines.
+    fn generate(&self, name: &str, records: u32, start: &str) -> (PathBuf, Vec<String>) {
+        let (resp, truth) = (
+            self.path(&format!("{name}.json")),
+            self.path(&format!("{name}.truth")),
+        );
+        let out = self.log_etl(&[
+            "generate",
+            "--records",
+            &records.to_string(),
+            "--start",
+            start,
+            "--out",
+            resp.to_str().unwrap(),
+            "--truth",
+            truth.to_str().unwrap(),
+        ]);
+        assert!(out.status.success());
+        let truth = fs::read_to_string(truth).unwrap();
+        (resp, truth.lines().map(canonical).collect())
+    }
+
+    fn process(&self, input: &Path, out_dir: &Path) -> Output {
+        self.log_etl(&[
+            "process",
+            "--input",
+            input.to_str().unwrap(),
+            "--out-dir",
+            out_dir.to_str().unwrap(),
+        ])
+    }
+}
+
+/// A JSON line as serde_json writes it, to compare records whatever their spacing.
+fn canonical(line: &str) -> String {
+    let value: serde_json::Value = serde_json::from_str(line).unwrap();
+    value.to_string()
+}
+
+/// The spill folders directly in `parent`.
+fn spill_dirs(parent: &Path) -> Vec<PathBuf> {
+    fs::read_dir(parent)
+        .map(|entries| entries.map(|e| e.unwrap().path()).collect::<Vec<_>>())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with(SPILL_DIR_PREFIX)
+        })
+        .collect()
+}
+
+/// Sets the modification time of `path` `ago` back from now.
+fn age(path: &Path, ago: Duration) {
+    fs::File::open(path)
+        .unwrap()
+        .set_modified(SystemTime::now() - ago)
+        .unwrap();
+}
+
+/// Waits at most 30 s for `child` to exit, killing it (and failing) if it does not.
+fn wait_bounded(child: &mut Child) -> ExitStatus {
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if started.elapsed() > Duration::from_secs(30) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the process did not exit within 30 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Sends `signal` (`TERM`, `INT`) to `child`.
+fn send(child: &Child, signal: &str) {
+    let sent = Command::new("kill")
+        .args(["-s", signal, &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success(), "kill -s {signal}");
+}
+
+/// Every entry under `root` (symlinks not followed) with its content: a file's bytes, a
+/// symlink's target, nothing for a folder.
+fn snapshot(root: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    let mut found = BTreeMap::new();
+    let mut stack = vec![root.to_owned()];
+    while let Some(dir) = stack.pop() {
+        for entry in fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let meta = fs::symlink_metadata(&path).unwrap();
+            let content = if meta.is_symlink() {
+                fs::read_link(&path)
+                    .unwrap()
+                    .into_os_string()
+                    .into_encoded_bytes()
+            } else if meta.is_dir() {
+                stack.push(path.clone());
+                Vec::new()
+            } else {
+                fs::read(&path).unwrap()
+            };
+            found.insert(path.strip_prefix(root).unwrap().to_owned(), content);
+        }
+    }
+    found
+}
+
+/// The files (not folders) under `root`, relative.
+fn files_under(root: &Path) -> Vec<PathBuf> {
+    let snap = snapshot(root);
+    snap.keys()
+        .filter(|p| fs::symlink_metadata(root.join(p)).unwrap().is_file())
+        .cloned()
+        .collect()
+}
+
+/// `process` reading a response through a named pipe, signalled with `signal` once its
+/// bodies have spilled; returns its exit status and its output folder.
+fn process_killed_while_reading_a_pipe(fx: &Fixture, signal: &str) -> (ExitStatus, PathBuf) {
+    let (response, _) = fx.generate("input", 15_000, "2023-03-18T15:00:00.000Z");
+    let body = fs::read(&response).unwrap();
+    let fifo = fx.path("input.fifo");
+    let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success());
+    let out_dir = fx.path("out");
+    let mut child = fx
+        .command(env!("CARGO_BIN_EXE_log-etl"))
+        .args(["process", "--input", fifo.to_str().unwrap(), "--out-dir"])
+        .arg(&out_dir)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut pipe = fs::OpenOptions::new().write(true).open(&fifo).unwrap();
+    pipe.write_all(&body[..body.len() * 2 / 3]).unwrap();
+    let started = Instant::now();
+    while spill_dirs(&out_dir).iter().all(|d| {
+        fs::read_dir(d)
+            .map(|mut files| files.next().is_none())
+            .unwrap_or(true)
+    }) {
+        assert!(started.elapsed().as_secs() < 30, "no spill file appeared");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    send(&child, signal);
+    let status = wait_bounded(&mut child);
+    drop(pipe);
+    (status, out_dir)
+}
+
+#[test]
+fn a_process_run_stopped_by_sigterm_leaves_no_spill_folder() {
+    // Given a `process` run with spilled bodies, waiting for the rest of its input
+    let fx = Fixture::new();
+    // When it is sent SIGTERM
+    let (status, out_dir) = process_killed_while_reading_a_pipe(&fx, "TERM");
+    // Then it exits with 143 and no spill folder is left
+    assert_eq!(status.code(), Some(143), "{status}");
+    assert_eq!(spill_dirs(&out_dir), Vec::<PathBuf>::new());
+    assert_eq!(spill_dirs(&fx.tmp()), Vec::<PathBuf>::new());
+}
+
+#[test]
+fn a_process_run_interrupted_by_sigint_leaves_no_spill_folder() {
+    // Given a `process` run with spilled bodies, waiting for the rest of its input
+    let fx = Fixture::new();
+    // When it is sent SIGINT (Ctrl-C)
+    let (status, out_dir) = process_killed_while_reading_a_pipe(&fx, "INT");
+    // Then it exits with 130 and no spill folder is left
+    assert_eq!(status.code(), Some(130), "{status}");
+    assert_eq!(spill_dirs(&out_dir), Vec::<PathBuf>::new());
+}
+
+/// Plants in `parent` a stale spill folder (holding a file), a fresh one and an old unrelated
+/// hidden folder; returns them in that order.
+fn plant_left_folders(parent: &Path) -> [PathBuf; 3] {
+    let old = STALE_SPILL_AFTER + Duration::from_secs(60);
+    let stale = parent.join(format!("{SPILL_DIR_PREFIX}killed"));
+    let fresh = parent.join(format!("{SPILL_DIR_PREFIX}fresh"));
+    let unrelated = parent.join(".unrelated");
+    for dir in [&stale, &fresh, &unrelated] {
+        fs::create_dir_all(dir).unwrap();
+    }
+    fs::write(stale.join("body"), b"decrypted").unwrap();
+    age(&stale.join("body"), old);
+    age(&stale, old);
+    age(&unrelated, old);
+    [stale, fresh, unrelated]
+}
+
+#[test]
+fn a_stale_spill_folder_is_removed_at_the_next_start_while_fresh_and_unrelated_ones_stay() {
+    // Given, in the temporary folder and in the output folder, a spill folder left by a run
+    // killed longer ago than the bound, a fresh one, and an old unrelated hidden folder
+    let fx = Fixture::new();
+    let out_dir = fx.path("out");
+    fs::create_dir(&out_dir).unwrap();
+    let in_tmp = plant_left_folders(&fx.tmp());
+    let in_out = plant_left_folders(&out_dir);
+    // When `process` runs
+    let (response, _) = fx.generate("input", 100, "2023-03-18T15:00:00.000Z");
+    assert!(fx.process(&response, &out_dir).status.success());
+    // Then the stale folders are gone and the others stay
+    for [stale, fresh, unrelated] in [in_tmp, in_out] {
+        assert!(!stale.exists(), "{}", stale.display());
+        assert!(fresh.is_dir(), "{}", fresh.display());
+        assert!(unrelated.is_dir(), "{}", unrelated.display());
+    }
+}
+
+#[test]
+fn the_lambda_binary_sweeps_its_temporary_folder_at_start_and_exits_143_on_sigterm() {
+    // Given a stale spill folder in the function's temporary folder, and a Runtime API
+    // stand-in that takes the function's poll for an event and never answers it
+    let fx = Fixture::new();
+    let [stale, fresh, unrelated] = plant_left_folders(&fx.tmp());
+    let runtime = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    runtime.set_nonblocking(true).unwrap();
+    let mut child = fx
+        .command(env!("CARGO_BIN_EXE_log-etl-lambda"))
+        .env(
+            "AWS_LAMBDA_RUNTIME_API",
+            runtime.local_addr().unwrap().to_string(),
+        )
+        .env("AWS_LAMBDA_FUNCTION_NAME", "log-etl-test")
+        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
+        .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+        .env("BUCKET_NAME", "bucket")
+        .env("LOG_API_URL", "http://127.0.0.1:9/logs")
+        // Nothing listens there: the function makes no call before an event.
+        .envs(common::aws_env("http://127.0.0.1:9"))
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    // When it has started (its poll arrived)
+    let started = Instant::now();
+    let _poll = loop {
+        match runtime.accept() {
+            Ok((stream, _)) => break stream,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => panic!("{e}"),
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("the function exited before polling for an event: {status}");
+        }
+        if started.elapsed() > Duration::from_secs(30) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the function never polled for an event");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    // Then the stale folder is gone, the others stay
+    assert!(!stale.exists());
+    assert!(fresh.is_dir() && unrelated.is_dir());
+    // and SIGTERM ends it with 143
+    send(&child, "TERM");
+    assert_eq!(wait_bounded(&mut child).code(), Some(143));
+}
+
+/// Runs `process` under `umask` and returns the modes (in octal) of the objects it wrote.
+fn object_modes_under_umask(umask: &str) -> Vec<String> {
+    let fx = Fixture::new();
+    let (response, _) = fx.generate("input", 3_000, "2023-03-18T15:00:00.000Z");
+    let out_dir = fx.path("out");
+    let out = fx
+        .command("sh")
+        .args(["-c", &format!("umask {umask} && exec \"$0\" \"$@\"")])
+        .arg(env!("CARGO_BIN_EXE_log-etl"))
+        .args(["process", "--input"])
+        .arg(&response)
+        .arg("--out-dir")
+        .arg(&out_dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let files = files_under(&out_dir);
+    assert!(!files.is_empty());
+    files
+        .iter()
+        .map(|f| {
+            let mode = fs::metadata(out_dir.join(f)).unwrap().permissions().mode();
+            format!("{:o}", mode & 0o777)
+        })
+        .collect()
+}
+
+#[test]
+fn objects_written_under_umask_077_are_the_owners_alone() {
+    // Given a umask of 077, when `process` writes objects (linked from 0600 spill files)
+    let modes = object_modes_under_umask("077");
+    // Then every object is 0600
+    assert!(modes.iter().all(|m| m == "600"), "{modes:?}");
+}
+
+#[test]
+fn objects_written_under_umask_022_are_readable_by_all() {
+    // Given a umask of 022, when `process` writes objects
+    let modes = object_modes_under_umask("022");
+    // Then every object is 0644
+    assert!(modes.iter().all(|m| m == "644"), "{modes:?}");
+}
+
+#[test]
+fn process_does_not_write_through_a_symlinked_hour_folder() {
+    // Given an output folder whose hour folder is a symlink to a folder outside
+    let fx = Fixture::new();
+    let outside = fx.path("outside");
+    fs::create_dir(&outside).unwrap();
+    fs::write(outside.join("keep.txt"), b"mine").unwrap();
+    let out_dir = fx.path("out");
+    fs::create_dir_all(out_dir.join("data/2023/03/18")).unwrap();
+    std::os::unix::fs::symlink(&outside, out_dir.join("data/2023/03/18/15")).unwrap();
+    let before = snapshot(&outside);
+    // When `process` lands records of that hour
+    let (response, _) = fx.generate("input", 100, "2023-03-18T15:00:00.000Z");
+    let out = fx.process(&response, &out_dir);
+    // Then it fails naming the refused key, and nothing outside changed
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("data/2023/03/18/15/") && stderr.contains("symlink"),
+        "{stderr}"
+    );
+    assert_eq!(snapshot(&outside), before);
+}
+
+#[test]
+fn compact_and_restore_do_not_follow_symlinks_planted_in_the_output_folder() {
+    // Given an hour landed in two objects
+    let fx = Fixture::new();
+    let out_dir = fx.path("out");
+    let (first, mut truth) = fx.generate("first", 100, "2023-03-18T15:00:00.000Z");
+    let (second, more) = fx.generate("second", 100, "2023-03-18T15:30:00.000Z");
+    truth.extend(more);
+    truth.sort();
+    assert!(fx.process(&first, &out_dir).status.success());
+    assert!(fx.process(&second, &out_dir).status.success());
+    // and, outside, another hour in two objects and a third hour in one
+    let outside = fx.path("outside");
+    for (name, start) in [
+        ("o1", "2023-03-18T16:00:00.000Z"),
+        ("o2", "2023-03-18T16:30:00.000Z"),
+        ("o3", "2023-03-18T17:00:00.000Z"),
+    ] {
+        let (response, _) = fx.generate(name, 100, start);
+        assert!(fx.process(&response, &outside).status.success());
+    }
+    // planted in the output folder: the outside hour as a symlinked hour folder, and the
+    // outside object as a symlinked object among the real ones
+    std::os::unix::fs::symlink(
+        outside.join("data/2023/03/18/16"),
+        out_dir.join("data/2023/03/18/16"),
+    )
+    .unwrap();
+    let outside_object = files_under(&outside.join("data/2023/03/18/17")).remove(0);
+    std::os::unix::fs::symlink(
+        outside.join("data/2023/03/18/17").join(outside_object),
+        out_dir.join("data/2023/03/18/15/9999999_9999999_ffffffffffffffff.json.gz"),
+    )
+    .unwrap();
+    let before = snapshot(&outside);
+    // When the output folder is compacted
+    let out = fx.log_etl(&[
+        "compact",
+        "--out-dir",
+        out_dir.to_str().unwrap(),
+        "--hours",
+        "2023-03-18T00..2023-03-18T23",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Then the real hour is one object, the planted links are left as they were, and
+    // nothing outside changed
+    let hour: Vec<_> = snapshot(&out_dir.join("data/2023/03/18/15"))
+        .into_keys()
+        .collect();
+    assert_eq!(hour.len(), 2, "{hour:?}");
+    assert_eq!(files_under(&out_dir.join("data/2023/03/18/15")).len(), 1);
+    assert_eq!(snapshot(&outside), before);
+    // and `restore` reads back exactly the hour's own records, none from outside
+    let out = fx.log_etl(&["restore", out_dir.to_str().unwrap()]);
+    assert!(out.status.success());
+    let mut restored: Vec<String> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(canonical)
+        .collect();
+    restored.sort();
+    assert_eq!(restored, truth);
+    assert_eq!(snapshot(&outside), before);
+}
+
+#[test]
+fn a_hidden_key_prefix_is_refused_at_start_naming_the_variable() {
+    // Given a response and a KEY_PREFIX whose objects listings would skip
+    let fx = Fixture::new();
+    let (response, _) = fx.generate("input", 10, "2023-03-18T15:00:00.000Z");
+    let out_dir = fx.path("out");
+    for (variable, value) in [("KEY_PREFIX", ".hidden"), ("QUARANTINE_PREFIX", "q/.old")] {
+        // When `process` starts with it
+        let out = fx
+            .command(env!("CARGO_BIN_EXE_log-etl"))
+            .env(variable, value)
+            .args(["process", "--input"])
+            .arg(&response)
+            .arg("--out-dir")
+            .arg(&out_dir)
+            .output()
+            .unwrap();
+        // Then it is a usage error naming the variable, and nothing is written
+        assert_eq!(out.status.code(), Some(2), "{variable}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(variable), "{stderr}");
+        assert!(!out_dir.exists());
+    }
+}
