@@ -5,4 +5,4 @@ pub(crate) mod backoff;
 mod fetch;
 
 pub(crate) use fetch::Fetcher;
-pub use fetch::{AttemptError, FetchError, SafeUrl};
+pub use fetch::{AttemptError, FetchError, MAX_REDIRECTS, RedirectRefusal, SafeUrl};

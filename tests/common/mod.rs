@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod faulty_s3;
+pub mod raw_http;
 pub mod world;
 
 use std::io::{Read, Write};
