@@ -15,9 +15,12 @@ use crate::record::fernet::{KeyError, KeyRing};
 /// Why the key could not be had from the secret. Never contains the secret's value.
 #[derive(Debug, thiserror::Error)]
 pub enum SecretError {
-    #[error("reading secret {secret_id} failed: {detail}")]
+    #[error("{operation} of secret {secret_id} at {endpoint} failed: {detail}")]
     Read {
+        operation: &'static str,
         secret_id: String,
+        /// The endpoint called, without user info or query ([`super::endpoint_shown`]).
+        endpoint: String,
         /// The SDK's own description (error code and message), flattened because the SDK error
         /// type's `Display` alone says only "service error".
         detail: String,
@@ -34,22 +37,32 @@ pub enum SecretError {
     },
 }
 
+/// The Secrets Manager client and the endpoint it calls, as errors show it.
+#[derive(Debug, Clone)]
+pub struct SecretsClient {
+    client: Client,
+    endpoint: String,
+}
+
 /// The Secrets Manager client, from the shared SDK configuration.
-pub fn client(sdk: &aws_config::SdkConfig) -> Client {
-    Client::new(sdk)
+pub fn client(sdk: &aws_config::SdkConfig) -> SecretsClient {
+    SecretsClient {
+        client: Client::new(sdk),
+        endpoint: super::endpoint_shown(sdk.endpoint_url(), "secretsmanager", sdk.region()),
+    }
 }
 
 /// Keys read from one secret, cached for `ttl`.
 #[derive(Debug)]
 pub struct SecretKeys {
-    client: Client,
+    client: SecretsClient,
     secret_id: String,
     ttl: Duration,
     cached: Mutex<Option<(Arc<KeyRing>, Instant)>>,
 }
 
 impl SecretKeys {
-    pub fn new(client: Client, secret_id: String, ttl: Duration) -> Self {
+    pub fn new(client: SecretsClient, secret_id: String, ttl: Duration) -> Self {
         Self {
             client,
             secret_id,
@@ -76,12 +89,15 @@ impl SecretKeys {
     async fn read(&self) -> Result<KeyRing, SecretError> {
         let output = self
             .client
+            .client
             .get_secret_value()
             .secret_id(&self.secret_id)
             .send()
             .await
             .map_err(|err| SecretError::Read {
+                operation: "GetSecretValue",
                 secret_id: self.secret_id.clone(),
+                endpoint: self.client.endpoint.clone(),
                 detail: DisplayErrorContext(&err).to_string(),
                 source: Box::new(err),
             })?;
