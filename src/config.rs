@@ -249,9 +249,30 @@ pub mod var {
         None,
         "S3 and Secrets Manager at a local emulator (path-style S3)",
     );
+    pub const AWS_CONNECT_TIMEOUT_MS: Setting = Setting::number(
+        "AWS_CONNECT_TIMEOUT_MS",
+        3_000,
+        100,
+        60_000,
+        "time to open a connection to S3 or Secrets Manager",
+    );
+    pub const AWS_ATTEMPT_TIMEOUT_MS: Setting = Setting::number(
+        "AWS_ATTEMPT_TIMEOUT_MS",
+        10_000,
+        100,
+        900_000,
+        "time one attempt of an AWS call may take (the SDK retries after it)",
+    );
+    pub const AWS_OPERATION_TIMEOUT_MS: Setting = Setting::number(
+        "AWS_OPERATION_TIMEOUT_MS",
+        30_000,
+        100,
+        900_000,
+        "time one AWS call may take, retries included",
+    );
 
     /// Every setting, in the order the README lists them.
-    pub const ALL: [Setting; 27] = [
+    pub const ALL: [Setting; 30] = [
         LOG_API_URL,
         BUCKET_NAME,
         KEY_PREFIX,
@@ -279,6 +300,9 @@ pub mod var {
         COMPACT_LOOKBACK_HOURS,
         METRICS_NAMESPACE,
         AWS_ENDPOINT_URL,
+        AWS_CONNECT_TIMEOUT_MS,
+        AWS_ATTEMPT_TIMEOUT_MS,
+        AWS_OPERATION_TIMEOUT_MS,
     ];
 }
 
@@ -366,10 +390,24 @@ pub struct Config {
     pub metrics_namespace: String,
     /// `AWS_ENDPOINT_URL`, when set: S3 and Secrets Manager at a local emulator.
     pub aws_endpoint_url: Option<String>,
+    /// How long every S3 and Secrets Manager call may take.
+    pub aws_timeouts: AwsTimeouts,
     /// What the Lambda binary does.
     pub job: Job,
     /// How closed hours are compacted.
     pub compaction: CompactionSettings,
+}
+
+/// The time limits of every AWS SDK call, so a peer that accepts a connection and never answers
+/// fails the call instead of hanging the run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AwsTimeouts {
+    /// Opening a connection.
+    pub connect: Duration,
+    /// One attempt, from sending the request to the end of the response.
+    pub attempt: Duration,
+    /// The whole call, every attempt and the waits between them included.
+    pub operation: Duration,
 }
 
 /// What the Lambda binary does when invoked (`LOG_ETL_JOB`).
@@ -459,6 +497,11 @@ impl Config {
             },
             metrics_namespace: env.text(var::METRICS_NAMESPACE),
             aws_endpoint_url: env.get(var::AWS_ENDPOINT_URL),
+            aws_timeouts: AwsTimeouts {
+                connect: Duration::from_millis(env.number(var::AWS_CONNECT_TIMEOUT_MS)?),
+                attempt: Duration::from_millis(env.number(var::AWS_ATTEMPT_TIMEOUT_MS)?),
+                operation: Duration::from_millis(env.number(var::AWS_OPERATION_TIMEOUT_MS)?),
+            },
             job: match env.text(var::LOG_ETL_JOB).trim() {
                 "ingest" => Job::Ingest,
                 "compact" => Job::Compact,
@@ -613,6 +656,14 @@ mod tests {
         assert_eq!(written, config(&[]).unwrap());
         assert_eq!(written.compaction.after, Duration::from_secs(3600));
         assert_eq!(written.job, Job::Ingest);
+        assert_eq!(
+            written.aws_timeouts,
+            AwsTimeouts {
+                connect: Duration::from_secs(3),
+                attempt: Duration::from_secs(10),
+                operation: Duration::from_secs(30),
+            }
+        );
     }
 
     #[test]

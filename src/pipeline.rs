@@ -203,7 +203,7 @@ impl Pipeline {
 
     /// A private folder for this run's spilled bodies (in a folder store not made yet, the
     /// folder is made first).
-    fn spill_dir(&self) -> Result<tempfile::TempDir, EncodeError> {
+    fn spill_dir(&self) -> Result<spool::SpillDir, EncodeError> {
         std::fs::create_dir_all(&self.spill_parent)
             .and_then(|()| spool::spill_dir(&self.spill_parent))
             .map_err(EncodeError::SpillFolder)

@@ -10,6 +10,7 @@ mod compaction;
 mod exactly_once;
 mod faults;
 mod fernet_vectors;
+mod hostile;
 mod lambda_binary;
 mod lambda_e2e;
 mod lossless;

@@ -17,9 +17,12 @@ use crate::record::fernet::{KeyError, KeyRing};
 /// Why the key could not be had from the secret. Never contains the secret's value.
 #[derive(Debug, thiserror::Error)]
 pub enum SecretError {
-    #[error("reading secret {secret_id} failed: {detail}")]
+    #[error("{operation} of secret {secret_id} at {endpoint} failed: {detail}")]
     Read {
+        operation: &'static str,
         secret_id: String,
+        /// The endpoint called, without user info or query ([`super::endpoint_shown`]).
+        endpoint: String,
         /// The SDK's own description (error code and message), flattened because the SDK error
         /// type's `Display` alone says only "service error".
         detail: String,
@@ -36,9 +39,19 @@ pub enum SecretError {
     },
 }
 
+/// The Secrets Manager client and the endpoint it calls, as errors show it.
+#[derive(Debug, Clone)]
+pub struct SecretsClient {
+    client: Client,
+    endpoint: String,
+}
+
 /// The Secrets Manager client, from the shared SDK configuration.
-fn client(sdk: &aws_config::SdkConfig) -> Client {
-    Client::new(sdk)
+fn client(sdk: &aws_config::SdkConfig) -> SecretsClient {
+    SecretsClient {
+        client: Client::new(sdk),
+        endpoint: super::endpoint_shown(sdk.endpoint_url(), "secretsmanager", sdk.region()),
+    }
 }
 
 /// The Fernet keys of a run, built once from where the configuration says they are: given keys
@@ -46,7 +59,7 @@ fn client(sdk: &aws_config::SdkConfig) -> Client {
 #[derive(Debug)]
 pub struct FernetKeys {
     /// The secret and its client; `None` for keys given directly, which never expire.
-    secret: Option<(Client, String)>,
+    secret: Option<(SecretsClient, String)>,
     ttl: Duration,
     cached: Mutex<Option<(Arc<KeyRing>, Instant)>>,
 }
@@ -100,12 +113,15 @@ impl FernetKeys {
             .as_ref()
             .expect("keys given directly are always cached");
         let output = client
+            .client
             .get_secret_value()
             .secret_id(secret_id)
             .send()
             .await
             .map_err(|err| SecretError::Read {
+                operation: "GetSecretValue",
                 secret_id: secret_id.clone(),
+                endpoint: client.endpoint.clone(),
                 detail: DisplayErrorContext(&err).to_string(),
                 source: Box::new(err),
             })?;

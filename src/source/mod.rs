@@ -4,4 +4,4 @@
 mod fetch;
 
 pub(crate) use fetch::Fetcher;
-pub use fetch::{AttemptError, FetchError, SafeUrl};
+pub use fetch::{AttemptError, FetchError, MAX_REDIRECTS, RedirectRefusal, SafeUrl};

@@ -3,6 +3,8 @@
 #![allow(dead_code)]
 
 pub mod faulty_s3;
+pub mod raw_http;
+pub mod runtime_api;
 pub mod world;
 
 use std::io::{Read, Write};
@@ -204,4 +206,48 @@ pub fn restore_path(path: &std::path::Path) -> Vec<Map<String, Value>> {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect()
+}
+
+/// [`log_etl`] with a time limit: the process is killed once `limit` has passed, and `None`
+/// is returned. Its output goes to files, so a full pipe never stalls it.
+pub async fn log_etl_within(
+    args: &[&str],
+    env: &[(&str, &str)],
+    limit: std::time::Duration,
+) -> Option<Output> {
+    let (stdout, stderr) = (tempfile::tempfile().unwrap(), tempfile::tempfile().unwrap());
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_log-etl"));
+    cmd.args(args);
+    for setting in log_etl::config::var::ALL {
+        cmd.env_remove(setting.name);
+    }
+    cmd.envs(env.iter().copied())
+        .stdout(stdout.try_clone().unwrap())
+        .stderr(stderr.try_clone().unwrap());
+    let mut child = cmd.spawn().expect("log-etl runs");
+    let started = std::time::Instant::now();
+    // Bounded: polled every 20 ms until `limit`.
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if started.elapsed() >= limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    let read = |mut file: std::fs::File| {
+        use std::io::Seek;
+        let mut bytes = Vec::new();
+        file.rewind().unwrap();
+        file.read_to_end(&mut bytes).unwrap();
+        bytes
+    };
+    Some(Output {
+        status: status?,
+        stdout: read(stdout),
+        stderr: read(stderr),
+    })
 }
