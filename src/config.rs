@@ -596,9 +596,7 @@ impl Env<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::batch::encode::{
-        DEFAULT_GZIP_LEVEL, DEFAULT_MAX_LINE_BYTES, DEFAULT_MAX_OBJECT_BYTES,
-    };
+    use crate::batch::encode::DEFAULT_GZIP_LEVEL;
     use std::collections::HashMap;
 
     fn config(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
