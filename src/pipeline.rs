@@ -171,7 +171,12 @@ impl Pipeline {
             batch.push(element)
         })?;
         let output = batch.finish()?;
-        let mut summary = self.write(&output, &settings, started).await?;
+        // The invocation ends at its deadline whatever is in flight: end the writes first, so
+        // the run fails typed and the schedule's retry lands the rest.
+        let mut summary =
+            tokio::time::timeout_at(deadline.into(), self.write(&output, &settings, started))
+                .await
+                .map_err(|_| StoreError::OutOfTime)??;
         summary.fetch_ms = Some(fetch_ms);
         summary.fetch_attempts = Some(fetched.attempts);
         Ok(summary)

@@ -393,3 +393,59 @@ async fn the_lambda_reports_a_stalled_s3_or_secrets_manager_before_its_deadline(
     }
     sim.stop().await;
 }
+
+#[tokio::test]
+async fn a_pass_whose_writes_outlast_its_deadline_ends_typed_before_it() {
+    // Given a source with a batch, and an S3 endpoint that never answers, with AWS timeouts far
+    // longer than the pass may take
+    let stalled = StalledServer::start().await;
+    let key = log_etl::record::fernet::generate_key();
+    let sim = simulator(&key).await;
+    let url = sim.url();
+    let endpoint = stalled.endpoint();
+    let settings = [
+        ("LOG_API_URL", url.as_str()),
+        ("BUCKET_NAME", "logs"),
+        ("FERNET_KEY", key.as_str()),
+        ("AWS_ENDPOINT_URL", endpoint.as_str()),
+        ("AWS_ATTEMPT_TIMEOUT_MS", "600000"),
+        ("AWS_OPERATION_TIMEOUT_MS", "600000"),
+    ];
+    let config = log_etl::config::Config::from_lookup(|name| {
+        settings
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| (*v).to_owned())
+    })
+    .unwrap();
+    let sdk = log_etl::aws::loader(&config)
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_s3::config::Credentials::new(
+            "test", "test", None, None, "tests",
+        ))
+        .load()
+        .await;
+    let store = log_etl::store::Store::bucket(&sdk, &config).unwrap();
+    let pipeline = log_etl::pipeline::Pipeline::new(&config, store, Some(&sdk)).unwrap();
+    // When a pass runs with 3 s to its deadline
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(3);
+    let err = tokio::time::timeout(
+        Duration::from_secs(20),
+        pipeline.run_pass(chrono::Utc::now(), deadline),
+    )
+    .await
+    .expect("the pass ends by itself")
+    .unwrap_err();
+    // Then it fails as a store error at its deadline, saying what happens next
+    let took = started.elapsed();
+    assert_eq!(err.error_type(), "StoreError");
+    let text = log_etl::logging::error_chain(&err);
+    assert!(
+        text.contains("deadline came before its writes ended"),
+        "{text}"
+    );
+    assert!(took < Duration::from_millis(3500), "{took:?}");
+    assert!(stalled.accepted() > 0, "the pass never reached S3");
+    sim.stop().await;
+}

@@ -7,6 +7,7 @@ mod athena_sql;
 mod cli;
 mod cli_s3;
 mod compaction;
+mod elements;
 mod exactly_once;
 mod faults;
 mod fernet_vectors;

@@ -31,6 +31,10 @@ pub enum StoreError {
     S3(#[from] S3Error),
     #[error("the objects under {folder} kept disappearing while they were read")]
     Unsettled { folder: String },
+    #[error(
+        "the run's deadline came before its writes ended (what was written stays; the next run writes the rest, once)"
+    )]
+    OutOfTime,
 }
 
 impl StoreError {
