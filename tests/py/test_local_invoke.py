@@ -40,7 +40,8 @@ pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 
 def _load_local_invoke():
-    loader = importlib.machinery.SourceFileLoader("local_invoke", str(ROOT / "scripts/local-invoke"))
+    path = str(ROOT / "scripts/local-invoke")
+    loader = importlib.machinery.SourceFileLoader("local_invoke", path)
     spec = importlib.util.spec_from_loader("local_invoke", loader)
     module = importlib.util.module_from_spec(spec)
     loader.exec_module(module)
@@ -345,7 +346,9 @@ class StallingProxy:
                     self.close_connection = True
                     return
                 body = self.read_body()
-                headers = {k: v for k, v in self.headers.items() if k.lower() != "transfer-encoding"}
+                headers = {
+                    k: v for k, v in self.headers.items() if k.lower() != "transfer-encoding"
+                }
                 if body is not None:
                     headers["Content-Length"] = str(len(body))
                 upstream = http.client.HTTPConnection(
@@ -421,11 +424,26 @@ def sam_cli_environment(template, function_id, env_vars):
     return runner._make_env_vars(function).resolve(), function.timeout, function.memory
 
 
+def local_invoke_command(function_id, env_file):
+    """scripts/local-invoke as a command, with the checked-in event."""
+    return subprocess.run(
+        [
+            sys.executable, str(ROOT / "scripts/local-invoke"), function_id,
+            "--build-dir", build_dir(), "--env-vars", str(env_file),
+        ],
+        env=dict(SHELL, PATH=os.environ["PATH"], LOG_ETL_PYTHON=sys.executable),
+        capture_output=True,
+        timeout=300,
+        check=False,
+    )
+
+
 def template_with_globals(tmp_path, globals_yaml):
     """template.yaml with a Globals section (the checked-in one has none)."""
     text = (ROOT / "template.yaml").read_text()
     template = tmp_path / "template.yaml"
-    template.write_text(text.replace("\nResources:\n", f"\nGlobals:\n{globals_yaml}\nResources:\n", 1))
+    section = f"\nGlobals:\n{globals_yaml}\nResources:\n"
+    template.write_text(text.replace("\nResources:\n", section, 1))
     return template
 
 
@@ -434,7 +452,9 @@ def template_with_globals(tmp_path, globals_yaml):
 
 @pytest.mark.parametrize("function_id", FUNCTIONS)
 @pytest.mark.parametrize("templates", ["checked-in", "with-globals"])
-def test_the_environment_is_the_one_the_sam_cli_gives(tmp_path, monkeypatch, function_id, templates):
+def test_the_environment_is_the_one_the_sam_cli_gives(
+    tmp_path, monkeypatch, function_id, templates
+):
     # Given the template (as checked in, or with Globals that set a variable, the timeout and
     # the memory), events/env.json plus a Parameters entry, and a shell that sets a declared
     # variable and the credentials
@@ -443,7 +463,8 @@ def test_the_environment_is_the_one_the_sam_cli_gives(tmp_path, monkeypatch, fun
         template = template_with_globals(
             tmp_path,
             "  Function:\n    Timeout: 30\n    MemorySize: 512\n"
-            "    Environment:\n      Variables:\n        GZIP_LEVEL: 4\n        KEY_PREFIX: globals\n",
+            "    Environment:\n      Variables:\n"
+            "        GZIP_LEVEL: 4\n        KEY_PREFIX: globals\n",
         )
     env_vars = json.loads((ROOT / "events/env.json").read_text())
     env_vars["Parameters"] = {"PARTITION_STYLE": "hive", "GZIP_LEVEL": "5", "UNDECLARED": "x"}
@@ -513,16 +534,7 @@ def test_the_command_prints_the_response_and_exits_zero(world, simulator, tmp_pa
     env_file = tmp_path / "env.json"
     env_file.write_text(json.dumps(env_vars))
     # When scripts/local-invoke runs the ingest function with the checked-in event
-    out = subprocess.run(
-        [
-            sys.executable, str(ROOT / "scripts/local-invoke"), "LogEtlFunction",
-            "--build-dir", build_dir(), "--env-vars", str(env_file),
-        ],
-        env=dict(SHELL, PATH=os.environ["PATH"], LOG_ETL_PYTHON=sys.executable),
-        capture_output=True,
-        timeout=300,
-        check=False,
-    )
+    out = local_invoke_command("LogEtlFunction", env_file)
     # Then it exits 0, prints the summary on stdout and the function's logs on stderr, and the
     # batch landed under the prefix the Parameters form gave
     assert out.returncode == 0, out.stderr.decode()
@@ -533,12 +545,22 @@ def test_the_command_prints_the_response_and_exits_zero(world, simulator, tmp_pa
     assert world.keys("data/") == []
 
 
+def test_the_command_exits_1_when_the_invocation_fails(world, simulator, tmp_path):
+    # Given an env.json that empties BUCKET_NAME of the compaction function
+    env_file = tmp_path / "env.json"
+    env_file.write_text(json.dumps(world.env_vars(simulator.url, BUCKET_NAME="")))
+    # When scripts/local-invoke runs it
+    out = local_invoke_command("LogEtlCompactFunction", env_file)
+    # Then it exits 1 and says the invocation failed
+    assert out.returncode == 1, out.stderr.decode()
+    assert b"the invocation failed (HTTP 502)" in out.stderr
+
+
 def test_a_bad_setting_fails_the_init_as_the_emulator_reports_it(world, simulator, tmp_path):
     # Given the template with a Globals section that gives every function GZIP_LEVEL=12 (0 to 9)
-    text = (ROOT / "template.yaml").read_text()
-    globals_section = "Globals:\n  Function:\n    Environment:\n      Variables:\n        GZIP_LEVEL: 12\n\n"
-    template = tmp_path / "template.yaml"
-    template.write_text(text.replace("\nResources:\n", "\n" + globals_section + "Resources:\n", 1))
+    template = template_with_globals(
+        tmp_path, "  Function:\n    Environment:\n      Variables:\n        GZIP_LEVEL: 12\n"
+    )
     env_vars = world.env_vars(simulator.url)
     for function_id in FUNCTIONS:
         with function(function_id, env_vars, template=template) as fn:
@@ -686,14 +708,15 @@ def test_the_fernet_spec_vectors_decrypt_on_arm64_as_specified(moto, tmp_path, s
             assert line["stage"] == "parse", (vector, line["stage"], line["reason"])
             assert line["reason"].startswith(not_a_record), (vector, line["reason"])
     # And every other `invalid` one is refused at decryption, with what failed
+    bad_padding = "token verifies, but its plaintext padding is invalid"
     reasons = {
         "incorrect mac": "token does not verify under any of the 1 key(s): wrong key or tampered",
         "too short": "token is too short (",
         "invalid base64": "token is not base64 (as Python's Fernet reads it)",
         # 72 bytes: one short of the smallest token, so refused before its blocks are counted
         "payload size not multiple of block size": "token is too short (72 bytes decoded",
-        "payload padding error": "token verifies, but its plaintext padding is invalid",
-        "incorrect IV (causes padding error)": "token verifies, but its plaintext padding is invalid",
+        "payload padding error": bad_padding,
+        "incorrect IV (causes padding error)": bad_padding,
     }
     for vector, reason in reasons.items():
         assert lines[vector]["stage"] == "decrypt", lines[vector]
