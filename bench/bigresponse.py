@@ -1,5 +1,5 @@
-"""Writes a saved API response of large records, for the memory benchmarks (bench/compare.py):
-a JSON array of elements shaped as the source sends them,
+"""Writes a saved API response of large records, for the memory benchmarks (bench/large.py and
+bench/pass_memory.py): a JSON array of elements shaped as the source sends them,
 {"recordId": "...", "data": "<Fernet token>", "ArrivalTimeStamp": 1679152082.284},
 each token the Python repr of a record whose `blob` field makes its plaintext PLAINTEXT_BYTES
 long. The blob is text of words drawn from a small vocabulary (it compresses as log text does).

@@ -1,10 +1,10 @@
 """A small harness for benchmarking command-line tools as child processes; nothing in it knows
-about log-etl (bench/compare.py is the log-etl benchmark that uses it).
+about log-etl (bench/compare.py is the entry of the log-etl benchmark that uses it).
 
   Launcher     runs a child to its end and measures it: wall time from spawn to exit, its own
                peak RSS, what it printed on stdout (Measured); kills it, with what it started,
                after a timeout
-  figures      spread: the best, median and worst of several runs
+  figures      spread, runs_figures: the best, median and worst of several runs
   servers      free_port, start_server, serve_folder, wait_for_port, log_tail, stop: a server
                child started for the length of a benchmark and stopped at its end
   machine      cpu_model, mem_total_gib, load_average, git_revision, built_at, command_output:
@@ -190,6 +190,14 @@ def spread(values):
     if not values:
         raise BenchError("no runs to sum up")
     return Spread(values[0], statistics.median(values), values[-1], len(values))
+
+
+def runs_figures(runs):
+    """Of several Measured runs of one case: how many, the median and worst wall time, and the
+    worst (largest) peak RSS."""
+    wall, rss = spread(m.wall_s for m in runs), spread(m.peak_rss_mib for m in runs)
+    return {"runs": rss.n, "wall_median": wall.median, "wall_worst": wall.worst,
+            "rss_worst": rss.worst}
 
 
 # --- Servers -----------------------------------------------------------------------------------
