@@ -412,34 +412,55 @@ mod tests {
         assert_eq!(report.duplicates_dropped, 1);
     }
 
-    #[tokio::test]
-    async fn an_object_merged_away_between_listing_and_reading_is_found_in_the_merged_one() {
-        // Given an hour listed as holding an object that a compaction has since merged away:
-        // only the merged object, holding the record, is still there
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::Folder(crate::store::FolderStore::new(dir.path()));
+    /// A gzip'd object of `lines`.
+    fn gzip(lines: &[&[u8]]) -> Vec<u8> {
+        let mut w = encode::ObjectWriter::new(6, &crate::batch::spool::SpoolPolicy::in_memory());
+        for line in lines {
+            w.write_line(line).unwrap();
+        }
+        w.finish().unwrap().body.to_vec().unwrap()
+    }
+
+    /// A folder store under `dir` holding `objects` (name, body) in the hour folder `data/h/`,
+    /// and the settings of its layout.
+    fn hour_holding(dir: &std::path::Path, objects: &[(&str, &[u8])]) -> (Store, ObjectSettings) {
+        std::fs::create_dir_all(dir.join("data/h")).unwrap();
+        for (name, body) in objects {
+            std::fs::write(dir.join("data/h").join(name), body).unwrap();
+        }
         let layout = crate::batch::layout::ObjectLayout::new(
             "data",
             "quarantine",
             crate::batch::layout::PartitionStyle::Flat,
         )
         .unwrap();
-        let mut merged =
-            encode::ObjectWriter::new(6, &crate::batch::spool::SpoolPolicy::in_memory());
-        merged.write_line(br#"{"a":1}"#).unwrap();
-        let body = merged.finish().unwrap().body.to_vec().unwrap();
-        std::fs::create_dir_all(dir.path().join("data/h")).unwrap();
-        std::fs::write(dir.path().join("data/h/merged.json.gz"), body).unwrap();
-        let settings = ObjectSettings::new(layout);
-        let mut writer = Writer {
-            store: &store,
-            settings: &settings,
-            existing: HashMap::from([(
-                "data/h/".to_owned(),
-                vec!["data/h/gone.json.gz".to_owned()],
-            )]),
+        let store = Store::Folder(crate::store::FolderStore::new(dir));
+        (store, ObjectSettings::new(layout))
+    }
+
+    /// A writer that listed `data/h/` as holding `listed`.
+    fn writer_after_listing<'a>(
+        store: &'a Store,
+        settings: &'a ObjectSettings,
+        listed: &[&str],
+    ) -> Writer<'a> {
+        let keys = listed.iter().map(|name| format!("data/h/{name}")).collect();
+        Writer {
+            store,
+            settings,
+            existing: HashMap::from([("data/h/".to_owned(), keys)]),
             report: WriteReport::default(),
-        };
+        }
+    }
+
+    #[tokio::test]
+    async fn an_object_merged_away_between_listing_and_reading_is_found_in_the_merged_one() {
+        // Given an hour listed as holding an object that a compaction has since merged away:
+        // only the merged object, holding the record, is still there
+        let dir = tempfile::tempdir().unwrap();
+        let merged = gzip(&[br#"{"a":1}"#]);
+        let (store, settings) = hour_holding(dir.path(), &[("merged.json.gz", &merged)]);
+        let mut writer = writer_after_listing(&store, &settings, &["gone.json.gz"]);
         // When the record is compared with what the hour holds
         let mut part = Part::new();
         part.add(br#"{"a":1}"#.to_vec(), data(), &mut writer.report);
@@ -457,46 +478,17 @@ mod tests {
         // Given an hour holding a good object with record a, and a truncated one whose first
         // line is record b
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::Folder(crate::store::FolderStore::new(dir.path()));
-        let layout = crate::batch::layout::ObjectLayout::new(
-            "data",
-            "quarantine",
-            crate::batch::layout::PartitionStyle::Flat,
-        )
-        .unwrap();
-        let object = |lines: &[&[u8]]| {
-            let mut w =
-                encode::ObjectWriter::new(6, &crate::batch::spool::SpoolPolicy::in_memory());
-            for line in lines {
-                w.write_line(line).unwrap();
-            }
-            w.finish().unwrap().body.to_vec().unwrap()
-        };
-        let broken = object(&[br#"{"b":2}"#, br#"{"c":3}"#]);
-        std::fs::create_dir_all(dir.path().join("data/h")).unwrap();
-        std::fs::write(
-            dir.path().join("data/h/good.json.gz"),
-            object(&[br#"{"a":1}"#]),
-        )
-        .unwrap();
-        std::fs::write(
-            dir.path().join("data/h/broken.json.gz"),
-            &broken[..broken.len() - 8],
-        )
-        .unwrap();
-        let settings = ObjectSettings::new(layout);
-        let mut writer = Writer {
-            store: &store,
-            settings: &settings,
-            existing: HashMap::from([(
-                "data/h/".to_owned(),
-                vec![
-                    "data/h/broken.json.gz".to_owned(),
-                    "data/h/good.json.gz".to_owned(),
-                ],
-            )]),
-            report: WriteReport::default(),
-        };
+        let (good, broken) = (
+            gzip(&[br#"{"a":1}"#]),
+            gzip(&[br#"{"b":2}"#, br#"{"c":3}"#]),
+        );
+        let objects: [(&str, &[u8]); 2] = [
+            ("good.json.gz", &good),
+            ("broken.json.gz", &broken[..broken.len() - 8]),
+        ];
+        let (store, settings) = hour_holding(dir.path(), &objects);
+        let mut writer =
+            writer_after_listing(&store, &settings, &["broken.json.gz", "good.json.gz"]);
         // When records a and b are compared with what the hour holds
         let mut part = Part::new();
         part.add(br#"{"a":1}"#.to_vec(), data(), &mut writer.report);

@@ -137,13 +137,37 @@ mod tests {
     use crate::batch::spool::SpoolPolicy;
     use crate::logging::error_chain;
 
+    /// A gzip'd object of `lines`.
+    fn object(lines: &[&str]) -> Vec<u8> {
+        let mut w = ObjectWriter::new(6, &SpoolPolicy::in_memory());
+        for line in lines {
+            w.write_line(line.as_bytes()).unwrap();
+        }
+        w.finish().unwrap().body.to_vec().unwrap()
+    }
+
+    /// Restores every object of a folder holding `files` (path, bytes).
+    async fn restore_folder(files: &[(&str, Vec<u8>)]) -> (Result<u64, RestoreError>, String) {
+        let dir = tempfile::tempdir().unwrap();
+        for (rel, bytes) in files {
+            let path = dir.path().join(rel);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, bytes).unwrap();
+        }
+        let store = Store::Folder(crate::store::FolderStore::new(dir.path()));
+        let layout = ObjectLayout::new("data", "quarantine", PartitionStyle::Flat).unwrap();
+        let mut out = Vec::new();
+        let result = restore_store(&store, "", &ObjectSettings::new(layout), &mut out).await;
+        for (rel, _) in files {
+            assert!(dir.path().join(rel).exists(), "{rel} was removed");
+        }
+        (result, String::from_utf8(out).unwrap())
+    }
+
     #[test]
     fn compact_lines_come_back_as_the_original_records() {
         // Given an object with one compacted record
-        let mut w = ObjectWriter::new(6, &SpoolPolicy::in_memory());
-        w.write_line(br#"{"user_id":null,"method":2,"inDate":"230318150802284","n":1.50}"#)
-            .unwrap();
-        let body = w.finish().unwrap().body.to_vec().unwrap();
+        let body = object(&[r#"{"user_id":null,"method":2,"inDate":"230318150802284","n":1.50}"#]);
         // When it is restored
         let mut out = Vec::new();
         let n = restore_object("obj", &body[..], ReadLimits::default(), &mut out).unwrap();
@@ -157,10 +181,7 @@ mod tests {
 
     #[test]
     fn a_corrupt_line_is_named() {
-        let mut w = ObjectWriter::new(6, &SpoolPolicy::in_memory());
-        w.write_line(b"{}").unwrap();
-        w.write_line(b"not json").unwrap();
-        let body = w.finish().unwrap().body.to_vec().unwrap();
+        let body = object(&["{}", "not json"]);
         let err =
             restore_object("obj", &body[..], ReadLimits::default(), &mut Vec::new()).unwrap_err();
         assert_eq!(
@@ -172,64 +193,37 @@ mod tests {
     #[tokio::test]
     async fn a_folder_is_restored_in_key_order_without_quarantine() {
         // Given objects in two hours, a quarantine object and a temporary file
-        let dir = tempfile::tempdir().unwrap();
-        let object = |line: &str| {
-            let mut w = ObjectWriter::new(6, &SpoolPolicy::in_memory());
-            w.write_line(line.as_bytes()).unwrap();
-            w.finish().unwrap().body.to_vec().unwrap()
-        };
-        for (rel, line) in [
-            ("data/2023/03/18/16/a.json.gz", r#"{"n":3}"#),
-            ("data/2023/03/18/15/b.json.gz", r#"{"n":2}"#),
-            ("data/2023/03/18/15/a.json.gz", r#"{"n":1}"#),
-            ("data/2023/03/18/15/.tmp123", r#"{"n":9}"#),
-            ("quarantine/2023/03/18/15/q.json.gz", r#"{"n":8}"#),
-        ] {
-            let path = dir.path().join(rel);
-            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-            std::fs::write(path, object(line)).unwrap();
-        }
+        let files = [
+            ("data/2023/03/18/16/a.json.gz", object(&[r#"{"n":3}"#])),
+            ("data/2023/03/18/15/b.json.gz", object(&[r#"{"n":2}"#])),
+            ("data/2023/03/18/15/a.json.gz", object(&[r#"{"n":1}"#])),
+            ("data/2023/03/18/15/.tmp123", object(&[r#"{"n":9}"#])),
+            (
+                "quarantine/2023/03/18/15/q.json.gz",
+                object(&[r#"{"n":8}"#]),
+            ),
+        ];
         // When the folder is restored
-        let store = Store::Folder(crate::store::FolderStore::new(dir.path()));
-        let layout = ObjectLayout::new("data", "quarantine", PartitionStyle::Flat).unwrap();
-        let mut out = Vec::new();
-        let n = restore_store(&store, "", &ObjectSettings::new(layout), &mut out)
-            .await
-            .unwrap();
+        let (restored, out) = restore_folder(&files).await;
         // Then the data records come back in key order, and nothing else
-        assert_eq!(n, 3);
-        assert_eq!(
-            String::from_utf8(out).unwrap(),
-            "{\"n\":1}\n{\"n\":2}\n{\"n\":3}\n"
-        );
+        assert_eq!(restored.unwrap(), 3);
+        assert_eq!(out, "{\"n\":1}\n{\"n\":2}\n{\"n\":3}\n");
     }
 
     #[tokio::test]
     async fn an_unreadable_object_is_named_after_every_other_is_restored() {
         // Given a folder of two good objects around one that is not gzip
-        let dir = tempfile::tempdir().unwrap();
-        let object = |line: &str| {
-            let mut w = ObjectWriter::new(6, &SpoolPolicy::in_memory());
-            w.write_line(line.as_bytes()).unwrap();
-            w.finish().unwrap().body.to_vec().unwrap()
-        };
-        let hour = dir.path().join("data/2023/03/18/15");
-        std::fs::create_dir_all(&hour).unwrap();
-        std::fs::write(hour.join("a.json.gz"), object(r#"{"n":1}"#)).unwrap();
-        std::fs::write(hour.join("b.json.gz"), b"not gzip at all").unwrap();
-        std::fs::write(hour.join("c.json.gz"), object(r#"{"n":3}"#)).unwrap();
+        let files = [
+            ("data/2023/03/18/15/a.json.gz", object(&[r#"{"n":1}"#])),
+            ("data/2023/03/18/15/b.json.gz", b"not gzip at all".to_vec()),
+            ("data/2023/03/18/15/c.json.gz", object(&[r#"{"n":3}"#])),
+        ];
         // When the folder is restored
-        let store = Store::Folder(crate::store::FolderStore::new(dir.path()));
-        let layout = ObjectLayout::new("data", "quarantine", PartitionStyle::Flat).unwrap();
-        let mut out = Vec::new();
-        let err = restore_store(&store, "", &ObjectSettings::new(layout), &mut out)
-            .await
-            .unwrap_err();
+        let (restored, out) = restore_folder(&files).await;
         // Then both good objects are restored, the bad one is named, and nothing is removed
-        assert_eq!(String::from_utf8(out).unwrap(), "{\"n\":1}\n{\"n\":3}\n");
-        let text = err.to_string();
+        assert_eq!(out, "{\"n\":1}\n{\"n\":3}\n");
+        let text = restored.unwrap_err().to_string();
         assert!(text.starts_with("1 object(s) could not be read"), "{text}");
         assert!(text.ends_with("b.json.gz"), "{text}");
-        assert!(hour.join("b.json.gz").exists());
     }
 }
