@@ -19,3 +19,4 @@ mod private_files;
 mod python_interop;
 mod readme;
 mod template;
+mod unreadable;
