@@ -1,7 +1,8 @@
 //! Shared AWS SDK set-up: one HTTP client (rustls with ring, pure enough to cross-compile),
 //! the standard retry policy, the timeouts of every call, and the region/credentials chain
-//! from the environment, with `AWS_ENDPOINT_URL` pointing every client at a local emulator. The Fernet key from Secrets
-//! Manager is in [`secrets`]; S3 is the store's ([`crate::store::s3`]).
+//! from the environment, with `AWS_ENDPOINT_URL` pointing every client at a local emulator, and
+//! how a failed call is told in a few words ([`sdk_reason`]). The Fernet keys from Secrets
+//! Manager are in [`secrets`]; S3 is the store's ([`crate::store::s3`]).
 
 mod secrets;
 
@@ -11,6 +12,9 @@ use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, ConfigLoader, Region, SdkConfig};
 use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
+use aws_smithy_runtime_api::client::result::SdkError;
+use aws_smithy_runtime_api::http::Response as HttpResponse;
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 
 use crate::config::{AwsTimeouts, Config};
 use crate::source::SafeUrl;
@@ -75,6 +79,25 @@ pub fn endpoint_shown(
             let region = region.map_or(FALLBACK_REGION, |region| region.as_ref());
             format!("https://{service}.{region}.amazonaws.com")
         }
+    }
+}
+
+/// What went wrong in a call, in a few words: the service's code and message, or why no answer
+/// came (the rest stays in the error's source).
+pub fn sdk_reason<E: ProvideErrorMetadata>(err: &SdkError<E, HttpResponse>) -> String {
+    match err {
+        SdkError::ServiceError(service) => {
+            let status = service.raw().status().as_u16();
+            match (err.code(), err.message()) {
+                (Some(code), Some(message)) => format!("{code} (HTTP {status}): {message}"),
+                (Some(code), None) => format!("{code} (HTTP {status})"),
+                _ => format!("HTTP {status}"),
+            }
+        }
+        SdkError::TimeoutError(_) => "no answer in time".to_owned(),
+        SdkError::DispatchFailure(_) => "the endpoint could not be reached".to_owned(),
+        SdkError::ResponseError(_) => "the answer could not be read".to_owned(),
+        _ => "the request could not be made".to_owned(),
     }
 }
 

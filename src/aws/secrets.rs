@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aws_sdk_secretsmanager::Client;
-use aws_sdk_secretsmanager::error::{DisplayErrorContext, SdkError};
+use aws_sdk_secretsmanager::error::SdkError;
 use aws_sdk_secretsmanager::operation::get_secret_value::GetSecretValueError;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
@@ -17,7 +17,7 @@ use crate::record::fernet::{KeyError, KeyRing};
 /// Why the key could not be had from the secret. Never contains the secret's value.
 #[derive(Debug, thiserror::Error)]
 pub enum SecretError {
-    #[error("{operation} of secret {secret_id} at {endpoint} failed: {detail}")]
+    #[error("{operation} of secret {secret_id} at {endpoint} failed: {reason}")]
     Read {
         operation: &'static str,
         secret_id: String,
@@ -25,7 +25,7 @@ pub enum SecretError {
         endpoint: String,
         /// The SDK's own description (error code and message), flattened because the SDK error
         /// type's `Display` alone says only "service error".
-        detail: String,
+        reason: String,
         #[source]
         source: Box<SdkError<GetSecretValueError>>,
     },
@@ -122,7 +122,7 @@ impl FernetKeys {
                 operation: "GetSecretValue",
                 secret_id: secret_id.clone(),
                 endpoint: client.endpoint.clone(),
-                detail: DisplayErrorContext(&err).to_string(),
+                reason: super::sdk_reason(&err),
                 source: Box::new(err),
             })?;
         let text = match (output.secret_string(), output.secret_binary()) {

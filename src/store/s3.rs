@@ -5,11 +5,11 @@ use std::error::Error as StdError;
 use std::io::Write as _;
 
 use aws_sdk_s3::Client;
-use aws_sdk_s3::config::http::HttpResponse;
-use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::error::SdkError;
 use aws_sdk_s3::primitives::ByteStream;
 
 use super::PutOutcome;
+use crate::aws::sdk_reason;
 use crate::batch::EncodedObject;
 use crate::batch::spool::{Body, Spool, SpoolPolicy};
 use crate::retry::retry_delay;
@@ -58,25 +58,6 @@ pub enum S3Error {
     },
     #[error("{location} does not exist (any more)")]
     NotFound { location: String },
-}
-
-/// What went wrong in a call, in a few words: the service's code and message, or why no answer
-/// came (the rest stays in the error's source).
-fn reason<E: ProvideErrorMetadata>(err: &SdkError<E, HttpResponse>) -> String {
-    match err {
-        SdkError::ServiceError(service) => {
-            let status = service.raw().status().as_u16();
-            match (err.code(), err.message()) {
-                (Some(code), Some(message)) => format!("{code} (HTTP {status}): {message}"),
-                (Some(code), None) => format!("{code} (HTTP {status})"),
-                _ => format!("HTTP {status}"),
-            }
-        }
-        SdkError::TimeoutError(_) => "no answer in time".to_owned(),
-        SdkError::DispatchFailure(_) => "the endpoint could not be reached".to_owned(),
-        SdkError::ResponseError(_) => "the answer could not be read".to_owned(),
-        _ => "the request could not be made".to_owned(),
-    }
 }
 
 /// Writes objects to one bucket.
@@ -174,7 +155,7 @@ impl S3Store {
                     return Err(S3Error::Put {
                         location: self.url_of(&object.key),
                         attempts: attempt,
-                        reason: reason(&err),
+                        reason: sdk_reason(&err),
                         source: Box::new(err),
                     });
                 }
@@ -195,7 +176,7 @@ impl S3Store {
         while let Some(page) = pages.next().await {
             let page = page.map_err(|err| S3Error::List {
                 location: self.url_of(prefix),
-                reason: reason(&err),
+                reason: sdk_reason(&err),
                 source: Box::new(err),
             })?;
             keys.extend(
@@ -229,7 +210,7 @@ impl S3Store {
                 },
                 _ => S3Error::Get {
                     location: location.clone(),
-                    reason: reason(&err),
+                    reason: sdk_reason(&err),
                     source: Box::new(err),
                 },
             })?;
@@ -260,7 +241,7 @@ impl S3Store {
             .map(|_| ())
             .map_err(|err| S3Error::Delete {
                 location: self.url_of(key),
-                reason: reason(&err),
+                reason: sdk_reason(&err),
                 source: Box::new(err),
             })
     }
