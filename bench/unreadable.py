@@ -32,11 +32,14 @@ COLUMNS = [Column("run over the bomb's hour", "what"), Column("runs", "runs"),
            Column("median s", "wall_median", ".2f"), Column("worst s", "wall_worst", ".2f"),
            Column("worst RSS MiB", "rss_worst", ".1f"), Column("target", "target", align="<")]
 NOTES = ["  (the bomb: {bomb_name}, {bomb_mb:.2f} MB of gzip level 9 expanding to {bomb_gib:g} GiB "
-         "of zeros without a newline, read up\n   to MAX_LINE_BYTES (32 MiB, its default); "
-         "ordinary objects: {per_hour} of {records} records in each hour; worst: the largest of "
-         "the runs)"]
+         "of zeros without a newline,",
+         "   read up to MAX_LINE_BYTES, 32 MiB by default; ordinary objects: {per_hour} of "
+         "{records} records in each hour;",
+         "   worst: the largest of the runs; the same pass into an hour without the bomb: "
+         "{plain_rss:.1f} MiB at worst, {plain_median:.2f} s)"]
 SUMMARY = Summary("- An hour holding a gzip bomb ({bomb_mb:.1f} MB expanding to {bomb_gib:g} GiB, "
-                  "no newline), left in place and named, peak RSS: {each}.",
+                  "no newline), left in place and named, peak RSS: {each} (the pass without "
+                  "the bomb: {plain_rss:.0f} MiB).",
                   "{name} {rss_worst:.0f} MiB (worst of {runs}), {wall_median:.2f} s")
 
 
@@ -60,7 +63,8 @@ def run(args, launcher, scratch):
         env = pass_env(work, api_url, endpoint, FERNET_KEY=key_file.read_text().strip())
         pass_dir = pass_hour(launcher, s3, env)
         rows = [row("log-etl run (moto, simulator): lands every record", "a pass",
-                    [bombed_pass(launcher, s3, env, bomb, pass_dir, i) for i in runs])]
+                    [hour_pass(launcher, s3, env, bomb, pass_dir, i) for i in runs])]
+        plain = runs_figures([hour_pass(launcher, s3, env, None, pass_dir, i) for i in runs])
         before = folder_objects(bombed)
         rows.append(row("log-etl compact --bucket (moto): the other hour merged",
                         "compact --bucket",
@@ -83,7 +87,8 @@ def run(args, launcher, scratch):
                                             expected, i) for i in runs]))
     facts = {"bomb_name": BOMB_NAME, "bomb_mb": bomb.stat().st_size / 1e6,
              "bomb_gib": gzip_size(bomb) / (1 << 30), "per_hour": OBJECTS_PER_HOUR,
-             "records": PASS_RECORDS}
+             "records": PASS_RECORDS, "plain_rss": plain["rss_worst"],
+             "plain_median": plain["wall_median"]}
     return Report(facts, [Table(COLUMNS, rows, notes=NOTES)], [SUMMARY])
 
 
@@ -174,29 +179,31 @@ def pass_hour(launcher, s3, env):
     return hour_dir
 
 
-def bombed_pass(launcher, s3, env, bomb, hour_dir, i):
-    """log-etl run into a new prefix whose pass hour holds the bomb, checked: it succeeds,
-    every record served lands, the bomb is the one unreadable object and is still there. Its
-    Measured."""
-    prefix, label = f"bench/unreadable/pass-{i}", f"log-etl run (bomb in its hour, run {i})"
+def hour_pass(launcher, s3, env, bomb, hour_dir, i):
+    """log-etl run into a new prefix whose pass hour holds the bomb (unless `bomb` is None: the
+    same pass without it, for comparison), checked: it succeeds, every record served lands
+    beside the bomb, which is the one unreadable object and is still there. Its Measured."""
+    case = "bomb" if bomb else "no-bomb"
+    prefix, label = f"bench/unreadable/pass-{case}-{i}", f"log-etl run ({case}, run {i})"
     bomb_key = f"{prefix}/data/{hour_dir}/{BOMB_NAME}"
-    s3.upload_file(str(bomb), BUCKET, bomb_key)
+    if bomb:
+        s3.upload_file(str(bomb), BUCKET, bomb_key)
     m = launcher.run(log_etl("run"), prefixed(env, prefix), label, timeout_s=120)
     s = m.summary(label)
     got = (s["records_in"], s["records_landed"], s["records_quarantined"],
            s["objects_unreadable"])
-    if got != (PASS_RECORDS, PASS_RECORDS, 0, 1):
+    if got != (PASS_RECORDS, PASS_RECORDS, 0, int(bool(bomb))):
         raise BenchError(f"{label}: {json.dumps(s)}; expected {PASS_RECORDS} records in and "
-                         "landed, none quarantined, objects_unreadable 1")
-    landed = [key for key in list_keys(s3, f"{prefix}/") if key != bomb_key]
+                         f"landed, none quarantined, objects_unreadable {int(bool(bomb))}")
+    keys = list_keys(s3, f"{prefix}/")
     records = sum(ndjson_lines(gzip.decompress(s3.get_object(Bucket=BUCKET, Key=key)["Body"]
-                                               .read())) for key in landed)
-    if records != PASS_RECORDS or bomb_key not in list_keys(s3, f"{prefix}/"):
-        raise BenchError(f"{label}: s3://{BUCKET}/{prefix}/ holds {records} records beside the "
-                         f"bomb (kept: {bomb_key in list_keys(s3, prefix + '/')}), expected "
-                         f"{PASS_RECORDS}")
-    say(f"  pass run {i}: {m.wall_s:6.2f} s, peak RSS {mib(m):>6} MiB, {records} landed, "
-        f"objects_unreadable {s['objects_unreadable']}, the bomb kept")
+                                               .read())) for key in keys if key != bomb_key)
+    if records != PASS_RECORDS or (bomb and bomb_key not in keys):
+        raise BenchError(f"{label}: s3://{BUCKET}/{prefix}/ holds {records} records (the bomb "
+                         f"kept: {bomb_key in keys}), expected {PASS_RECORDS}")
+    say(f"  pass ({case}) run {i}: {m.wall_s:6.2f} s, peak RSS {mib(m):>6} MiB, {records} "
+        f"landed, objects_unreadable {s['objects_unreadable']}"
+        + (", the bomb kept" if bomb else ""))
     return m
 
 
