@@ -20,14 +20,15 @@ import offline
 import pass_memory
 import pipeline
 import scheduled_pass
+import unreadable
 from harness import BenchError, Launcher, built_at, command_output, cpu_model, git_revision, \
     load_average, mem_total_gib, say
 from logetl import BUILT, DATA, PYTHON, ROOT, SOURCES, log_etl, use_copy
 from report import render, render_facts, summary
 
 SECTIONS = {"offline": offline, "large": large, "pass": scheduled_pass,
-            "pass-memory": pass_memory, "compaction": compaction, "day": day,
-            "pipeline": pipeline}
+            "pass-memory": pass_memory, "compaction": compaction, "unreadable": unreadable,
+            "day": day, "pipeline": pipeline}
 
 DESCRIPTION = """\
 Benchmarks log-etl against the Python script it replaces (bench/reference.py), both in the same
@@ -53,6 +54,13 @@ sections (all, the default, runs them in this order):
                fail, writing nothing) and about 60 MiB of records of about 1 MiB (they land)
   compaction   log-etl compact of one closed hour, --memory-runs times on fresh copies: a usual
                hour (20 passes of 100 records) and an hour of --hour-records records
+  unreadable   an hour holding a gzip bomb (2 MB of gzip level 9 expanding to 2 GiB of zeros
+               without a newline) beside two ordinary objects, and a closed hour beside it,
+               --memory-runs each: a pass into that hour (log-etl run, simulator + moto: every
+               record lands, objects_unreadable 1), log-etl compact --bucket (moto) and --dir
+               (the other hour merged, the bomb's left as it was, hours_unreadable 1), and
+               log-etl restore of the hour from s3:// and a folder (exits non-zero naming the
+               bomb, every ordinary record printed)
   day          a day of passes (--day-batches batches of 100 records, 3 minutes apart) landed
                into a folder, and a copy compacted (log-etl compact): objects, and the time of
                log-etl restore of the day (--restore-runs, before and after interleaved), from
@@ -62,8 +70,9 @@ sections (all, the default, runs them in this order):
 
 EPILOG = """\
 Generated responses of the offline, large, pass-memory and compaction sections (about 540 bytes a
-record for the usual ones; 790 MB and 840 MB for the large ones; 2.7 GB in all) are kept in
-target/bench-data/ and reused by later runs; outputs go to a temporary folder removed at the end.
+record for the usual ones; 790 MB and 840 MB for the large ones; 2.7 GB in all) and the bomb of
+the unreadable section (2 MB) are kept in target/bench-data/ and reused by later runs; outputs go
+to a temporary folder removed at the end.
 Every peak RSS printed is the largest of its runs, measured as bench/harness.py says (GNU time
 when present). `all` takes about 15 minutes on 2 cores once built and cached (the Python reference
 alone 1.5 to 3 minutes and 2.4 GB of memory, the large section 4 minutes), plus the first build of
@@ -82,8 +91,8 @@ OPTIONS = [  # (flag, metavar, default, help): counts, every one
                                     "records or fewer)"),
     ("--runs", "R", 5, "pass: timed passes of each tool, and of each exactly-once case "
                        "(default 5)"),
-    ("--memory-runs", "R", 3, "large, pass-memory, compaction: runs of each case, worst RSS "
-                              "shown (default 3)"),
+    ("--memory-runs", "R", 3, "large, pass-memory, compaction, unreadable: runs of each case, "
+                              "worst RSS shown (default 3)"),
     ("--hour-records", "N", 1_000_000, "compaction: records of the large hour, 100001 to "
                                        "1100000 (default 1000000)"),
     ("--day-batches", "N", 480, "day: batches of 100 records, 3 minutes apart (default 480: "
