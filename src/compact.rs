@@ -187,6 +187,7 @@ async fn compact_hour(
 ) -> Result<(), CompactError> {
     let sort_err = |source| CompactError::Sort { hour, source };
     let mut sorter = Sorter::new(settings.spool.dir.clone(), RUN_BYTES);
+    let (mut objects_read, mut bytes_in) = (0, 0);
     for key in inputs {
         let mut reader = Counted::new(store.open(key, &settings.spool).await?);
         for line in encode::read_lines(&mut reader, settings.read) {
@@ -202,9 +203,12 @@ async fn compact_hour(
                 }
             }
         }
-        summary.objects_read += 1;
-        summary.bytes_in += reader.count;
+        objects_read += 1;
+        bytes_in += reader.count;
     }
+    // Counted only for an hour that is merged: a skipped hour's reads changed nothing.
+    summary.objects_read += objects_read;
+    summary.bytes_in += bytes_in;
     let merged = sorter.finish(settings, hour)?;
     summary.duplicates_dropped += merged.duplicates;
     match store.put_once(&merged.object).await? {
