@@ -3,13 +3,15 @@
 #![allow(dead_code)]
 
 pub mod faulty_s3;
+pub mod folder;
 pub mod raw_http;
 pub mod runtime_api;
 pub mod world;
 
 use std::io::{Read, Write};
 use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use flate2::read::GzDecoder;
 use serde_json::{Map, Value};
@@ -62,6 +64,62 @@ pub fn log_etl(args: &[&str], env: &[(&str, &str)]) -> Output {
     }
     cmd.envs(env.iter().copied());
     cmd.output().expect("log-etl runs")
+}
+
+/// Runs `log-etl generate` through `run` (which sets the key, and whatever else the test's
+/// runs need): `records` records from `start` (and `extra` options), saved in `dir/<name>.json`
+/// with their ground truth in `dir/<name>.truth`. Returns the response's path and the ground
+/// truth, a JSON line a record.
+pub fn generate_response(
+    run: impl FnOnce(&[&str]) -> Output,
+    dir: &std::path::Path,
+    name: &str,
+    records: u32,
+    start: &str,
+    extra: &[&str],
+) -> (PathBuf, Vec<String>) {
+    let (response, truth) = (
+        dir.join(format!("{name}.json")),
+        dir.join(format!("{name}.truth")),
+    );
+    let records = records.to_string();
+    let mut args = vec![
+        "generate",
+        "--records",
+        &records,
+        "--start",
+        start,
+        "--out",
+        response.to_str().unwrap(),
+        "--truth",
+        truth.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    let out = run(&args);
+    assert!(
+        out.status.success(),
+        "log-etl generate: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let truth = std::fs::read_to_string(truth).unwrap();
+    (response, truth.lines().map(str::to_owned).collect())
+}
+
+/// Waits at most 30 s (polling every 20 ms) for `child` to exit, killing it (and failing) if
+/// it does not.
+pub fn wait_bounded(child: &mut Child) -> ExitStatus {
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if started.elapsed() > Duration::from_secs(30) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the process did not exit within 30 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// A port nobody listens on right now (the test's server takes it next).

@@ -128,31 +128,30 @@ impl World {
 
     /// Every object in the bucket: key and bytes, in key order.
     pub async fn objects(&self, bucket: &str) -> Vec<(String, Vec<u8>)> {
-        let listed = self
-            .s3
-            .list_objects_v2()
+        bucket_objects(&self.s3, bucket).await
+    }
+}
+
+/// Every object in `bucket` (one listing page: the tests' buckets hold fewer than 1,000): key
+/// and bytes, in key order.
+pub async fn bucket_objects(s3: &aws_sdk_s3::Client, bucket: &str) -> Vec<(String, Vec<u8>)> {
+    let listed = s3.list_objects_v2().bucket(bucket).send().await.unwrap();
+    let mut out = Vec::new();
+    for object in listed.contents() {
+        let key = object.key().unwrap().to_owned();
+        let body = s3
+            .get_object()
             .bucket(bucket)
+            .key(&key)
             .send()
             .await
             .unwrap();
-        let mut out = Vec::new();
-        for object in listed.contents() {
-            let key = object.key().unwrap().to_owned();
-            let body = self
-                .s3
-                .get_object()
-                .bucket(bucket)
-                .key(&key)
-                .send()
-                .await
-                .unwrap();
-            out.push((
-                key,
-                body.body.collect().await.unwrap().into_bytes().to_vec(),
-            ));
-        }
-        out
+        out.push((
+            key,
+            body.body.collect().await.unwrap().into_bytes().to_vec(),
+        ));
     }
+    out
 }
 
 /// Restores every data object, checking each record sits under its own hour's folder.
