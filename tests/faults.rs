@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use common::faulty_s3::{FaultyS3, Plan};
 use common::gunzip_lines;
-use common::world::{BUCKET, World, restore_data, sorted_json, world};
+use common::world::{BUCKET, World, bad_tokens, world};
 use log_etl::local::simulator::Fault;
 use log_etl::local::synth::SynthOptions;
 use log_etl::logging::error_chain;
@@ -23,16 +23,6 @@ async fn pass(pipeline: &Pipeline) -> Result<RunSummary, RunError> {
     pipeline
         .run_pass(Utc::now(), Instant::now() + DEADLINE)
         .await
-}
-
-/// Every record served is in the bucket exactly once: nothing lost, nothing doubled.
-async fn assert_exactly_once(world: &World) {
-    let objects = world.objects(BUCKET).await;
-    let restored = restore_data(&objects);
-    let truth = world.sim.ground_truth();
-    assert!(!truth.records.is_empty(), "nothing was served");
-    assert_eq!(restored.len(), truth.records.len(), "record count");
-    assert_eq!(sorted_json(&restored), sorted_json(&truth.records));
 }
 
 async fn assert_bucket_empty(world: &World) {
@@ -52,7 +42,7 @@ async fn a_timed_out_request_is_retried() {
     let pipeline = world.pipeline(&[("FETCH_TIMEOUT_MS", "500")]).await;
     let summary = pass(&pipeline).await.unwrap();
     assert_eq!(summary.fetch_attempts, Some(2));
-    assert_exactly_once(&world).await;
+    world.assert_holds_what_was_served(BUCKET).await;
 }
 
 #[tokio::test]
@@ -70,7 +60,7 @@ async fn the_start_delay_waits_but_never_past_a_quarter_of_the_time_left() {
     assert!(took >= Duration::from_millis(500), "{took:?}");
     assert!(took < Duration::from_secs(30), "{took:?}");
     assert_eq!(summary.written.records_landed, 100);
-    assert_exactly_once(&world).await;
+    world.assert_holds_what_was_served(BUCKET).await;
 }
 
 #[tokio::test]
@@ -96,7 +86,7 @@ async fn a_slow_source_near_the_deadline_fails_typed_and_a_rerun_lands_once() {
     assert_bucket_empty(&world).await;
     // and once the source is quick again, a rerun lands the batch once
     pass(&pipeline).await.unwrap();
-    assert_exactly_once(&world).await;
+    world.assert_holds_what_was_served(BUCKET).await;
 }
 
 #[tokio::test]
@@ -108,7 +98,7 @@ async fn throttling_and_server_errors_are_retried_until_success() {
     let pipeline = world.pipeline(&[]).await;
     let summary = pass(&pipeline).await.unwrap();
     assert_eq!(summary.fetch_attempts, Some(4));
-    assert_exactly_once(&world).await;
+    world.assert_holds_what_was_served(BUCKET).await;
 }
 
 #[tokio::test]
@@ -125,7 +115,7 @@ async fn a_client_error_is_not_retried() {
     assert_eq!(world.sim.requests(), 1);
     assert_bucket_empty(&world).await;
     pass(&pipeline).await.unwrap();
-    assert_exactly_once(&world).await;
+    world.assert_holds_what_was_served(BUCKET).await;
 }
 
 #[tokio::test]
@@ -148,7 +138,7 @@ async fn html_truncated_or_non_array_responses_fail_typed_and_a_rerun_lands_once
         assert_bucket_empty(&world).await;
     }
     pass(&pipeline).await.unwrap();
-    assert_exactly_once(&world).await;
+    world.assert_holds_what_was_served(BUCKET).await;
 }
 
 #[tokio::test]
@@ -163,7 +153,7 @@ async fn an_empty_batch_is_a_quiet_success() {
     );
     assert_bucket_empty(&world).await;
     pass(&pipeline).await.unwrap();
-    assert_exactly_once(&world).await;
+    world.assert_holds_what_was_served(BUCKET).await;
 }
 
 #[tokio::test]
@@ -190,7 +180,7 @@ async fn a_response_of_more_records_than_the_limit_fails_typed_and_writes_nothin
     assert_bucket_empty(&world).await;
     // and once the source is sane again, a rerun lands the batch once
     pass(&pipeline).await.unwrap();
-    assert_exactly_once(&world).await;
+    world.assert_holds_what_was_served(BUCKET).await;
 }
 
 #[tokio::test]
@@ -213,7 +203,7 @@ async fn a_50_mb_response_lands_unless_over_the_limit() {
     world.sim.push_fault(Fault::Oversized(size));
     let summary = pass(&world.pipeline(&[]).await).await.unwrap();
     assert!(summary.bytes_in < size as u64);
-    assert_exactly_once(&world).await;
+    world.assert_holds_what_was_served(BUCKET).await;
 }
 
 #[tokio::test]
@@ -224,7 +214,7 @@ async fn records_duplicated_in_one_batch_land_once() {
     let summary = pass(&pipeline).await.unwrap();
     assert_eq!(summary.records_in, 200);
     assert_eq!(summary.written.duplicates_dropped, 100);
-    assert_exactly_once(&world).await;
+    world.assert_holds_what_was_served(BUCKET).await;
 }
 
 // --- Keys --------------------------------------------------------------------------------
@@ -265,7 +255,7 @@ async fn a_wrong_key_quarantines_every_record_and_the_right_one_lands_them_once(
     // When the right key is put in, the next run lands every record once
     put_secret(&world, &world.key).await;
     pass(&pipeline).await.unwrap();
-    assert_exactly_once(&world).await;
+    world.assert_holds_what_was_served(BUCKET).await;
 }
 
 #[tokio::test]
@@ -280,7 +270,7 @@ async fn during_rotation_both_keys_decrypt() {
     let pipeline = world.pipeline(&[]).await;
     let summary = pass(&pipeline).await.unwrap();
     assert_eq!(summary.written.records_quarantined, 0);
-    assert_exactly_once(&world).await;
+    world.assert_holds_what_was_served(BUCKET).await;
 }
 
 #[tokio::test]
@@ -304,7 +294,7 @@ async fn a_secret_deleted_from_a_warm_container_fails_after_its_ttl() {
     let err = pass(&eager).await.unwrap_err();
     assert_eq!(err.error_type(), "SecretError");
     pass(&cached).await.unwrap();
-    assert_exactly_once(&world).await;
+    world.assert_holds_what_was_served(BUCKET).await;
 }
 
 // --- S3 ----------------------------------------------------------------------------------
@@ -312,11 +302,7 @@ async fn a_secret_deleted_from_a_warm_container_fails_after_its_ttl() {
 /// A world whose batch makes three objects (two hours and a quarantine), and a pipeline whose
 /// S3 requests follow `plan`, with `put_attempts` attempts per request.
 async fn world_with_faulty_s3(plan: Plan, put_attempts: &str) -> (World, FaultyS3, Pipeline) {
-    let world = world(SynthOptions {
-        bad_per_mille: 50,
-        ..SynthOptions::default()
-    })
-    .await;
+    let world = world(bad_tokens(50)).await;
     let s3 = FaultyS3::new();
     s3.set(plan);
     let pipeline = world
@@ -337,7 +323,7 @@ async fn s3_down_before_a_run_fails_typed_and_a_rerun_lands_once() {
     assert_bucket_empty(&world).await;
     s3.set(Plan::default());
     pass(&pipeline).await.unwrap();
-    assert_exactly_once(&world).await;
+    world.assert_holds_what_was_served(BUCKET).await;
 }
 
 #[tokio::test]
@@ -363,7 +349,7 @@ async fn s3_going_away_mid_run_leaves_no_duplicate_after_the_rerun() {
         truth.undecryptable
     );
     assert_eq!(rerun.written.records_landed, truth.records.len() as u64);
-    assert_exactly_once(&world).await;
+    world.assert_holds_what_was_served(BUCKET).await;
     let objects = world.objects(BUCKET).await;
     let (_, quarantine) = objects
         .iter()
@@ -385,7 +371,7 @@ async fn s3_throttling_is_retried_by_the_sdk() {
     let summary = pass(&pipeline).await.unwrap();
     assert_eq!(s3.plan().throttled, 2);
     assert_eq!(summary.written.objects_written, 3);
-    assert_exactly_once(&world).await;
+    world.assert_holds_what_was_served(BUCKET).await;
 }
 
 #[tokio::test]
@@ -399,7 +385,7 @@ async fn a_conflicting_conditional_write_is_retried() {
     let summary = pass(&pipeline).await.unwrap();
     assert_eq!(s3.plan().conflicted, 2);
     assert_eq!(summary.written.objects_written, 3);
-    assert_exactly_once(&world).await;
+    world.assert_holds_what_was_served(BUCKET).await;
 }
 
 #[tokio::test]
@@ -414,18 +400,14 @@ async fn a_conflict_that_outlasts_the_attempts_fails_typed_and_a_rerun_lands_onc
     assert!(error_chain(&err).contains("409"), "{}", error_chain(&err));
     assert_eq!(s3.plan().conflicted, 2);
     pass(&pipeline).await.unwrap();
-    assert_exactly_once(&world).await;
+    world.assert_holds_what_was_served(BUCKET).await;
 }
 
 // --- Runs at once ---------------------------------------------------------------------------
 
 #[tokio::test]
 async fn two_passes_at_once_over_the_same_batch_leave_one_copy() {
-    let world = world(SynthOptions {
-        bad_per_mille: 30,
-        ..SynthOptions::default()
-    })
-    .await;
+    let world = world(bad_tokens(30)).await;
     let (a, b) = (world.pipeline(&[]).await, world.pipeline(&[]).await);
     let (ra, rb) = tokio::join!(pass(&a), pass(&b));
     let (ra, rb) = (ra.unwrap(), rb.unwrap());
@@ -444,7 +426,7 @@ async fn two_passes_at_once_over_the_same_batch_leave_one_copy() {
             truth.records.len() as u64
         );
     }
-    assert_exactly_once(&world).await;
+    world.assert_holds_what_was_served(BUCKET).await;
 }
 
 // --- Hostile sizes ---------------------------------------------------------------------------

@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::runtime_api::RuntimeApi;
-use common::world::{BUCKET, World, restore_data, sorted_json, world};
+use common::world::{BUCKET, World, bad_tokens, world};
 use log_etl::local::synth::SynthOptions;
 use serde_json::Value;
 
@@ -105,11 +105,7 @@ fn event_text() -> String {
 #[tokio::test]
 async fn the_binary_answers_a_scheduled_event_through_the_runtime_api() {
     // Given moto, the simulator and a runtime API holding the checked-in scheduled event
-    let world = world(SynthOptions {
-        bad_per_mille: 50,
-        ..SynthOptions::default()
-    })
-    .await;
+    let world = world(bad_tokens(50)).await;
     let runtime = runtime_api(&event_text()).await;
     // When the Lambda binary starts and polls for work
     let function = Function::start(&world, runtime.addr, &world.secret_arn, &[]);
@@ -125,11 +121,7 @@ async fn the_binary_answers_a_scheduled_event_through_the_runtime_api() {
     let truth = world.sim.ground_truth();
     assert_eq!(summary["records_quarantined"], truth.undecryptable);
     // and the records are in the bucket
-    let objects = world.objects(BUCKET).await;
-    assert_eq!(
-        sorted_json(&restore_data(&objects)),
-        sorted_json(&truth.records)
-    );
+    world.assert_holds_what_was_served(BUCKET).await;
     // and it printed one EMF document on stdout, with every figure of the run beside its
     // metrics, and a JSON line in its logs saying the pass is complete
     let emf: Vec<Value> = stdout
@@ -181,11 +173,7 @@ async fn assert_nothing_secret_in(world: &World, printed: &str) {
 #[tokio::test]
 async fn a_pass_failing_after_decryption_prints_no_secret_at_trace_level() {
     // Given a bucket that does not exist, so the pass fails after the batch was decrypted
-    let world = world(SynthOptions {
-        bad_per_mille: 50,
-        ..SynthOptions::default()
-    })
-    .await;
+    let world = world(bad_tokens(50)).await;
     let runtime = runtime_api(&event_text()).await;
     let function = Function::start(
         &world,
@@ -286,11 +274,7 @@ async fn any_event_starts_a_pass() {
         landed += summary["records_landed"].as_u64().unwrap();
     }
     assert_eq!(landed, 100);
-    let objects = world.objects(BUCKET).await;
-    assert_eq!(
-        sorted_json(&restore_data(&objects)),
-        sorted_json(&world.sim.ground_truth().records)
-    );
+    world.assert_holds_what_was_served(BUCKET).await;
 }
 
 #[tokio::test]

@@ -44,6 +44,15 @@ pub fn source(synth: SynthOptions) -> SimulatorOptions {
     }
 }
 
+/// Synthetic records of which `per_mille` in a thousand carry a token that does not decrypt (so
+/// a batch makes a quarantine object beside its data).
+pub fn bad_tokens(per_mille: u32) -> SynthOptions {
+    SynthOptions {
+        bad_per_mille: per_mille,
+        ..SynthOptions::default()
+    }
+}
+
 /// Moto with a bucket and a secret holding the key, and a simulator using that key, serving
 /// as [`source`] says.
 pub async fn world(synth: SynthOptions) -> World {
@@ -124,6 +133,16 @@ impl World {
     ) -> Pipeline {
         let sdk = super::sdk_config_via(&self.moto.endpoint(), Some(http)).await;
         self.pipeline_with(overrides, &sdk)
+    }
+
+    /// Fails unless `bucket` holds every record the simulator served exactly once (nothing
+    /// lost, nothing doubled), each under its own hour.
+    pub async fn assert_holds_what_was_served(&self, bucket: &str) {
+        let restored = restore_data(&self.objects(bucket).await);
+        let truth = self.sim.ground_truth();
+        assert!(!truth.records.is_empty(), "nothing was served");
+        assert_eq!(restored.len(), truth.records.len(), "record count");
+        assert_eq!(sorted_json(&restored), sorted_json(&truth.records));
     }
 
     /// Every object in the bucket: key and bytes, in key order.
