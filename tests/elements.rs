@@ -13,7 +13,7 @@ use serde_json::{Map, Value};
 
 use crate::common::folder::{files_under, process_args};
 use crate::common::raw_http::{self, RecordingServer};
-use crate::common::runtime_api::RuntimeApi;
+use crate::common::runtime_api::{RuntimeApi, function_env};
 use crate::common::world::bucket_objects;
 use crate::common::{self, Moto};
 use log_etl::record::fernet::generate_key;
@@ -49,6 +49,12 @@ fn hostile() -> Hostile {
             .collect(),
         dir,
     }
+}
+
+/// A source serving the response, every time it is asked.
+async fn serve(hostile: &Hostile) -> RecordingServer {
+    let body = hostile.body.clone();
+    RecordingServer::start(move |_| raw_http::json(&body)).await
 }
 
 fn sorted(records: impl Iterator<Item = Map<String, Value>>) -> Vec<String> {
@@ -159,8 +165,7 @@ fn a_saved_response_with_broken_elements_lands_the_rest_and_quarantines_them_onc
 async fn a_scheduled_pass_over_broken_elements_lands_the_rest_and_quarantines_them_once() {
     // Given a source serving that response
     let hostile = hostile();
-    let body = hostile.body.clone();
-    let source = RecordingServer::start(move |_| raw_http::json(&body)).await;
+    let source = serve(&hostile).await;
     let out = hostile.dir.path().join("out");
     let url = format!("{}/api/data/log", source.origin());
     // When two passes run into a folder
@@ -184,8 +189,7 @@ async fn a_scheduled_pass_over_broken_elements_lands_the_rest_and_quarantines_th
 async fn the_lambda_binary_lands_the_rest_of_a_batch_with_broken_elements() {
     // Given a source serving that response, and a bucket
     let hostile = hostile();
-    let body = hostile.body.clone();
-    let source = RecordingServer::start(move |_| raw_http::json(&body)).await;
+    let source = serve(&hostile).await;
     let moto = Moto::start();
     let sdk = common::sdk_config(&moto.endpoint()).await;
     let s3 = log_etl::store::s3::client(&sdk);
@@ -195,10 +199,7 @@ async fn the_lambda_binary_lands_the_rest_of_a_batch_with_broken_elements() {
     let log = tempfile::NamedTempFile::new().unwrap();
     let mut function = Command::new(env!("CARGO_BIN_EXE_log-etl-lambda"))
         .env_clear()
-        .env("AWS_LAMBDA_RUNTIME_API", runtime.addr.to_string())
-        .env("AWS_LAMBDA_FUNCTION_NAME", "log-etl-test")
-        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
-        .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+        .envs(function_env(runtime.addr))
         .env("LOG_API_URL", format!("{}/api/data/log", source.origin()))
         .env("BUCKET_NAME", "logs")
         .env("FERNET_KEY", &hostile.key)

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use common::faulty_s3::{FaultyS3, Plan};
-use common::gunzip_lines;
 use common::world::{BUCKET, World, bad_tokens, world};
+use common::{assert_mentions, assert_run_error, gunzip_lines};
 use log_etl::local::simulator::Fault;
 use log_etl::local::synth::SynthOptions;
 use log_etl::logging::error_chain;
@@ -107,11 +107,7 @@ async fn a_client_error_is_not_retried() {
     world.sim.push_fault(Fault::Status(403));
     let pipeline = world.pipeline(&[]).await;
     let err = pass(&pipeline).await.unwrap_err();
-    assert!(
-        error_chain(&err).contains("answered 403"),
-        "{}",
-        error_chain(&err)
-    );
+    assert_mentions(&err, "answered 403");
     assert_eq!(world.sim.requests(), 1);
     assert_bucket_empty(&world).await;
     pass(&pipeline).await.unwrap();
@@ -164,12 +160,7 @@ async fn a_response_of_more_records_than_the_limit_fails_typed_and_writes_nothin
     let pipeline = world.pipeline(&[]).await;
     // When a pass reads it, it stops at the limit, typed, before writing anything
     let err = pass(&pipeline).await.unwrap_err();
-    assert_eq!(err.error_type(), "ResponseError");
-    assert!(
-        error_chain(&err).contains("more than 100000 records"),
-        "{}",
-        error_chain(&err)
-    );
+    assert_run_error(&err, "ResponseError", "more than 100000 records");
     assert_bucket_empty(&world).await;
     // and a batch over a lower limit fails alike
     let strict = world.pipeline(&[("MAX_RECORDS_PER_RESPONSE", "50")]).await;
@@ -192,12 +183,7 @@ async fn a_50_mb_response_lands_unless_over_the_limit() {
     world.sim.push_fault(Fault::Oversized(size));
     let strict = world.pipeline(&[("MAX_RESPONSE_BYTES", "10485760")]).await;
     let err = pass(&strict).await.unwrap_err();
-    assert_eq!(err.error_type(), "FetchError");
-    assert!(
-        error_chain(&err).contains("larger than 10485760 bytes"),
-        "{}",
-        error_chain(&err)
-    );
+    assert_run_error(&err, "FetchError", "larger than 10485760 bytes");
     assert_bucket_empty(&world).await;
     // and under the default limit (64 MiB) it lands
     world.sim.push_fault(Fault::Oversized(size));
@@ -361,17 +347,24 @@ async fn s3_going_away_mid_run_leaves_no_duplicate_after_the_rerun() {
     );
 }
 
+/// A pass through S3 that answers its first two writes as `plan` says, with four attempts a
+/// request: it succeeds, the two faulty answers given (as `answered` counts them), with the
+/// batch's three objects written once.
+async fn assert_two_faulty_writes_are_retried(plan: Plan, answered: fn(&Plan) -> u32) {
+    let (world, s3, pipeline) = world_with_faulty_s3(plan, "4").await;
+    let summary = pass(&pipeline).await.unwrap();
+    assert_eq!(answered(&s3.plan()), 2);
+    assert_eq!(summary.written.objects_written, 3);
+    world.assert_holds_what_was_served(BUCKET).await;
+}
+
 #[tokio::test]
 async fn s3_throttling_is_retried_by_the_sdk() {
     let throttled = Plan {
         throttle_puts: 2,
         ..Plan::default()
     };
-    let (world, s3, pipeline) = world_with_faulty_s3(throttled, "4").await;
-    let summary = pass(&pipeline).await.unwrap();
-    assert_eq!(s3.plan().throttled, 2);
-    assert_eq!(summary.written.objects_written, 3);
-    world.assert_holds_what_was_served(BUCKET).await;
+    assert_two_faulty_writes_are_retried(throttled, |p| p.throttled).await;
 }
 
 #[tokio::test]
@@ -381,11 +374,7 @@ async fn a_conflicting_conditional_write_is_retried() {
         conflict_puts: 2,
         ..Plan::default()
     };
-    let (world, s3, pipeline) = world_with_faulty_s3(conflicts, "4").await;
-    let summary = pass(&pipeline).await.unwrap();
-    assert_eq!(s3.plan().conflicted, 2);
-    assert_eq!(summary.written.objects_written, 3);
-    world.assert_holds_what_was_served(BUCKET).await;
+    assert_two_faulty_writes_are_retried(conflicts, |p| p.conflicted).await;
 }
 
 #[tokio::test]
@@ -396,8 +385,7 @@ async fn a_conflict_that_outlasts_the_attempts_fails_typed_and_a_rerun_lands_onc
     };
     let (world, s3, pipeline) = world_with_faulty_s3(conflicts, "2").await;
     let err = pass(&pipeline).await.unwrap_err();
-    assert_eq!(err.error_type(), "StoreError");
-    assert!(error_chain(&err).contains("409"), "{}", error_chain(&err));
+    assert_run_error(&err, "StoreError", "409");
     assert_eq!(s3.plan().conflicted, 2);
     pass(&pipeline).await.unwrap();
     world.assert_holds_what_was_served(BUCKET).await;

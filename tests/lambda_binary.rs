@@ -7,7 +7,7 @@ use crate::common;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::runtime_api::RuntimeApi;
+use common::runtime_api::{RuntimeApi, function_env};
 use common::world::{BUCKET, World, bad_tokens, world};
 use log_etl::local::synth::SynthOptions;
 use serde_json::Value;
@@ -38,10 +38,7 @@ impl Function {
     ) -> Self {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_log-etl-lambda"));
         cmd.env_clear()
-            .env("AWS_LAMBDA_RUNTIME_API", runtime.to_string())
-            .env("AWS_LAMBDA_FUNCTION_NAME", "log-etl-test")
-            .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
-            .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+            .envs(function_env(runtime))
             .env("AWS_LAMBDA_LOG_FORMAT", "JSON")
             // The most verbose level, every crate included.
             .env("RUST_LOG", "trace")

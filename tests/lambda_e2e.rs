@@ -6,8 +6,8 @@ use crate::common;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use common::gunzip_lines;
 use common::world::{BUCKET, bad_tokens, world};
+use common::{assert_run_error, gunzip_lines};
 use lambda_runtime::{Context, LambdaEvent};
 use log_etl::lambda::{self, MetricsTarget};
 use log_etl::local::simulator::Fault;
@@ -116,12 +116,7 @@ async fn a_missing_secret_is_a_typed_error_and_nothing_is_written() {
         .pipeline(&[("FERNET_SECRET_ID", "log-etl/no-such-secret")])
         .await;
     let err = invoke(&pipeline).await.unwrap_err();
-    assert_eq!(err.error_type(), "SecretError");
-    assert!(
-        error_chain(&err).contains("log-etl/no-such-secret"),
-        "{}",
-        error_chain(&err)
-    );
+    assert_run_error(&err, "SecretError", "log-etl/no-such-secret");
     assert!(world.objects(BUCKET).await.is_empty());
 }
 
@@ -140,12 +135,7 @@ async fn a_secret_that_is_not_a_key_is_a_typed_error_that_does_not_echo_it() {
         .pipeline(&[("FERNET_SECRET_ID", "log-etl/not-a-key")])
         .await;
     let err = invoke(&pipeline).await.unwrap_err();
-    assert_eq!(err.error_type(), "SecretError");
-    assert!(
-        error_chain(&err).contains("does not hold a Fernet key"),
-        "{}",
-        error_chain(&err)
-    );
+    assert_run_error(&err, "SecretError", "does not hold a Fernet key");
     assert!(!error_chain(&err).contains("hunter2"));
     assert!(world.objects(BUCKET).await.is_empty());
 }
@@ -170,12 +160,7 @@ async fn an_api_that_is_down_is_a_typed_error_nothing_is_written_and_a_rerun_lan
         .await;
     let started = Instant::now();
     let err = invoke(&pipeline).await.unwrap_err();
-    assert_eq!(err.error_type(), "FetchError");
-    assert!(
-        error_chain(&err).contains("after 3 attempt(s)"),
-        "{}",
-        error_chain(&err)
-    );
+    assert_run_error(&err, "FetchError", "after 3 attempt(s)");
     assert!(started.elapsed() < Duration::from_secs(20));
     assert!(world.objects(BUCKET).await.is_empty());
     // and once it is back, the next invocation lands the batch exactly once
@@ -190,12 +175,7 @@ async fn a_rejected_write_is_a_typed_error_and_a_rerun_completes_without_duplica
     let world = world(bad_tokens(50)).await;
     let pipeline = world.pipeline(&[("BUCKET_NAME", "late-bucket")]).await;
     let err = invoke(&pipeline).await.unwrap_err();
-    assert_eq!(err.error_type(), "StoreError");
-    assert!(
-        error_chain(&err).contains("s3://late-bucket/"),
-        "{}",
-        error_chain(&err)
-    );
+    assert_run_error(&err, "StoreError", "s3://late-bucket/");
     // When the fault clears and the schedule runs again, twice
     world
         .s3

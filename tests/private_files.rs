@@ -12,6 +12,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 use common::folder::{PipedProcess, files_under, process_args, spill_dirs};
+use common::runtime_api::function_env;
 use common::wait_bounded;
 use log_etl::batch::spool::{SPILL_DIR_PREFIX, STALE_SPILL_AFTER};
 
@@ -209,13 +210,7 @@ fn the_lambda_binary_sweeps_its_temporary_folder_at_start_and_exits_143_on_sigte
     runtime.set_nonblocking(true).unwrap();
     let mut child = fx
         .command(env!("CARGO_BIN_EXE_log-etl-lambda"))
-        .env(
-            "AWS_LAMBDA_RUNTIME_API",
-            runtime.local_addr().unwrap().to_string(),
-        )
-        .env("AWS_LAMBDA_FUNCTION_NAME", "log-etl-test")
-        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
-        .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+        .envs(function_env(runtime.local_addr().unwrap()))
         .env("BUCKET_NAME", "bucket")
         .env("LOG_API_URL", "http://127.0.0.1:9/logs")
         // Nothing listens there: the function makes no call before an event.

@@ -122,6 +122,19 @@ pub fn wait_bounded(child: &mut Child) -> ExitStatus {
     }
 }
 
+/// Fails unless `err`'s message, its causes included, mentions `text`.
+pub fn assert_mentions(err: &dyn std::error::Error, text: &str) {
+    let chain = log_etl::logging::error_chain(err);
+    assert!(chain.contains(text), "{text:?} not in: {chain}");
+}
+
+/// Fails unless `err` is typed `error_type` (as the runtime reports it) and mentions `text`.
+pub fn assert_run_error(err: &log_etl::pipeline::RunError, error_type: &str, text: &str) {
+    let chain = log_etl::logging::error_chain(err);
+    assert_eq!(err.error_type(), error_type, "{chain}");
+    assert_mentions(err, text);
+}
+
 /// A port nobody listens on right now (the test's server takes it next).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

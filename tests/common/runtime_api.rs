@@ -99,6 +99,16 @@ impl RuntimeApi {
     }
 }
 
+/// The environment Lambda gives a function whose Runtime API is at `runtime`.
+pub fn function_env(runtime: std::net::SocketAddr) -> [(&'static str, String); 4] {
+    [
+        ("AWS_LAMBDA_RUNTIME_API", runtime.to_string()),
+        ("AWS_LAMBDA_FUNCTION_NAME", "log-etl-test".to_owned()),
+        ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256".to_owned()),
+        ("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST".to_owned()),
+    ]
+}
+
 impl Drop for RuntimeApi {
     fn drop(&mut self) {
         self.task.abort();
