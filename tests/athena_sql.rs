@@ -56,11 +56,7 @@ impl Landed {
                 ("PARTITION_STYLE", &style.to_string()),
             ],
         );
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        common::assert_success(&out);
         let summary = serde_json::from_slice(&out.stdout).expect("process prints a JSON summary");
         Self {
             dir,

@@ -82,11 +82,7 @@ fn archives_read_back_are_the_input_records() {
     // When it is processed
     let out_dir = fx.path("out");
     let (summary, out) = fx.process(&input, &out_dir);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_success(&out);
     // Then gunzipping and restoring every data object gives back exactly the good records, in order
     let files = files_under(&out_dir);
     let mut restored = Vec::new();
@@ -195,11 +191,7 @@ fn hive_layout_is_an_option() {
         &out_dir,
         &[("PARTITION_STYLE", "hive"), ("KEY_PREFIX", "logs")],
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_success(&out);
     let files = files_under(&out_dir);
     assert!(
         files[0].starts_with("logs/year=2023/month=03/day=18/hour=15/0802284_"),
@@ -313,11 +305,7 @@ fn the_checked_in_sample_response_processes_to_its_ground_truth() {
         ],
         &[("FERNET_KEY", key.trim())],
     );
-    assert!(
-        processed.status.success(),
-        "{}",
-        String::from_utf8_lossy(&processed.stderr)
-    );
+    common::assert_success(&processed);
     let summary: Value = serde_json::from_slice(&processed.stdout).unwrap();
     let restored = log_etl(&["restore", out.to_str().unwrap()], &[]);
     let restored: Vec<Map<String, Value>> = String::from_utf8(restored.stdout)
@@ -415,11 +403,7 @@ fn a_simulated_source_and_a_run_into_a_folder_land_what_was_served() {
     let dir = tempfile::tempdir().unwrap();
     let key_file = dir.path().join("sim.key");
     let made = log_etl(&["keygen", "--out", key_file.to_str().unwrap()], &[]);
-    assert!(
-        made.status.success(),
-        "{}",
-        String::from_utf8_lossy(&made.stderr)
-    );
+    common::assert_success(&made);
     use std::os::unix::fs::PermissionsExt;
     let mode = fs::metadata(&key_file).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600);
@@ -463,11 +447,7 @@ fn a_simulated_source_and_a_run_into_a_folder_land_what_was_served() {
         &["run", "--out-dir", out_dir.to_str().unwrap()],
         &[("LOG_API_URL", &url), ("FERNET_KEY", &key)],
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_success(&out);
     // Then its summary accounts for every record, object and byte it wrote
     let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
     let served: Vec<Value> = fs::read_to_string(&truth)

@@ -142,11 +142,7 @@ fn a_saved_response_with_broken_elements_lands_the_rest_and_quarantines_them_onc
     // Then both runs succeed; the first lands the twenty and quarantines the five, the second
     // finds all of them already there
     for run in [&first, &second] {
-        assert!(
-            run.status.success(),
-            "{}",
-            String::from_utf8_lossy(&run.stderr)
-        );
+        common::assert_success(run);
     }
     let (first, second) = (summary(&first.stdout), summary(&second.stdout));
     assert_eq!(

@@ -256,11 +256,7 @@ fn assert_objects_written_under_umask_have_mode(umask: &str, mode: &str) {
         .args(process_args(&response, &out_dir))
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_success(&out);
     let files = files_under(&out_dir);
     assert!(!files.is_empty());
     let modes: Vec<String> = files
@@ -354,11 +350,7 @@ fn compact_and_restore_do_not_follow_symlinks_planted_in_the_output_folder() {
         "--hours",
         "2023-03-18T00..2023-03-18T23",
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_success(&out);
     // Then the real hour is one object, the planted links are left as they were, and
     // nothing outside changed
     let hour: Vec<_> = snapshot(&out_dir.join("data/2023/03/18/15"))

@@ -54,6 +54,16 @@ pub fn run_python(script: &str, args: &[&str], stdin: &[u8]) -> Vec<u8> {
     out.stdout
 }
 
+/// Fails, showing what the process printed on stderr, unless it exited successfully.
+pub fn assert_success(out: &Output) {
+    assert!(
+        out.status.success(),
+        "{}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Runs the `log-etl` binary built for this test run.
 pub fn log_etl(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_log-etl"));
@@ -267,11 +277,7 @@ pub fn gunzip_lines(bytes: &[u8]) -> Vec<Map<String, Value>> {
 /// The records `log-etl restore PATH` prints, parsed.
 pub fn restore_path(path: &std::path::Path) -> Vec<Map<String, Value>> {
     let out = log_etl(&["restore", path.to_str().unwrap()], &[]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     String::from_utf8(out.stdout)
         .unwrap()
         .lines()
