@@ -7,6 +7,7 @@
 //! a deliberately broken copy of the view must report the difference.
 
 use crate::common;
+use crate::common::folder::files_under;
 use crate::template::{self, stack::Stack};
 
 use std::collections::BTreeMap;
@@ -55,11 +56,7 @@ impl Landed {
                 ("PARTITION_STYLE", &style.to_string()),
             ],
         );
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        common::assert_success(&out);
         let summary = serde_json::from_slice(&out.stdout).expect("process prints a JSON summary");
         Self {
             dir,
@@ -572,9 +569,9 @@ fn records_dated_outside_the_hours_the_table_shows_are_quarantined_not_landed() 
         landed.summary
     );
     let quarantine = landed.out_dir().join("quarantine");
-    let lines: Vec<Map<String, Value>> = walk(&quarantine)
+    let lines: Vec<Map<String, Value>> = files_under(&quarantine)
         .iter()
-        .flat_map(|path| common::gunzip_lines(&std::fs::read(path).unwrap()))
+        .flat_map(|file| common::gunzip_lines(&std::fs::read(quarantine.join(file)).unwrap()))
         .collect();
     assert_eq!(lines.len(), 2);
     for line in &lines {
@@ -587,21 +584,4 @@ fn records_dated_outside_the_hours_the_table_shows_are_quarantined_not_landed() 
     let result = landed.query(Path::new(TEMPLATE));
     assert_eq!(result["invisible"], json!([]));
     compare_view(&landed, &result).unwrap_or_else(|e| panic!("{e}"));
-}
-
-/// Every file under `root`.
-fn walk(root: &Path) -> Vec<PathBuf> {
-    let mut found = Vec::new();
-    let mut stack = vec![root.to_owned()];
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                stack.push(path);
-            } else {
-                found.push(path);
-            }
-        }
-    }
-    found
 }

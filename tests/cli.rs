@@ -6,6 +6,7 @@ use crate::common;
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use common::folder::{PipedProcess, files_under, process_args, spill_files};
 use common::log_etl;
 use log_etl::record::fields;
 use serde_json::{Map, Value};
@@ -36,32 +37,14 @@ impl Fixture {
         start: &str,
         extra: &[&str],
     ) -> (PathBuf, Vec<Map<String, Value>>) {
-        let (resp, truth) = (self.path("response.json"), self.path("truth.ndjson"));
-        let n = records.to_string();
-        let mut args = vec![
-            "generate",
-            "--records",
-            &n,
-            "--start",
-            start,
-            "--out",
-            resp.to_str().unwrap(),
-            "--truth",
-            truth.to_str().unwrap(),
-        ];
-        args.extend_from_slice(extra);
-        let out = log_etl(&args, &[("FERNET_KEY", &self.key)]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let truth = fs::read_to_string(truth)
-            .unwrap()
-            .lines()
+        let run = |args: &[&str]| log_etl(args, &[("FERNET_KEY", &self.key)]);
+        let (response, truth) =
+            common::generate_response(run, self.dir.path(), "response", records, start, extra);
+        let truth = truth
+            .iter()
             .map(|l| serde_json::from_str(l).unwrap())
             .collect();
-        (resp, truth)
+        (response, truth)
     }
 
     fn process(&self, input: &Path, out_dir: &Path) -> (Value, std::process::Output) {
@@ -77,41 +60,10 @@ impl Fixture {
     ) -> (Value, std::process::Output) {
         let mut env = vec![("FERNET_KEY", self.key.as_str())];
         env.extend_from_slice(settings);
-        let args = [
-            "process",
-            "--input",
-            input.to_str().unwrap(),
-            "--out-dir",
-            out_dir.to_str().unwrap(),
-        ];
-        let out = log_etl(&args, &env);
+        let out = log_etl(&process_args(input, out_dir), &env);
         let summary = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
         (summary, out)
     }
-}
-
-/// Every file under `root`, relative, sorted.
-fn files_under(root: &Path) -> Vec<String> {
-    let mut found = Vec::new();
-    let mut stack = vec![root.to_owned()];
-    while let Some(dir) = stack.pop() {
-        for entry in fs::read_dir(&dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                stack.push(path);
-            } else {
-                found.push(
-                    path.strip_prefix(root)
-                        .unwrap()
-                        .to_str()
-                        .unwrap()
-                        .to_owned(),
-                );
-            }
-        }
-    }
-    found.sort();
-    found
 }
 
 fn gunzip_file(path: &Path) -> Vec<Map<String, Value>> {
@@ -130,11 +82,7 @@ fn archives_read_back_are_the_input_records() {
     // When it is processed
     let out_dir = fx.path("out");
     let (summary, out) = fx.process(&input, &out_dir);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_success(&out);
     // Then gunzipping and restoring every data object gives back exactly the good records, in order
     let files = files_under(&out_dir);
     let mut restored = Vec::new();
@@ -243,11 +191,7 @@ fn hive_layout_is_an_option() {
         &out_dir,
         &[("PARTITION_STYLE", "hive"), ("KEY_PREFIX", "logs")],
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_success(&out);
     let files = files_under(&out_dir);
     assert!(
         files[0].starts_with("logs/year=2023/month=03/day=18/hour=15/0802284_"),
@@ -307,13 +251,7 @@ fn bad_input_fails_in_one_line_and_leaves_nothing() {
         ),
     ];
     for (input, out, env, expected) in cases {
-        let args = [
-            "process",
-            "--input",
-            input.to_str().unwrap(),
-            "--out-dir",
-            out.to_str().unwrap(),
-        ];
+        let args = process_args(input, out);
         let result = log_etl(&args, env);
         let stderr = String::from_utf8(result.stderr).unwrap();
         assert_eq!(result.status.code(), Some(2), "{args:?}: {stderr}");
@@ -367,11 +305,7 @@ fn the_checked_in_sample_response_processes_to_its_ground_truth() {
         ],
         &[("FERNET_KEY", key.trim())],
     );
-    assert!(
-        processed.status.success(),
-        "{}",
-        String::from_utf8_lossy(&processed.stderr)
-    );
+    common::assert_success(&processed);
     let summary: Value = serde_json::from_slice(&processed.stdout).unwrap();
     let restored = log_etl(&["restore", out.to_str().unwrap()], &[]);
     let restored: Vec<Map<String, Value>> = String::from_utf8(restored.stdout)
@@ -469,11 +403,7 @@ fn a_simulated_source_and_a_run_into_a_folder_land_what_was_served() {
     let dir = tempfile::tempdir().unwrap();
     let key_file = dir.path().join("sim.key");
     let made = log_etl(&["keygen", "--out", key_file.to_str().unwrap()], &[]);
-    assert!(
-        made.status.success(),
-        "{}",
-        String::from_utf8_lossy(&made.stderr)
-    );
+    common::assert_success(&made);
     use std::os::unix::fs::PermissionsExt;
     let mode = fs::metadata(&key_file).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600);
@@ -517,11 +447,7 @@ fn a_simulated_source_and_a_run_into_a_folder_land_what_was_served() {
         &["run", "--out-dir", out_dir.to_str().unwrap()],
         &[("LOG_API_URL", &url), ("FERNET_KEY", &key)],
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_success(&out);
     // Then its summary accounts for every record, object and byte it wrote
     let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
     let served: Vec<Value> = fs::read_to_string(&truth)
@@ -563,65 +489,23 @@ fn a_simulated_source_and_a_run_into_a_folder_land_what_was_served() {
 
 #[test]
 fn spill_files_of_a_running_process_are_its_owners_alone() {
-    use std::io::Write;
     use std::os::unix::fs::PermissionsExt;
     // Given a saved response fed to `process` through a named pipe, two thirds of it at first
     let fx = Fixture::new();
     let (response, _) = fx.generate(15_000, "2023-03-18T15:00:00.000Z", &[]);
-    let body = fs::read(&response).unwrap();
-    let fifo = fx.path("input.fifo");
-    assert!(
-        std::process::Command::new("mkfifo")
-            .arg(&fifo)
-            .status()
-            .unwrap()
-            .success()
-    );
     let out_dir = fx.path("out");
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_log-etl"))
-        .args(["process", "--input", fifo.to_str().unwrap(), "--out-dir"])
-        .arg(&out_dir)
-        .env("FERNET_KEY", &fx.key)
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut pipe = fs::OpenOptions::new().write(true).open(&fifo).unwrap();
-    pipe.write_all(&body[..body.len() * 2 / 3]).unwrap();
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_log-etl"));
+    command.env("FERNET_KEY", &fx.key);
     // When its bodies have spilled (waiting at most 30 s for a spill file to appear)
-    let started = std::time::Instant::now();
-    let spilled = loop {
-        let spill_dirs: Vec<PathBuf> = fs::read_dir(&out_dir)
-            .map(|entries| entries.map(|e| e.unwrap().path()).collect())
-            .unwrap_or_default();
-        let files: Vec<(PathBuf, PathBuf)> = spill_dirs
-            .iter()
-            .filter(|d| {
-                d.file_name()
-                    .unwrap()
-                    .to_string_lossy()
-                    .starts_with(".log-etl-tmp-")
-            })
-            .flat_map(|d| {
-                fs::read_dir(d)
-                    .into_iter()
-                    .flatten()
-                    .map(move |f| (d.clone(), f.unwrap().path()))
-            })
-            .collect();
-        if let Some(found) = files.into_iter().next() {
-            break found;
-        }
-        assert!(started.elapsed().as_secs() < 30, "no spill file appeared");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    };
+    let mut process = PipedProcess::spilled(command, &response, &out_dir);
+    let spilled = spill_files(&out_dir).remove(0);
     // Then the spill folder and its files are readable by their owner only
     let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(&spilled.0), 0o700, "{}", spilled.0.display());
     assert_eq!(mode(&spilled.1), 0o600, "{}", spilled.1.display());
     // and once the rest arrives, the run completes, its objects readable like any file
-    pipe.write_all(&body[body.len() * 2 / 3..]).unwrap();
-    drop(pipe);
-    assert!(child.wait().unwrap().success());
+    process.feed_rest();
+    assert!(common::wait_bounded(&mut process.child).success());
     for file in files_under(&out_dir) {
         assert_eq!(mode(&out_dir.join(&file)), 0o644, "{file}");
     }

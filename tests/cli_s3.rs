@@ -22,20 +22,12 @@ async fn the_command_line_runs_a_pass_and_restores_from_the_bucket() {
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     // When `log-etl run` does one pass
     let out = common::log_etl_async(&["run"], &env).await;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_success(&out);
     let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(summary["records_landed"], 100);
     // Then `log-etl restore s3://bucket` prints exactly the records served
     let out = common::log_etl_async(&["restore", &format!("s3://{BUCKET}")], &env).await;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_success(&out);
     let restored: Vec<serde_json::Map<String, Value>> = String::from_utf8(out.stdout)
         .unwrap()
         .lines()
@@ -80,11 +72,7 @@ async fn a_saved_response_is_backfilled_into_the_bucket() {
         &env,
     )
     .await;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_success(&out);
     let objects = world.objects(BUCKET).await;
     let expected: Vec<serde_json::Map<String, Value>> = std::fs::read_to_string(truth)
         .unwrap()

@@ -11,8 +11,10 @@ use std::time::Duration;
 use base64::Engine as _;
 use serde_json::{Map, Value};
 
+use crate::common::folder::{files_under, process_args};
 use crate::common::raw_http::{self, RecordingServer};
-use crate::common::runtime_api::RuntimeApi;
+use crate::common::runtime_api::{RuntimeApi, function_env};
+use crate::common::world::bucket_objects;
 use crate::common::{self, Moto};
 use log_etl::record::fernet::generate_key;
 
@@ -47,6 +49,12 @@ fn hostile() -> Hostile {
             .collect(),
         dir,
     }
+}
+
+/// A source serving the response, every time it is asked.
+async fn serve(hostile: &Hostile) -> RecordingServer {
+    let body = hostile.body.clone();
+    RecordingServer::start(move |_| raw_http::json(&body)).await
 }
 
 fn sorted(records: impl Iterator<Item = Map<String, Value>>) -> Vec<String> {
@@ -99,35 +107,18 @@ fn assert_landed(hostile: &Hostile, objects: &[(String, Vec<u8>)]) {
     assert_eq!(quarantined, expected);
 }
 
+/// The objects in the folder `root` (key and bytes), as the folder store lists them: the files
+/// under its data and quarantine prefixes, hidden ones left out.
 fn folder_objects(root: &Path) -> Vec<(String, Vec<u8>)> {
-    let mut objects = Vec::new();
-    for prefix in ["data", "quarantine"] {
-        for entry in walk(&root.join(prefix)) {
-            let key = entry
-                .strip_prefix(root)
-                .unwrap()
-                .to_string_lossy()
-                .into_owned();
-            objects.push((key, std::fs::read(&entry).unwrap()));
-        }
-    }
-    objects
-}
-
-fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut files = Vec::new();
-    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let path = entry.path();
-        if entry.file_name().to_string_lossy().starts_with('.') {
-            continue;
-        }
-        if path.is_dir() {
-            files.extend(walk(&path));
-        } else {
-            files.push(path);
-        }
-    }
-    files
+    files_under(root)
+        .into_iter()
+        .filter(|key| key.starts_with("data/") || key.starts_with("quarantine/"))
+        .filter(|key| !key.split('/').any(|part| part.starts_with('.')))
+        .map(|key| {
+            let bytes = std::fs::read(root.join(&key)).unwrap();
+            (key, bytes)
+        })
+        .collect()
 }
 
 fn summary(stdout: &[u8]) -> Value {
@@ -144,24 +135,14 @@ fn a_saved_response_with_broken_elements_lands_the_rest_and_quarantines_them_onc
         hostile.dir.path().join("response.json"),
         hostile.dir.path().join("out"),
     );
-    let args = [
-        "process",
-        "--input",
-        input.to_str().unwrap(),
-        "--out-dir",
-        out.to_str().unwrap(),
-    ];
+    let args = process_args(&input, &out);
     // When it is processed, twice
     let first = common::log_etl(&args, &[("FERNET_KEY", &hostile.key)]);
     let second = common::log_etl(&args, &[("FERNET_KEY", &hostile.key)]);
     // Then both runs succeed; the first lands the twenty and quarantines the five, the second
     // finds all of them already there
     for run in [&first, &second] {
-        assert!(
-            run.status.success(),
-            "{}",
-            String::from_utf8_lossy(&run.stderr)
-        );
+        common::assert_success(run);
     }
     let (first, second) = (summary(&first.stdout), summary(&second.stdout));
     assert_eq!(
@@ -180,8 +161,7 @@ fn a_saved_response_with_broken_elements_lands_the_rest_and_quarantines_them_onc
 async fn a_scheduled_pass_over_broken_elements_lands_the_rest_and_quarantines_them_once() {
     // Given a source serving that response
     let hostile = hostile();
-    let body = hostile.body.clone();
-    let source = RecordingServer::start(move |_| raw_http::json(&body)).await;
+    let source = serve(&hostile).await;
     let out = hostile.dir.path().join("out");
     let url = format!("{}/api/data/log", source.origin());
     // When two passes run into a folder
@@ -205,8 +185,7 @@ async fn a_scheduled_pass_over_broken_elements_lands_the_rest_and_quarantines_th
 async fn the_lambda_binary_lands_the_rest_of_a_batch_with_broken_elements() {
     // Given a source serving that response, and a bucket
     let hostile = hostile();
-    let body = hostile.body.clone();
-    let source = RecordingServer::start(move |_| raw_http::json(&body)).await;
+    let source = serve(&hostile).await;
     let moto = Moto::start();
     let sdk = common::sdk_config(&moto.endpoint()).await;
     let s3 = log_etl::store::s3::client(&sdk);
@@ -216,10 +195,7 @@ async fn the_lambda_binary_lands_the_rest_of_a_batch_with_broken_elements() {
     let log = tempfile::NamedTempFile::new().unwrap();
     let mut function = Command::new(env!("CARGO_BIN_EXE_log-etl-lambda"))
         .env_clear()
-        .env("AWS_LAMBDA_RUNTIME_API", runtime.addr.to_string())
-        .env("AWS_LAMBDA_FUNCTION_NAME", "log-etl-test")
-        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
-        .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+        .envs(function_env(runtime.addr))
         .env("LOG_API_URL", format!("{}/api/data/log", source.origin()))
         .env("BUCKET_NAME", "logs")
         .env("FERNET_KEY", &hostile.key)
@@ -237,18 +213,6 @@ async fn the_lambda_binary_lands_the_rest_of_a_batch_with_broken_elements() {
     assert_eq!(answer.kind, "response", "{:?}", answer.body);
     assert_eq!(answer.body["records_landed"], 20);
     assert_eq!(answer.body["records_quarantined"], 5);
-    let listed = s3.list_objects_v2().bucket("logs").send().await.unwrap();
-    let mut objects = Vec::new();
-    for object in listed.contents() {
-        let key = object.key().unwrap().to_owned();
-        let got = s3
-            .get_object()
-            .bucket("logs")
-            .key(&key)
-            .send()
-            .await
-            .unwrap();
-        objects.push((key, got.body.collect().await.unwrap().to_vec()));
-    }
+    let objects = bucket_objects(&s3, "logs").await;
     assert_landed(&hostile, &objects);
 }

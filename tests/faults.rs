@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use common::faulty_s3::{FaultyS3, Plan};
-use common::gunzip_lines;
-use common::world::{BUCKET, World, restore_data, sorted_json, world};
+use common::world::{BUCKET, World, bad_tokens, world};
+use common::{assert_mentions, assert_run_error, gunzip_lines};
 use log_etl::local::simulator::Fault;
 use log_etl::local::synth::SynthOptions;
 use log_etl::logging::error_chain;
@@ -23,16 +23,6 @@ async fn pass(pipeline: &Pipeline) -> Result<RunSummary, RunError> {
     pipeline
         .run_pass(Utc::now(), Instant::now() + DEADLINE)
         .await
-}
-
-/// Every record served is in the bucket exactly once: nothing lost, nothing doubled.
-async fn assert_exactly_once(world: &World) {
-    let objects = world.objects(BUCKET).await;
-    let restored = restore_data(&objects);
-    let truth = world.sim.ground_truth();
-    assert!(!truth.records.is_empty(), "nothing was served");
-    assert_eq!(restored.len(), truth.records.len(), "record count");
-    assert_eq!(sorted_json(&restored), sorted_json(&truth.records));
 }
 
 async fn assert_bucket_empty(world: &World) {
@@ -52,7 +42,7 @@ async fn a_timed_out_request_is_retried() {
     let pipeline = world.pipeline(&[("FETCH_TIMEOUT_MS", "500")]).await;
     let summary = pass(&pipeline).await.unwrap();
     assert_eq!(summary.fetch_attempts, Some(2));
-    assert_exactly_once(&world).await;
+    world.assert_holds_what_was_served(BUCKET).await;
 }
 
 #[tokio::test]
@@ -70,7 +60,7 @@ async fn the_start_delay_waits_but_never_past_a_quarter_of_the_time_left() {
     assert!(took >= Duration::from_millis(500), "{took:?}");
     assert!(took < Duration::from_secs(30), "{took:?}");
     assert_eq!(summary.written.records_landed, 100);
-    assert_exactly_once(&world).await;
+    world.assert_holds_what_was_served(BUCKET).await;
 }
 
 #[tokio::test]
@@ -96,7 +86,7 @@ async fn a_slow_source_near_the_deadline_fails_typed_and_a_rerun_lands_once() {
     assert_bucket_empty(&world).await;
     // and once the source is quick again, a rerun lands the batch once
     pass(&pipeline).await.unwrap();
-    assert_exactly_once(&world).await;
+    world.assert_holds_what_was_served(BUCKET).await;
 }
 
 #[tokio::test]
@@ -108,7 +98,7 @@ async fn throttling_and_server_errors_are_retried_until_success() {
     let pipeline = world.pipeline(&[]).await;
     let summary = pass(&pipeline).await.unwrap();
     assert_eq!(summary.fetch_attempts, Some(4));
-    assert_exactly_once(&world).await;
+    world.assert_holds_what_was_served(BUCKET).await;
 }
 
 #[tokio::test]
@@ -117,15 +107,11 @@ async fn a_client_error_is_not_retried() {
     world.sim.push_fault(Fault::Status(403));
     let pipeline = world.pipeline(&[]).await;
     let err = pass(&pipeline).await.unwrap_err();
-    assert!(
-        error_chain(&err).contains("answered 403"),
-        "{}",
-        error_chain(&err)
-    );
+    assert_mentions(&err, "answered 403");
     assert_eq!(world.sim.requests(), 1);
     assert_bucket_empty(&world).await;
     pass(&pipeline).await.unwrap();
-    assert_exactly_once(&world).await;
+    world.assert_holds_what_was_served(BUCKET).await;
 }
 
 #[tokio::test]
@@ -148,7 +134,7 @@ async fn html_truncated_or_non_array_responses_fail_typed_and_a_rerun_lands_once
         assert_bucket_empty(&world).await;
     }
     pass(&pipeline).await.unwrap();
-    assert_exactly_once(&world).await;
+    world.assert_holds_what_was_served(BUCKET).await;
 }
 
 #[tokio::test]
@@ -163,7 +149,7 @@ async fn an_empty_batch_is_a_quiet_success() {
     );
     assert_bucket_empty(&world).await;
     pass(&pipeline).await.unwrap();
-    assert_exactly_once(&world).await;
+    world.assert_holds_what_was_served(BUCKET).await;
 }
 
 #[tokio::test]
@@ -174,12 +160,7 @@ async fn a_response_of_more_records_than_the_limit_fails_typed_and_writes_nothin
     let pipeline = world.pipeline(&[]).await;
     // When a pass reads it, it stops at the limit, typed, before writing anything
     let err = pass(&pipeline).await.unwrap_err();
-    assert_eq!(err.error_type(), "ResponseError");
-    assert!(
-        error_chain(&err).contains("more than 100000 records"),
-        "{}",
-        error_chain(&err)
-    );
+    assert_run_error(&err, "ResponseError", "more than 100000 records");
     assert_bucket_empty(&world).await;
     // and a batch over a lower limit fails alike
     let strict = world.pipeline(&[("MAX_RECORDS_PER_RESPONSE", "50")]).await;
@@ -190,7 +171,7 @@ async fn a_response_of_more_records_than_the_limit_fails_typed_and_writes_nothin
     assert_bucket_empty(&world).await;
     // and once the source is sane again, a rerun lands the batch once
     pass(&pipeline).await.unwrap();
-    assert_exactly_once(&world).await;
+    world.assert_holds_what_was_served(BUCKET).await;
 }
 
 #[tokio::test]
@@ -202,18 +183,13 @@ async fn a_50_mb_response_lands_unless_over_the_limit() {
     world.sim.push_fault(Fault::Oversized(size));
     let strict = world.pipeline(&[("MAX_RESPONSE_BYTES", "10485760")]).await;
     let err = pass(&strict).await.unwrap_err();
-    assert_eq!(err.error_type(), "FetchError");
-    assert!(
-        error_chain(&err).contains("larger than 10485760 bytes"),
-        "{}",
-        error_chain(&err)
-    );
+    assert_run_error(&err, "FetchError", "larger than 10485760 bytes");
     assert_bucket_empty(&world).await;
     // and under the default limit (64 MiB) it lands
     world.sim.push_fault(Fault::Oversized(size));
     let summary = pass(&world.pipeline(&[]).await).await.unwrap();
     assert!(summary.bytes_in < size as u64);
-    assert_exactly_once(&world).await;
+    world.assert_holds_what_was_served(BUCKET).await;
 }
 
 #[tokio::test]
@@ -224,7 +200,7 @@ async fn records_duplicated_in_one_batch_land_once() {
     let summary = pass(&pipeline).await.unwrap();
     assert_eq!(summary.records_in, 200);
     assert_eq!(summary.written.duplicates_dropped, 100);
-    assert_exactly_once(&world).await;
+    world.assert_holds_what_was_served(BUCKET).await;
 }
 
 // --- Keys --------------------------------------------------------------------------------
@@ -265,7 +241,7 @@ async fn a_wrong_key_quarantines_every_record_and_the_right_one_lands_them_once(
     // When the right key is put in, the next run lands every record once
     put_secret(&world, &world.key).await;
     pass(&pipeline).await.unwrap();
-    assert_exactly_once(&world).await;
+    world.assert_holds_what_was_served(BUCKET).await;
 }
 
 #[tokio::test]
@@ -280,7 +256,7 @@ async fn during_rotation_both_keys_decrypt() {
     let pipeline = world.pipeline(&[]).await;
     let summary = pass(&pipeline).await.unwrap();
     assert_eq!(summary.written.records_quarantined, 0);
-    assert_exactly_once(&world).await;
+    world.assert_holds_what_was_served(BUCKET).await;
 }
 
 #[tokio::test]
@@ -304,7 +280,7 @@ async fn a_secret_deleted_from_a_warm_container_fails_after_its_ttl() {
     let err = pass(&eager).await.unwrap_err();
     assert_eq!(err.error_type(), "SecretError");
     pass(&cached).await.unwrap();
-    assert_exactly_once(&world).await;
+    world.assert_holds_what_was_served(BUCKET).await;
 }
 
 // --- S3 ----------------------------------------------------------------------------------
@@ -312,11 +288,7 @@ async fn a_secret_deleted_from_a_warm_container_fails_after_its_ttl() {
 /// A world whose batch makes three objects (two hours and a quarantine), and a pipeline whose
 /// S3 requests follow `plan`, with `put_attempts` attempts per request.
 async fn world_with_faulty_s3(plan: Plan, put_attempts: &str) -> (World, FaultyS3, Pipeline) {
-    let world = world(SynthOptions {
-        bad_per_mille: 50,
-        ..SynthOptions::default()
-    })
-    .await;
+    let world = world(bad_tokens(50)).await;
     let s3 = FaultyS3::new();
     s3.set(plan);
     let pipeline = world
@@ -337,7 +309,7 @@ async fn s3_down_before_a_run_fails_typed_and_a_rerun_lands_once() {
     assert_bucket_empty(&world).await;
     s3.set(Plan::default());
     pass(&pipeline).await.unwrap();
-    assert_exactly_once(&world).await;
+    world.assert_holds_what_was_served(BUCKET).await;
 }
 
 #[tokio::test]
@@ -363,7 +335,7 @@ async fn s3_going_away_mid_run_leaves_no_duplicate_after_the_rerun() {
         truth.undecryptable
     );
     assert_eq!(rerun.written.records_landed, truth.records.len() as u64);
-    assert_exactly_once(&world).await;
+    world.assert_holds_what_was_served(BUCKET).await;
     let objects = world.objects(BUCKET).await;
     let (_, quarantine) = objects
         .iter()
@@ -375,17 +347,24 @@ async fn s3_going_away_mid_run_leaves_no_duplicate_after_the_rerun() {
     );
 }
 
+/// A pass through S3 that answers its first two writes as `plan` says, with four attempts a
+/// request: it succeeds, the two faulty answers given (as `answered` counts them), with the
+/// batch's three objects written once.
+async fn assert_two_faulty_writes_are_retried(plan: Plan, answered: fn(&Plan) -> u32) {
+    let (world, s3, pipeline) = world_with_faulty_s3(plan, "4").await;
+    let summary = pass(&pipeline).await.unwrap();
+    assert_eq!(answered(&s3.plan()), 2);
+    assert_eq!(summary.written.objects_written, 3);
+    world.assert_holds_what_was_served(BUCKET).await;
+}
+
 #[tokio::test]
 async fn s3_throttling_is_retried_by_the_sdk() {
     let throttled = Plan {
         throttle_puts: 2,
         ..Plan::default()
     };
-    let (world, s3, pipeline) = world_with_faulty_s3(throttled, "4").await;
-    let summary = pass(&pipeline).await.unwrap();
-    assert_eq!(s3.plan().throttled, 2);
-    assert_eq!(summary.written.objects_written, 3);
-    assert_exactly_once(&world).await;
+    assert_two_faulty_writes_are_retried(throttled, |p| p.throttled).await;
 }
 
 #[tokio::test]
@@ -395,11 +374,7 @@ async fn a_conflicting_conditional_write_is_retried() {
         conflict_puts: 2,
         ..Plan::default()
     };
-    let (world, s3, pipeline) = world_with_faulty_s3(conflicts, "4").await;
-    let summary = pass(&pipeline).await.unwrap();
-    assert_eq!(s3.plan().conflicted, 2);
-    assert_eq!(summary.written.objects_written, 3);
-    assert_exactly_once(&world).await;
+    assert_two_faulty_writes_are_retried(conflicts, |p| p.conflicted).await;
 }
 
 #[tokio::test]
@@ -410,22 +385,17 @@ async fn a_conflict_that_outlasts_the_attempts_fails_typed_and_a_rerun_lands_onc
     };
     let (world, s3, pipeline) = world_with_faulty_s3(conflicts, "2").await;
     let err = pass(&pipeline).await.unwrap_err();
-    assert_eq!(err.error_type(), "StoreError");
-    assert!(error_chain(&err).contains("409"), "{}", error_chain(&err));
+    assert_run_error(&err, "StoreError", "409");
     assert_eq!(s3.plan().conflicted, 2);
     pass(&pipeline).await.unwrap();
-    assert_exactly_once(&world).await;
+    world.assert_holds_what_was_served(BUCKET).await;
 }
 
 // --- Runs at once ---------------------------------------------------------------------------
 
 #[tokio::test]
 async fn two_passes_at_once_over_the_same_batch_leave_one_copy() {
-    let world = world(SynthOptions {
-        bad_per_mille: 30,
-        ..SynthOptions::default()
-    })
-    .await;
+    let world = world(bad_tokens(30)).await;
     let (a, b) = (world.pipeline(&[]).await, world.pipeline(&[]).await);
     let (ra, rb) = tokio::join!(pass(&a), pass(&b));
     let (ra, rb) = (ra.unwrap(), rb.unwrap());
@@ -444,7 +414,7 @@ async fn two_passes_at_once_over_the_same_batch_leave_one_copy() {
             truth.records.len() as u64
         );
     }
-    assert_exactly_once(&world).await;
+    world.assert_holds_what_was_served(BUCKET).await;
 }
 
 // --- Hostile sizes ---------------------------------------------------------------------------

@@ -5,80 +5,12 @@
 use crate::common;
 
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use axum::Router;
-use axum::body::Bytes;
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue};
-use axum::routing::{get, post};
-use common::world::{BUCKET, World, restore_data, sorted_json, world};
+use common::runtime_api::{RuntimeApi, function_env};
+use common::world::{BUCKET, World, bad_tokens, world};
 use log_etl::local::synth::SynthOptions;
 use serde_json::Value;
-
-/// What the runtime stand-in has been told: `(request id, "response" or "error", body)`.
-#[derive(Default)]
-struct Runtime {
-    events: Mutex<Vec<String>>,
-    answers: Mutex<Vec<(String, String, Value)>>,
-}
-
-async fn next(State(rt): State<Arc<Runtime>>) -> (HeaderMap, String) {
-    let event = rt.events.lock().unwrap().pop();
-    let Some(event) = event else {
-        // No more events: hold the poll open, as the real API does, until the test ends.
-        std::future::pending::<()>().await;
-        unreachable!()
-    };
-    let deadline = std::time::SystemTime::now() + Duration::from_secs(60);
-    let deadline_ms = deadline
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis();
-    let mut headers = HeaderMap::new();
-    headers.insert(
-        "lambda-runtime-aws-request-id",
-        HeaderValue::from_static("req-1"),
-    );
-    headers.insert(
-        "lambda-runtime-deadline-ms",
-        HeaderValue::from_str(&deadline_ms.to_string()).unwrap(),
-    );
-    headers.insert(
-        "lambda-runtime-invoked-function-arn",
-        HeaderValue::from_static("arn:aws:lambda:us-east-1:123456789012:function:log-etl-test"),
-    );
-    (headers, event)
-}
-
-async fn answer(
-    State(rt): State<Arc<Runtime>>,
-    Path((id, kind)): Path<(String, String)>,
-    body: Bytes,
-) {
-    let value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    rt.answers.lock().unwrap().push((id, kind, value));
-}
-
-/// Starts the runtime stand-in with one event to hand out; returns its address.
-async fn runtime_api(event: String) -> (Arc<Runtime>, std::net::SocketAddr) {
-    runtime_api_with(vec![event]).await
-}
-
-/// Starts the runtime stand-in with `events` to hand out, in order; returns its address.
-async fn runtime_api_with(events: Vec<String>) -> (Arc<Runtime>, std::net::SocketAddr) {
-    let rt = Arc::new(Runtime::default());
-    rt.events.lock().unwrap().extend(events.into_iter().rev());
-    let app = Router::new()
-        .route("/2018-06-01/runtime/invocation/next", get(next))
-        .route("/2018-06-01/runtime/invocation/{id}/{kind}", post(answer))
-        .with_state(rt.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (rt, addr)
-}
 
 /// The Lambda binary with the environment Lambda gives it, killed when dropped. Its output is
 /// drained as it comes, so verbose logging never blocks it on a full pipe.
@@ -106,10 +38,7 @@ impl Function {
     ) -> Self {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_log-etl-lambda"));
         cmd.env_clear()
-            .env("AWS_LAMBDA_RUNTIME_API", runtime.to_string())
-            .env("AWS_LAMBDA_FUNCTION_NAME", "log-etl-test")
-            .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
-            .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+            .envs(function_env(runtime))
             .env("AWS_LAMBDA_LOG_FORMAT", "JSON")
             // The most verbose level, every crate included.
             .env("RUST_LOG", "trace")
@@ -148,22 +77,18 @@ impl Drop for Function {
     }
 }
 
-/// Waits (bounded: 30 s, polling every 50 ms) for the function's answer.
-async fn wait_for_answer(rt: &Runtime) -> (String, String, Value) {
-    wait_for_answers(rt, 1).await.remove(0)
+/// How long a test waits for the function's answers.
+const ANSWER_WITHIN: Duration = Duration::from_secs(30);
+
+/// The runtime stand-in holding `event`, due in 60 s.
+async fn runtime_api(event: &str) -> RuntimeApi {
+    RuntimeApi::start(event, Duration::from_secs(60)).await
 }
 
-/// Waits (bounded: 30 s, polling every 50 ms) for the function's first `n` answers.
-async fn wait_for_answers(rt: &Runtime, n: usize) -> Vec<(String, String, Value)> {
-    let started = Instant::now();
-    while started.elapsed() < Duration::from_secs(30) {
-        let answers = rt.answers.lock().unwrap().clone();
-        if answers.len() >= n {
-            return answers;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("the function did not answer {n} time(s) within 30 s");
+/// The function's answer to the first event: `(request id, "response" or "error", body)`.
+async fn first_answer(runtime: &RuntimeApi) -> (String, String, Value) {
+    let answer = runtime.answers(1, ANSWER_WITHIN).await.remove(0);
+    (answer.id, answer.kind, answer.body)
 }
 
 fn event_text() -> String {
@@ -177,15 +102,11 @@ fn event_text() -> String {
 #[tokio::test]
 async fn the_binary_answers_a_scheduled_event_through_the_runtime_api() {
     // Given moto, the simulator and a runtime API holding the checked-in scheduled event
-    let world = world(SynthOptions {
-        bad_per_mille: 50,
-        ..SynthOptions::default()
-    })
-    .await;
-    let (rt, addr) = runtime_api(event_text()).await;
+    let world = world(bad_tokens(50)).await;
+    let runtime = runtime_api(&event_text()).await;
     // When the Lambda binary starts and polls for work
-    let function = Function::start(&world, addr, &world.secret_arn, &[]);
-    let (id, kind, summary) = wait_for_answer(&rt).await;
+    let function = Function::start(&world, runtime.addr, &world.secret_arn, &[]);
+    let (id, kind, summary) = first_answer(&runtime).await;
     let (stdout, stderr) = function.finish();
     // Then it answers the event with its summary
     assert_eq!(
@@ -197,11 +118,7 @@ async fn the_binary_answers_a_scheduled_event_through_the_runtime_api() {
     let truth = world.sim.ground_truth();
     assert_eq!(summary["records_quarantined"], truth.undecryptable);
     // and the records are in the bucket
-    let objects = world.objects(BUCKET).await;
-    assert_eq!(
-        sorted_json(&restore_data(&objects)),
-        sorted_json(&truth.records)
-    );
+    world.assert_holds_what_was_served(BUCKET).await;
     // and it printed one EMF document on stdout, with every figure of the run beside its
     // metrics, and a JSON line in its logs saying the pass is complete
     let emf: Vec<Value> = stdout
@@ -253,19 +170,15 @@ async fn assert_nothing_secret_in(world: &World, printed: &str) {
 #[tokio::test]
 async fn a_pass_failing_after_decryption_prints_no_secret_at_trace_level() {
     // Given a bucket that does not exist, so the pass fails after the batch was decrypted
-    let world = world(SynthOptions {
-        bad_per_mille: 50,
-        ..SynthOptions::default()
-    })
-    .await;
-    let (rt, addr) = runtime_api(event_text()).await;
+    let world = world(bad_tokens(50)).await;
+    let runtime = runtime_api(&event_text()).await;
     let function = Function::start(
         &world,
-        addr,
+        runtime.addr,
         &world.secret_arn,
         &[("BUCKET_NAME", "no-such-bucket")],
     );
-    let (_, kind, error) = wait_for_answer(&rt).await;
+    let (_, kind, error) = first_answer(&runtime).await;
     let (stdout, stderr) = function.finish();
     // Then it reports the store's failure
     assert_eq!(kind, "error", "{stderr}");
@@ -279,9 +192,9 @@ async fn a_pass_failing_after_decryption_prints_no_secret_at_trace_level() {
 #[tokio::test]
 async fn a_failing_pass_is_reported_to_the_runtime_with_its_stage() {
     let world = world(SynthOptions::default()).await;
-    let (rt, addr) = runtime_api(event_text()).await;
-    let function = Function::start(&world, addr, "log-etl/missing", &[]);
-    let (_, kind, error) = wait_for_answer(&rt).await;
+    let runtime = runtime_api(&event_text()).await;
+    let function = Function::start(&world, runtime.addr, "log-etl/missing", &[]);
+    let (_, kind, error) = first_answer(&runtime).await;
     let (_, stderr) = function.finish();
     assert_eq!(kind, "error", "{stderr}");
     assert_eq!(error["errorType"], "SecretError");
@@ -343,25 +256,22 @@ async fn any_event_starts_a_pass() {
     // Given a runtime API holding every kind of event the function may be invoked with
     let world = world(SynthOptions::default()).await;
     let events = invocation_events();
-    let texts = events.iter().map(|(_, text)| text.clone()).collect();
-    let (rt, addr) = runtime_api_with(texts).await;
+    let texts: Vec<&str> = events.iter().map(|(_, text)| text.as_str()).collect();
+    let runtime = RuntimeApi::start_with(&texts, Duration::from_secs(60)).await;
     // When the binary serves them
-    let function = Function::start(&world, addr, &world.secret_arn, &[]);
-    let answers = wait_for_answers(&rt, events.len()).await;
+    let function = Function::start(&world, runtime.addr, &world.secret_arn, &[]);
+    let answers = runtime.answers(events.len(), ANSWER_WITHIN).await;
     let (_, stderr) = function.finish();
     // Then each one ran a pass over the batch, which landed once
     let mut landed = 0;
-    for ((label, _), (_, kind, summary)) in events.iter().zip(&answers) {
-        assert_eq!(kind, "response", "{label}: {summary}\n{stderr}");
+    for ((label, _), answer) in events.iter().zip(&answers) {
+        let summary = &answer.body;
+        assert_eq!(answer.kind, "response", "{label}: {summary}\n{stderr}");
         assert_eq!(summary["records_in"], 100, "{label}");
         landed += summary["records_landed"].as_u64().unwrap();
     }
     assert_eq!(landed, 100);
-    let objects = world.objects(BUCKET).await;
-    assert_eq!(
-        sorted_json(&restore_data(&objects)),
-        sorted_json(&world.sim.ground_truth().records)
-    );
+    world.assert_holds_what_was_served(BUCKET).await;
 }
 
 #[tokio::test]
@@ -382,15 +292,15 @@ async fn a_credential_in_the_source_url_is_never_printed_or_reported() {
                     .sim
                     .push_fault(log_etl::local::simulator::Fault::Status(500));
             }
-            let (rt, addr) = runtime_api(event_text()).await;
+            let runtime = runtime_api(&event_text()).await;
             // When the function's pass fails to fetch, at trace level
             let function = Function::start(
                 &world,
-                addr,
+                runtime.addr,
                 &world.secret_arn,
                 &[("LOG_API_URL", &url), ("FETCH_MAX_ATTEMPTS", "2")],
             );
-            let (_, kind, error) = wait_for_answer(&rt).await;
+            let (_, kind, error) = first_answer(&runtime).await;
             let (stdout, stderr) = function.finish();
             // Then the error sent to the runtime (and so to the failure destination) is a
             // fetch error, and neither it nor any log line holds the credential

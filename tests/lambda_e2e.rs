@@ -6,8 +6,8 @@ use crate::common;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use common::gunzip_lines;
-use common::world::{BUCKET, restore_data, sorted_json, world};
+use common::world::{BUCKET, bad_tokens, world};
+use common::{assert_run_error, gunzip_lines};
 use lambda_runtime::{Context, LambdaEvent};
 use log_etl::lambda::{self, MetricsTarget};
 use log_etl::local::simulator::Fault;
@@ -43,10 +43,8 @@ async fn every_served_record_lands_under_its_hour_and_restores_exactly() {
     assert_eq!(first.written.hours, ["2023-03-18T15", "2023-03-18T16"]);
     let objects = world.objects(BUCKET).await;
     assert!(objects.iter().all(|(k, _)| k.ends_with(".json.gz")));
-    let restored = restore_data(&objects);
-    let truth = world.sim.ground_truth();
-    assert_eq!(restored.len(), 200);
-    assert_eq!(sorted_json(&restored), sorted_json(&truth.records));
+    assert_eq!(world.sim.ground_truth().records.len(), 200);
+    world.assert_holds_what_was_served(BUCKET).await;
     assert_eq!(
         objects.len() as u64,
         first.written.objects_written + second.written.objects_written
@@ -70,22 +68,14 @@ async fn invoking_twice_over_the_same_batch_writes_nothing_new() {
         first.written.records_landed
     );
     assert_eq!(world.objects(BUCKET).await, before);
-    let restored = restore_data(&before);
-    assert_eq!(restored.len(), 100);
-    assert_eq!(
-        sorted_json(&restored),
-        sorted_json(&world.sim.ground_truth().records)
-    );
+    assert_eq!(world.sim.ground_truth().records.len(), 100);
+    world.assert_holds_what_was_served(BUCKET).await;
 }
 
 #[tokio::test]
 async fn undecryptable_tokens_are_quarantined_with_their_reason_and_the_rest_land() {
     // Given a batch where about one record in six has a tampered, truncated or foreign token
-    let world = world(SynthOptions {
-        bad_per_mille: 150,
-        ..SynthOptions::default()
-    })
-    .await;
+    let world = world(bad_tokens(150)).await;
     let pipeline = world.pipeline(&[]).await;
     let run_hours = [Utc::now(), Utc::now() + chrono::Duration::minutes(1)]
         .map(|t| format!("quarantine/{}/", t.format("%Y/%m/%d/%H")));
@@ -116,10 +106,7 @@ async fn undecryptable_tokens_are_quarantined_with_their_reason_and_the_rest_lan
         );
     }
     // and every good record still lands
-    assert_eq!(
-        sorted_json(&restore_data(&objects)),
-        sorted_json(&truth.records)
-    );
+    world.assert_holds_what_was_served(BUCKET).await;
 }
 
 #[tokio::test]
@@ -129,12 +116,7 @@ async fn a_missing_secret_is_a_typed_error_and_nothing_is_written() {
         .pipeline(&[("FERNET_SECRET_ID", "log-etl/no-such-secret")])
         .await;
     let err = invoke(&pipeline).await.unwrap_err();
-    assert_eq!(err.error_type(), "SecretError");
-    assert!(
-        error_chain(&err).contains("log-etl/no-such-secret"),
-        "{}",
-        error_chain(&err)
-    );
+    assert_run_error(&err, "SecretError", "log-etl/no-such-secret");
     assert!(world.objects(BUCKET).await.is_empty());
 }
 
@@ -153,12 +135,7 @@ async fn a_secret_that_is_not_a_key_is_a_typed_error_that_does_not_echo_it() {
         .pipeline(&[("FERNET_SECRET_ID", "log-etl/not-a-key")])
         .await;
     let err = invoke(&pipeline).await.unwrap_err();
-    assert_eq!(err.error_type(), "SecretError");
-    assert!(
-        error_chain(&err).contains("does not hold a Fernet key"),
-        "{}",
-        error_chain(&err)
-    );
+    assert_run_error(&err, "SecretError", "does not hold a Fernet key");
     assert!(!error_chain(&err).contains("hunter2"));
     assert!(world.objects(BUCKET).await.is_empty());
 }
@@ -183,40 +160,22 @@ async fn an_api_that_is_down_is_a_typed_error_nothing_is_written_and_a_rerun_lan
         .await;
     let started = Instant::now();
     let err = invoke(&pipeline).await.unwrap_err();
-    assert_eq!(err.error_type(), "FetchError");
-    assert!(
-        error_chain(&err).contains("after 3 attempt(s)"),
-        "{}",
-        error_chain(&err)
-    );
+    assert_run_error(&err, "FetchError", "after 3 attempt(s)");
     assert!(started.elapsed() < Duration::from_secs(20));
     assert!(world.objects(BUCKET).await.is_empty());
     // and once it is back, the next invocation lands the batch exactly once
     invoke(&world.pipeline(&[]).await).await.unwrap();
-    let truth = world.sim.ground_truth();
-    assert_eq!(truth.records.len(), 100);
-    assert_eq!(
-        sorted_json(&restore_data(&world.objects(BUCKET).await)),
-        sorted_json(&truth.records)
-    );
+    assert_eq!(world.sim.ground_truth().records.len(), 100);
+    world.assert_holds_what_was_served(BUCKET).await;
 }
 
 #[tokio::test]
 async fn a_rejected_write_is_a_typed_error_and_a_rerun_completes_without_duplicates() {
     // Given S3 that refuses the writes (the bucket does not exist yet)
-    let world = world(SynthOptions {
-        bad_per_mille: 50,
-        ..SynthOptions::default()
-    })
-    .await;
+    let world = world(bad_tokens(50)).await;
     let pipeline = world.pipeline(&[("BUCKET_NAME", "late-bucket")]).await;
     let err = invoke(&pipeline).await.unwrap_err();
-    assert_eq!(err.error_type(), "StoreError");
-    assert!(
-        error_chain(&err).contains("s3://late-bucket/"),
-        "{}",
-        error_chain(&err)
-    );
+    assert_run_error(&err, "StoreError", "s3://late-bucket/");
     // When the fault clears and the schedule runs again, twice
     world
         .s3
@@ -233,9 +192,5 @@ async fn a_rejected_write_is_a_typed_error_and_a_rerun_completes_without_duplica
         again.written.records_already_present,
         rerun.written.records_landed
     );
-    let objects = world.objects("late-bucket").await;
-    assert_eq!(
-        sorted_json(&restore_data(&objects)),
-        sorted_json(&world.sim.ground_truth().records)
-    );
+    world.assert_holds_what_was_served("late-bucket").await;
 }

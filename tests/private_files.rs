@@ -6,12 +6,14 @@ use crate::common;
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
+use common::folder::{PipedProcess, files_under, process_args, spill_dirs};
+use common::runtime_api::function_env;
+use common::wait_bounded;
 use log_etl::batch::spool::{SPILL_DIR_PREFIX, STALE_SPILL_AFTER};
 
 /// A folder for one test (its own temporary folder included, given to the binaries as
@@ -65,34 +67,14 @@ impl Fixture {
     /// A saved response of `records` records from `start` in `<name>.json`, and its records
     /// (the ground truth) as JSON lines.
     fn generate(&self, name: &str, records: u32, start: &str) -> (PathBuf, Vec<String>) {
-        let (resp, truth) = (
-            self.path(&format!("{name}.json")),
-            self.path(&format!("{name}.truth")),
-        );
-        let out = self.log_etl(&[
-            "generate",
-            "--records",
-            &records.to_string(),
-            "--start",
-            start,
-            "--out",
-            resp.to_str().unwrap(),
-            "--truth",
-            truth.to_str().unwrap(),
-        ]);
-        assert!(out.status.success());
-        let truth = fs::read_to_string(truth).unwrap();
-        (resp, truth.lines().map(canonical).collect())
+        let run = |args: &[&str]| self.log_etl(args);
+        let (response, truth) =
+            common::generate_response(run, self.dir.path(), name, records, start, &[]);
+        (response, truth.iter().map(|l| canonical(l)).collect())
     }
 
     fn process(&self, input: &Path, out_dir: &Path) -> Output {
-        self.log_etl(&[
-            "process",
-            "--input",
-            input.to_str().unwrap(),
-            "--out-dir",
-            out_dir.to_str().unwrap(),
-        ])
+        self.log_etl(&process_args(input, out_dir))
     }
 }
 
@@ -102,43 +84,12 @@ fn canonical(line: &str) -> String {
     value.to_string()
 }
 
-/// The spill folders directly in `parent`.
-fn spill_dirs(parent: &Path) -> Vec<PathBuf> {
-    fs::read_dir(parent)
-        .map(|entries| entries.map(|e| e.unwrap().path()).collect::<Vec<_>>())
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|p| {
-            p.file_name()
-                .unwrap()
-                .to_string_lossy()
-                .starts_with(SPILL_DIR_PREFIX)
-        })
-        .collect()
-}
-
 /// Sets the modification time of `path` `ago` back from now.
 fn age(path: &Path, ago: Duration) {
     fs::File::open(path)
         .unwrap()
         .set_modified(SystemTime::now() - ago)
         .unwrap();
-}
-
-/// Waits at most 30 s for `child` to exit, killing it (and failing) if it does not.
-fn wait_bounded(child: &mut Child) -> ExitStatus {
-    let started = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        if started.elapsed() > Duration::from_secs(30) {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("the process did not exit within 30 s");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// Sends `signal` (`TERM`, `INT`) to `child`.
@@ -176,69 +127,40 @@ fn snapshot(root: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
     found
 }
 
-/// The files (not folders) under `root`, relative.
-fn files_under(root: &Path) -> Vec<PathBuf> {
-    let snap = snapshot(root);
-    snap.keys()
-        .filter(|p| fs::symlink_metadata(root.join(p)).unwrap().is_file())
-        .cloned()
-        .collect()
-}
-
-/// `process` reading a response through a named pipe, signalled with `signal` once its
-/// bodies have spilled; returns its exit status and its output folder.
-fn process_killed_while_reading_a_pipe(fx: &Fixture, signal: &str) -> (ExitStatus, PathBuf) {
-    let (response, _) = fx.generate("input", 15_000, "2023-03-18T15:00:00.000Z");
-    let body = fs::read(&response).unwrap();
-    let fifo = fx.path("input.fifo");
-    let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
-    assert!(made.success());
-    let out_dir = fx.path("out");
-    let mut child = fx
-        .command(env!("CARGO_BIN_EXE_log-etl"))
-        .args(["process", "--input", fifo.to_str().unwrap(), "--out-dir"])
-        .arg(&out_dir)
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut pipe = fs::OpenOptions::new().write(true).open(&fifo).unwrap();
-    pipe.write_all(&body[..body.len() * 2 / 3]).unwrap();
-    let started = Instant::now();
-    while spill_dirs(&out_dir).iter().all(|d| {
-        fs::read_dir(d)
-            .map(|mut files| files.next().is_none())
-            .unwrap_or(true)
-    }) {
-        assert!(started.elapsed().as_secs() < 30, "no spill file appeared");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    send(&child, signal);
-    let status = wait_bounded(&mut child);
-    drop(pipe);
-    (status, out_dir)
-}
-
-#[test]
-fn a_process_run_stopped_by_sigterm_leaves_no_spill_folder() {
-    // Given a `process` run with spilled bodies, waiting for the rest of its input
+/// A `process` run reading a response through a named pipe, sent `signal` (`TERM`, `INT`)
+/// once its bodies have spilled: it exits with `code` and leaves no spill folder, in its output
+/// folder or in its temporary folder.
+fn assert_stopped_by_signal_leaving_no_spill_folder(signal: &str, code: i32) {
     let fx = Fixture::new();
-    // When it is sent SIGTERM
-    let (status, out_dir) = process_killed_while_reading_a_pipe(&fx, "TERM");
-    // Then it exits with 143 and no spill folder is left
-    assert_eq!(status.code(), Some(143), "{status}");
+    let (response, _) = fx.generate("input", 15_000, "2023-03-18T15:00:00.000Z");
+    let out_dir = fx.path("out");
+    let mut process = PipedProcess::spilled(
+        fx.command(env!("CARGO_BIN_EXE_log-etl")),
+        &response,
+        &out_dir,
+    );
+    send(&process.child, signal);
+    let status = wait_bounded(&mut process.child);
+    process.close_pipe();
+    assert_eq!(status.code(), Some(code), "{status}");
     assert_eq!(spill_dirs(&out_dir), Vec::<PathBuf>::new());
     assert_eq!(spill_dirs(&fx.tmp()), Vec::<PathBuf>::new());
 }
 
 #[test]
+fn a_process_run_stopped_by_sigterm_leaves_no_spill_folder() {
+    // Given a `process` run with spilled bodies, waiting for the rest of its input
+    // When it is sent SIGTERM
+    // Then it exits with 143 and no spill folder is left
+    assert_stopped_by_signal_leaving_no_spill_folder("TERM", 143);
+}
+
+#[test]
 fn a_process_run_interrupted_by_sigint_leaves_no_spill_folder() {
     // Given a `process` run with spilled bodies, waiting for the rest of its input
-    let fx = Fixture::new();
     // When it is sent SIGINT (Ctrl-C)
-    let (status, out_dir) = process_killed_while_reading_a_pipe(&fx, "INT");
     // Then it exits with 130 and no spill folder is left
-    assert_eq!(status.code(), Some(130), "{status}");
-    assert_eq!(spill_dirs(&out_dir), Vec::<PathBuf>::new());
+    assert_stopped_by_signal_leaving_no_spill_folder("INT", 130);
 }
 
 /// Plants in `parent` a stale spill folder (holding a file), a fresh one and an old unrelated
@@ -288,13 +210,7 @@ fn the_lambda_binary_sweeps_its_temporary_folder_at_start_and_exits_143_on_sigte
     runtime.set_nonblocking(true).unwrap();
     let mut child = fx
         .command(env!("CARGO_BIN_EXE_log-etl-lambda"))
-        .env(
-            "AWS_LAMBDA_RUNTIME_API",
-            runtime.local_addr().unwrap().to_string(),
-        )
-        .env("AWS_LAMBDA_FUNCTION_NAME", "log-etl-test")
-        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
-        .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+        .envs(function_env(runtime.local_addr().unwrap()))
         .env("BUCKET_NAME", "bucket")
         .env("LOG_API_URL", "http://127.0.0.1:9/logs")
         // Nothing listens there: the function makes no call before an event.
@@ -328,8 +244,8 @@ fn the_lambda_binary_sweeps_its_temporary_folder_at_start_and_exits_143_on_sigte
     assert_eq!(wait_bounded(&mut child).code(), Some(143));
 }
 
-/// Runs `process` under `umask` and returns the modes (in octal) of the objects it wrote.
-fn object_modes_under_umask(umask: &str) -> Vec<String> {
+/// Runs `process` under `umask` and checks every object it wrote has `mode` (in octal).
+fn assert_objects_written_under_umask_have_mode(umask: &str, mode: &str) {
     let fx = Fixture::new();
     let (response, _) = fx.generate("input", 3_000, "2023-03-18T15:00:00.000Z");
     let out_dir = fx.path("out");
@@ -337,42 +253,34 @@ fn object_modes_under_umask(umask: &str) -> Vec<String> {
         .command("sh")
         .args(["-c", &format!("umask {umask} && exec \"$0\" \"$@\"")])
         .arg(env!("CARGO_BIN_EXE_log-etl"))
-        .args(["process", "--input"])
-        .arg(&response)
-        .arg("--out-dir")
-        .arg(&out_dir)
+        .args(process_args(&response, &out_dir))
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_success(&out);
     let files = files_under(&out_dir);
     assert!(!files.is_empty());
-    files
+    let modes: Vec<String> = files
         .iter()
         .map(|f| {
             let mode = fs::metadata(out_dir.join(f)).unwrap().permissions().mode();
             format!("{:o}", mode & 0o777)
         })
-        .collect()
+        .collect();
+    assert!(modes.iter().all(|m| m == mode), "{modes:?}");
 }
 
 #[test]
 fn objects_written_under_umask_077_are_the_owners_alone() {
     // Given a umask of 077, when `process` writes objects (linked from 0600 spill files)
-    let modes = object_modes_under_umask("077");
     // Then every object is 0600
-    assert!(modes.iter().all(|m| m == "600"), "{modes:?}");
+    assert_objects_written_under_umask_have_mode("077", "600");
 }
 
 #[test]
 fn objects_written_under_umask_022_are_readable_by_all() {
     // Given a umask of 022, when `process` writes objects
-    let modes = object_modes_under_umask("022");
     // Then every object is 0644
-    assert!(modes.iter().all(|m| m == "644"), "{modes:?}");
+    assert_objects_written_under_umask_have_mode("022", "644");
 }
 
 #[test]
@@ -442,11 +350,7 @@ fn compact_and_restore_do_not_follow_symlinks_planted_in_the_output_folder() {
         "--hours",
         "2023-03-18T00..2023-03-18T23",
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_success(&out);
     // Then the real hour is one object, the planted links are left as they were, and
     // nothing outside changed
     let hour: Vec<_> = snapshot(&out_dir.join("data/2023/03/18/15"))
@@ -479,10 +383,7 @@ fn a_hidden_key_prefix_is_refused_at_start_naming_the_variable() {
         let out = fx
             .command(env!("CARGO_BIN_EXE_log-etl"))
             .env(variable, value)
-            .args(["process", "--input"])
-            .arg(&response)
-            .arg("--out-dir")
-            .arg(&out_dir)
+            .args(process_args(&response, &out_dir))
             .output()
             .unwrap();
         // Then it is a usage error naming the variable, and nothing is written

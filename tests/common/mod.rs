@@ -3,13 +3,15 @@
 #![allow(dead_code)]
 
 pub mod faulty_s3;
+pub mod folder;
 pub mod raw_http;
 pub mod runtime_api;
 pub mod world;
 
 use std::io::{Read, Write};
 use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use flate2::read::GzDecoder;
 use serde_json::{Map, Value};
@@ -52,6 +54,16 @@ pub fn run_python(script: &str, args: &[&str], stdin: &[u8]) -> Vec<u8> {
     out.stdout
 }
 
+/// Fails, showing what the process printed on stderr, unless it exited successfully.
+pub fn assert_success(out: &Output) {
+    assert!(
+        out.status.success(),
+        "{}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Runs the `log-etl` binary built for this test run.
 pub fn log_etl(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_log-etl"));
@@ -62,6 +74,75 @@ pub fn log_etl(args: &[&str], env: &[(&str, &str)]) -> Output {
     }
     cmd.envs(env.iter().copied());
     cmd.output().expect("log-etl runs")
+}
+
+/// Runs `log-etl generate` through `run` (which sets the key, and whatever else the test's
+/// runs need): `records` records from `start` (and `extra` options), saved in `dir/<name>.json`
+/// with their ground truth in `dir/<name>.truth`. Returns the response's path and the ground
+/// truth, a JSON line a record.
+pub fn generate_response(
+    run: impl FnOnce(&[&str]) -> Output,
+    dir: &std::path::Path,
+    name: &str,
+    records: u32,
+    start: &str,
+    extra: &[&str],
+) -> (PathBuf, Vec<String>) {
+    let (response, truth) = (
+        dir.join(format!("{name}.json")),
+        dir.join(format!("{name}.truth")),
+    );
+    let records = records.to_string();
+    let mut args = vec![
+        "generate",
+        "--records",
+        &records,
+        "--start",
+        start,
+        "--out",
+        response.to_str().unwrap(),
+        "--truth",
+        truth.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    let out = run(&args);
+    assert!(
+        out.status.success(),
+        "log-etl generate: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let truth = std::fs::read_to_string(truth).unwrap();
+    (response, truth.lines().map(str::to_owned).collect())
+}
+
+/// Waits at most 30 s (polling every 20 ms) for `child` to exit, killing it (and failing) if
+/// it does not.
+pub fn wait_bounded(child: &mut Child) -> ExitStatus {
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if started.elapsed() > Duration::from_secs(30) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the process did not exit within 30 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Fails unless `err`'s message, its causes included, mentions `text`.
+pub fn assert_mentions(err: &dyn std::error::Error, text: &str) {
+    let chain = log_etl::logging::error_chain(err);
+    assert!(chain.contains(text), "{text:?} not in: {chain}");
+}
+
+/// Fails unless `err` is typed `error_type` (as the runtime reports it) and mentions `text`.
+pub fn assert_run_error(err: &log_etl::pipeline::RunError, error_type: &str, text: &str) {
+    let chain = log_etl::logging::error_chain(err);
+    assert_eq!(err.error_type(), error_type, "{chain}");
+    assert_mentions(err, text);
 }
 
 /// A port nobody listens on right now (the test's server takes it next).
@@ -196,11 +277,7 @@ pub fn gunzip_lines(bytes: &[u8]) -> Vec<Map<String, Value>> {
 /// The records `log-etl restore PATH` prints, parsed.
 pub fn restore_path(path: &std::path::Path) -> Vec<Map<String, Value>> {
     let out = log_etl(&["restore", path.to_str().unwrap()], &[]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     String::from_utf8(out.stdout)
         .unwrap()
         .lines()

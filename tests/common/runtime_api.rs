@@ -1,6 +1,7 @@
-//! A stand-in for the Lambda Runtime API (`next`, `response`, `error`) that hands out one event
-//! with a deadline of the test's choosing and notes when each answer arrives.
+//! A stand-in for the Lambda Runtime API (`next`, `response`, `error`) that hands out events, in
+//! order, with a deadline of the test's choosing, and notes each answer and when it arrived.
 
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -11,24 +12,27 @@ use axum::http::{HeaderMap, HeaderValue};
 use axum::routing::{get, post};
 use serde_json::Value;
 
-/// An answer of the function: `"response"` or `"error"`, its body, and when it arrived.
+/// An answer of the function: the request id it answers, `"response"` or `"error"`, its body,
+/// and when it arrived.
 #[derive(Debug, Clone)]
 pub struct Answer {
+    pub id: String,
     pub kind: String,
     pub body: Value,
     pub at: Instant,
 }
 
 struct Shared {
-    event: Mutex<Option<String>>,
+    /// The events not handed out yet, each with its request id.
+    events: Mutex<VecDeque<(String, String)>>,
     deadline: SystemTime,
     answers: Mutex<Vec<Answer>>,
 }
 
-/// The runtime stand-in, serving on 127.0.0.1 until the test ends.
+/// The runtime stand-in, serving on 127.0.0.1 until dropped.
 pub struct RuntimeApi {
     pub addr: std::net::SocketAddr,
-    /// The invocation's deadline, as the function is told it.
+    /// The invocations' deadline, as the function is told it.
     pub deadline: Instant,
     shared: Arc<Shared>,
     task: tokio::task::JoinHandle<()>,
@@ -37,8 +41,19 @@ pub struct RuntimeApi {
 impl RuntimeApi {
     /// Hands out `event` once, due `time_limit` from now.
     pub async fn start(event: &str, time_limit: Duration) -> Self {
+        Self::start_with(&[event], time_limit).await
+    }
+
+    /// Hands out `events` in order (request ids `req-1`, `req-2`, ...), each due `time_limit`
+    /// from now; then holds the next poll open, as the real API does when there is no work.
+    pub async fn start_with(events: &[&str], time_limit: Duration) -> Self {
+        let events = events
+            .iter()
+            .enumerate()
+            .map(|(i, event)| (format!("req-{}", i + 1), (*event).to_owned()))
+            .collect();
         let shared = Arc::new(Shared {
-            event: Mutex::new(Some(event.to_owned())),
+            events: Mutex::new(events),
             deadline: SystemTime::now() + time_limit,
             answers: Mutex::new(Vec::new()),
         });
@@ -57,17 +72,41 @@ impl RuntimeApi {
         }
     }
 
-    /// The first answer, waiting for it at most `limit` (polling every 50 ms).
+    /// The first answer, waiting for it at most `limit`.
     pub async fn first_answer(&self, limit: Duration) -> Option<Answer> {
+        Some(self.answers_within(1, limit).await?.remove(0))
+    }
+
+    /// The first `n` answers, in arrival order; fails the test if they do not all arrive
+    /// within `limit`.
+    pub async fn answers(&self, n: usize, limit: Duration) -> Vec<Answer> {
+        self.answers_within(n, limit)
+            .await
+            .unwrap_or_else(|| panic!("the function did not answer {n} time(s) within {limit:?}"))
+    }
+
+    /// The answers once there are `n`, polled every 50 ms for at most `limit`.
+    async fn answers_within(&self, n: usize, limit: Duration) -> Option<Vec<Answer>> {
         let started = Instant::now();
         while started.elapsed() < limit {
-            if let Some(answer) = self.shared.answers.lock().unwrap().first() {
-                return Some(answer.clone());
+            let answers = self.shared.answers.lock().unwrap().clone();
+            if answers.len() >= n {
+                return Some(answers);
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         None
     }
+}
+
+/// The environment Lambda gives a function whose Runtime API is at `runtime`.
+pub fn function_env(runtime: std::net::SocketAddr) -> [(&'static str, String); 4] {
+    [
+        ("AWS_LAMBDA_RUNTIME_API", runtime.to_string()),
+        ("AWS_LAMBDA_FUNCTION_NAME", "log-etl-test".to_owned()),
+        ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256".to_owned()),
+        ("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST".to_owned()),
+    ]
 }
 
 impl Drop for RuntimeApi {
@@ -77,8 +116,8 @@ impl Drop for RuntimeApi {
 }
 
 async fn next(State(shared): State<Arc<Shared>>) -> (HeaderMap, String) {
-    let event = shared.event.lock().unwrap().take();
-    let Some(event) = event else {
+    let event = shared.events.lock().unwrap().pop_front();
+    let Some((id, event)) = event else {
         // No more events: hold the poll open, as the real API does, until the test ends.
         std::future::pending::<()>().await;
         unreachable!()
@@ -91,7 +130,7 @@ async fn next(State(shared): State<Arc<Shared>>) -> (HeaderMap, String) {
     let mut headers = HeaderMap::new();
     headers.insert(
         "lambda-runtime-aws-request-id",
-        HeaderValue::from_static("req-1"),
+        HeaderValue::from_str(&id).unwrap(),
     );
     headers.insert(
         "lambda-runtime-deadline-ms",
@@ -106,11 +145,12 @@ async fn next(State(shared): State<Arc<Shared>>) -> (HeaderMap, String) {
 
 async fn answer(
     State(shared): State<Arc<Shared>>,
-    Path((_id, kind)): Path<(String, String)>,
+    Path((id, kind)): Path<(String, String)>,
     body: Bytes,
 ) {
     let body = serde_json::from_slice(&body).unwrap_or(Value::Null);
     shared.answers.lock().unwrap().push(Answer {
+        id,
         kind,
         body,
         at: Instant::now(),

@@ -44,6 +44,15 @@ pub fn source(synth: SynthOptions) -> SimulatorOptions {
     }
 }
 
+/// Synthetic records of which `per_mille` in a thousand carry a token that does not decrypt (so
+/// a batch makes a quarantine object beside its data).
+pub fn bad_tokens(per_mille: u32) -> SynthOptions {
+    SynthOptions {
+        bad_per_mille: per_mille,
+        ..SynthOptions::default()
+    }
+}
+
 /// Moto with a bucket and a secret holding the key, and a simulator using that key, serving
 /// as [`source`] says.
 pub async fn world(synth: SynthOptions) -> World {
@@ -126,33 +135,42 @@ impl World {
         self.pipeline_with(overrides, &sdk)
     }
 
+    /// Fails unless `bucket` holds every record the simulator served exactly once (nothing
+    /// lost, nothing doubled), each under its own hour.
+    pub async fn assert_holds_what_was_served(&self, bucket: &str) {
+        let restored = restore_data(&self.objects(bucket).await);
+        let truth = self.sim.ground_truth();
+        assert!(!truth.records.is_empty(), "nothing was served");
+        assert_eq!(restored.len(), truth.records.len(), "record count");
+        assert_eq!(sorted_json(&restored), sorted_json(&truth.records));
+    }
+
     /// Every object in the bucket: key and bytes, in key order.
     pub async fn objects(&self, bucket: &str) -> Vec<(String, Vec<u8>)> {
-        let listed = self
-            .s3
-            .list_objects_v2()
+        bucket_objects(&self.s3, bucket).await
+    }
+}
+
+/// Every object in `bucket` (one listing page: the tests' buckets hold fewer than 1,000): key
+/// and bytes, in key order.
+pub async fn bucket_objects(s3: &aws_sdk_s3::Client, bucket: &str) -> Vec<(String, Vec<u8>)> {
+    let listed = s3.list_objects_v2().bucket(bucket).send().await.unwrap();
+    let mut out = Vec::new();
+    for object in listed.contents() {
+        let key = object.key().unwrap().to_owned();
+        let body = s3
+            .get_object()
             .bucket(bucket)
+            .key(&key)
             .send()
             .await
             .unwrap();
-        let mut out = Vec::new();
-        for object in listed.contents() {
-            let key = object.key().unwrap().to_owned();
-            let body = self
-                .s3
-                .get_object()
-                .bucket(bucket)
-                .key(&key)
-                .send()
-                .await
-                .unwrap();
-            out.push((
-                key,
-                body.body.collect().await.unwrap().into_bytes().to_vec(),
-            ));
-        }
-        out
+        out.push((
+            key,
+            body.body.collect().await.unwrap().into_bytes().to_vec(),
+        ));
     }
+    out
 }
 
 /// Restores every data object, checking each record sits under its own hour's folder.

@@ -210,14 +210,37 @@ def simulator(world):
     stop(sim.process)
 
 
-class StaticSource:
+class QuietHandler(http.server.BaseHTTPRequestHandler):
+    """A request handler that keeps the test's output free of access lines."""
+
+    def log_message(self, *args):
+        pass
+
+
+class LocalServer:
+    """An HTTP server of the test's own on 127.0.0.1, on a port of its own, serving `handler`
+    from a thread until closed."""
+
+    def __init__(self, handler):
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        self.origin = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class StaticSource(LocalServer):
     """A log API of the test's own: serves `body` after `delay` seconds."""
 
     def __init__(self, body=b"[]", delay=0.0):
         self.body, self.delay, self.requests = body, delay, 0
         source = self
 
-        class Handler(http.server.BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_GET(self):
                 source.requests += 1
                 time.sleep(source.delay)
@@ -227,18 +250,8 @@ class StaticSource:
                 self.end_headers()
                 self.wfile.write(source.body)
 
-            def log_message(self, *args):
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/api/data/log"
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
+        super().__init__(Handler)
+        self.url = f"{self.origin}/api/data/log"
 
 
 @pytest.fixture
@@ -327,7 +340,7 @@ def report_durations_ms(logs):
     return [float(d) for d in re.findall(r"^REPORT .*?\tDuration: ([0-9.]+) ms", logs, re.M)]
 
 
-class StallingProxy:
+class StallingProxy(LocalServer):
     """An HTTP proxy in front of moto that, while `stall` is set, holds S3 listings (at most
     60 s, or until `release` is set) instead of forwarding them."""
 
@@ -336,7 +349,7 @@ class StallingProxy:
         self.stall, self.release, self.held = threading.Event(), threading.Event(), 0
         proxy = self
 
-        class Handler(http.server.BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             protocol_version = "HTTP/1.1"
 
             def forward(self):
@@ -389,19 +402,12 @@ class StallingProxy:
 
             do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = forward
 
-            def log_message(self, *args):
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        super().__init__(Handler)
+        self.url = self.origin
 
     def close(self):
         self.release.set()
-        self.server.shutdown()
-        self.server.server_close()
+        super().close()
 
 
 def sam_cli_environment(template, function_id, env_vars):

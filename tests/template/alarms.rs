@@ -110,9 +110,7 @@ fn dead_letters_raise_an_alarm() {
 fn alarm_notifications_reach_the_email_through_a_topic_cloudwatch_may_publish_to() {
     // Given the alarm topic
     let t = template();
-    let (topic, definition) = resources_of_type(&t, "AWS::SNS::Topic")
-        .pop()
-        .expect("an alarm topic");
+    let (topic, definition) = resource_of_type(&t, "AWS::SNS::Topic", "an alarm topic");
     let props = at(definition, &["Properties"]);
     // Then it is encrypted with no AWS-managed key (alias/aws/sns cannot grant CloudWatch, so an
     // alarm could not publish), or with a key of the stack that lets CloudWatch use it
@@ -135,9 +133,7 @@ fn alarm_notifications_reach_the_email_through_a_topic_cloudwatch_may_publish_to
         }
     }
     // and its policy lets this account's CloudWatch alarms publish to it
-    let (_, policy) = resources_of_type(&t, "AWS::SNS::TopicPolicy")
-        .pop()
-        .expect("a topic policy");
+    let (_, policy) = resource_of_type(&t, "AWS::SNS::TopicPolicy", "a topic policy");
     let topics = at(policy, &["Properties", "Topics"])
         .as_sequence()
         .expect("a list");

@@ -252,9 +252,7 @@ fn compaction_function_name_is_a_stack_output() {
 fn compacted_inputs_kept_as_old_versions_expire_and_current_data_never_does() {
     // Given the created bucket's lifecycle rules
     let t = template();
-    let (_, bucket) = resources_of_type(&t, "AWS::S3::Bucket")
-        .pop()
-        .expect("the stack can create a bucket");
+    let (_, bucket) = resource_of_type(&t, "AWS::S3::Bucket", "the stack can create a bucket");
     let (_, lifecycle, _) = if_branches(at(bucket, &["Properties", "LifecycleConfiguration"]));
     let rules: Vec<&Value> = at(lifecycle, &["Rules"])
         .as_sequence()

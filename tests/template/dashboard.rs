@@ -14,9 +14,7 @@ struct Plotted {
 /// The dashboard's body as CloudFormation renders it, with a marker for each value that is only
 /// known at deploy time.
 fn dashboard_body(t: &Value) -> serde_json::Value {
-    let (id, _) = resources_of_type(t, "AWS::CloudWatch::Dashboard")
-        .pop()
-        .expect("a dashboard");
+    let (id, _) = resource_of_type(t, "AWS::CloudWatch::Dashboard", "a dashboard");
     let body = sub_text(at(properties(t, id), &["DashboardBody"]));
     let alarms: Vec<(String, String)> = resources_of_type(t, "AWS::CloudWatch::Alarm")
         .into_iter()
@@ -180,9 +178,7 @@ fn dashboard_shows_every_alarm() {
 fn dashboard_name_is_a_stack_output() {
     // Given the stack's outputs
     let t = template();
-    let (id, _) = resources_of_type(&t, "AWS::CloudWatch::Dashboard")
-        .pop()
-        .expect("a dashboard");
+    let (id, _) = resource_of_type(&t, "AWS::CloudWatch::Dashboard", "a dashboard");
     // Then one names the dashboard
     assert_eq!(ref_name(at(&t, &["Outputs", "DashboardName", "Value"])), id);
 }

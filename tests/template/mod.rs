@@ -220,6 +220,14 @@ pub(crate) fn resources_of_type<'a>(t: &'a Value, kind: &str) -> Vec<(&'a str, &
         .collect()
 }
 
+/// `(logical id, definition)` of the template's one resource of type `kind`; fails naming
+/// `what` unless there is exactly one.
+pub(crate) fn resource_of_type<'a>(t: &'a Value, kind: &str, what: &str) -> (&'a str, &'a Value) {
+    let mut found = resources_of_type(t, kind);
+    assert_eq!(found.len(), 1, "{what}: {found:?}");
+    found.remove(0)
+}
+
 /// `(tag without '!', operand)` of a short-form intrinsic such as `!Ref X` or `!If [...]`.
 pub(crate) fn tagged(value: &Value) -> Option<(String, &Value)> {
     match value {

@@ -8,9 +8,7 @@ use super::*;
 fn bucket_is_encrypted_and_never_public() {
     // Given the bucket the stack creates
     let t = template();
-    let (id, bucket) = resources_of_type(&t, "AWS::S3::Bucket")
-        .pop()
-        .expect("the stack can create a bucket");
+    let (id, bucket) = resource_of_type(&t, "AWS::S3::Bucket", "the stack can create a bucket");
     let props = at(bucket, &["Properties"]);
     // When its encryption and public access settings are read
     let rule = at(
@@ -43,9 +41,7 @@ fn bucket_is_encrypted_and_never_public() {
 fn bucket_policy_refuses_requests_without_tls() {
     // Given the policy on the bucket the stack creates
     let t = template();
-    let (_, policy) = resources_of_type(&t, "AWS::S3::BucketPolicy")
-        .pop()
-        .expect("a bucket policy");
+    let (_, policy) = resource_of_type(&t, "AWS::S3::BucketPolicy", "a bucket policy");
     // When its statements are read
     let statements = statements_in(policy);
     // Then one denies every request that is not over TLS
@@ -405,9 +401,7 @@ fn dead_letter_queue_is_encrypted_at_rest() {
 fn bucket_access_logs_go_to_the_bucket_given_for_them() {
     // Given the created bucket's logging configuration
     let t = template();
-    let (_, bucket) = resources_of_type(&t, "AWS::S3::Bucket")
-        .pop()
-        .expect("the stack can create a bucket");
+    let (_, bucket) = resource_of_type(&t, "AWS::S3::Bucket", "the stack can create a bucket");
     let (condition, logging, otherwise) =
         if_branches(at(bucket, &["Properties", "LoggingConfiguration"]));
     // Then server access logs go to the bucket named by parameter, when one is named
