@@ -250,3 +250,42 @@ async fn the_replay_job_of_the_lambda_binary_lands_records_once_the_window_is_wi
         .unwrap_or_else(|| panic!("no metrics line in:\n{printed}"));
     assert_eq!(emf["ReplayRecordsLanded"], 100);
 }
+
+#[tokio::test]
+async fn a_replay_event_naming_hours_that_are_not_a_range_fails_typed() {
+    // Given the replay function (nothing remote is called before the event is read)
+    let runtime = RuntimeApi::start(
+        r#"{"hours": "2024-01-02T00..2024-01-01T00"}"#,
+        Duration::from_secs(30),
+    )
+    .await;
+    let stderr = tempfile::NamedTempFile::new().unwrap();
+    let mut function = Command::new(env!("CARGO_BIN_EXE_log-etl-lambda"))
+        .env_clear()
+        .env("AWS_LAMBDA_RUNTIME_API", runtime.addr.to_string())
+        .env("AWS_LAMBDA_FUNCTION_NAME", "log-etl-replay-test")
+        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
+        .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+        .env("LOG_ETL_JOB", "replay")
+        .env("BUCKET_NAME", BUCKET)
+        .env("FERNET_KEY", generate_key())
+        .envs(common::aws_env(&format!(
+            "http://127.0.0.1:{}",
+            common::free_port()
+        )))
+        .stdout(Stdio::null())
+        .stderr(stderr.reopen().unwrap())
+        .spawn()
+        .expect("log-etl-lambda starts");
+    // When it takes an event whose hours run backwards
+    let answer = runtime.first_answer(Duration::from_secs(30)).await;
+    let _ = function.kill();
+    let _ = function.wait();
+    // Then it answers an error naming the event, not the store
+    let logged = fs::read_to_string(stderr.path()).unwrap();
+    let answer = answer.unwrap_or_else(|| panic!("no answer from the function:\n{logged}"));
+    assert_eq!(answer.kind, "error", "{:?}", answer.body);
+    assert_eq!(answer.body["errorType"], "EventError", "{:?}", answer.body);
+    let message = answer.body["errorMessage"].as_str().unwrap();
+    assert!(message.contains("is after"), "{message}");
+}
