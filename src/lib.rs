@@ -14,6 +14,7 @@
 //! | [`exactly_once`] | writing only the records an hour does not hold yet |
 //! | [`compact`] | compaction: merging a closed hour's objects into one |
 //! | [`pipeline`] | the one pipeline every entry point drives: a scheduled pass, a saved response |
+//! | [`replay`] | replay of quarantine: what a key set right or a window widened now lets land |
 //! | [`restore`] | reading landed objects back as the original records |
 //! | [`lambda`] | the Lambda handlers and their metrics |
 //! | [`local`] | tools the Lambda never uses: simulator, synthetic records, demo |
@@ -29,6 +30,7 @@ pub mod local;
 pub mod logging;
 pub mod pipeline;
 pub mod record;
+pub mod replay;
 pub mod restore;
 pub mod retry;
 pub mod source;

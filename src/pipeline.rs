@@ -1,7 +1,8 @@
 //! The one pipeline every entry point drives: records in, objects encoded, objects written
 //! once. The Lambda, `log-etl run`, `process` and the demo all build a [`Pipeline`] with
 //! [`Pipeline::new`] and run a scheduled pass ([`Pipeline::run_pass`]) or a saved response
-//! ([`Pipeline::process`]) through it.
+//! ([`Pipeline::process`]) through it, or the quarantine of some hours again
+//! ([`Pipeline::replay`]).
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -13,10 +14,12 @@ use serde::Serialize;
 use crate::aws::{FernetKeys, SecretError};
 use crate::batch::parallel::{self, ParallelError};
 use crate::batch::response::{self, ResponseError, ResponseLimits, Stop};
-use crate::batch::{Batch, BatchOutput, BatchSettings, EncodeError, spool};
+use crate::batch::{Batch, BatchOutput, BatchSettings, EncodeError, encode, spool};
 use crate::config::{Config, ConfigError, var};
 use crate::exactly_once::{self, WriteError, WriteReport};
 use crate::record::fernet::KeyError;
+use crate::record::hour::Hour;
+use crate::replay::{self, ReplaySummary, Replayer};
 use crate::source::{FetchError, Fetcher};
 use crate::store::{Store, StoreError};
 
@@ -204,6 +207,64 @@ impl Pipeline {
             workers,
         )?;
         self.write(&output, &settings, started).await
+    }
+
+    /// Replays the quarantine of the run hours `hours` (both ends included; every hour when
+    /// `None`) at `now`, which bounds the hours records may land in and names this run's
+    /// quarantine hour: the records that pass now land once, those refused again stay where they
+    /// are (a new line in this run's quarantine when their reason changed). Nothing is deleted;
+    /// a second replay lands nothing. `deadline`, when given, bounds the whole run.
+    pub async fn replay(
+        &self,
+        hours: Option<(Hour, Hour)>,
+        now: DateTime<Utc>,
+        deadline: Option<Instant>,
+    ) -> Result<ReplaySummary, RunError> {
+        let work = self.replay_hours(hours, now);
+        match deadline {
+            Some(deadline) => tokio::time::timeout_at(deadline.into(), work)
+                .await
+                .map_err(|_| StoreError::OutOfTime)?,
+            None => work.await,
+        }
+    }
+
+    async fn replay_hours(
+        &self,
+        hours: Option<(Hour, Hour)>,
+        now: DateTime<Utc>,
+    ) -> Result<ReplaySummary, RunError> {
+        let started = Instant::now();
+        let ring = self.keys.current().await?;
+        let spill = self.spill_dir()?;
+        let settings = self.spilling_into(spill.path());
+        let objects = &settings.objects;
+        let keys = replay::quarantine_keys(&self.store, &objects.layout, hours).await?;
+        let batch = Batch::new(&ring, &settings, now);
+        let mut replayer = Replayer::new(batch, &ring, settings.limits, now);
+        for key in &keys {
+            let reader = self.store.open(key, &objects.spool).await?;
+            replayer.summary.objects_read += 1;
+            for line in encode::read_lines(reader, objects.read) {
+                match line {
+                    Ok(line) => replayer.line(&line)?,
+                    Err(reason) => {
+                        // The lines before the fault were replayed; the object stays as it is.
+                        tracing::warn!(key = %key, reason = %reason, "unreadable quarantine object: left in place");
+                        replayer.summary.objects_unreadable += 1;
+                        replayer.summary.unreadable_objects.push(key.clone());
+                        break;
+                    }
+                }
+            }
+        }
+        let (output, mut summary) = replayer.finish()?;
+        let written = exactly_once::write_new_records(&output, &self.store, objects).await?;
+        summary.add_written(&written);
+        summary.from = hours.map(|(from, _)| from.to_string());
+        summary.to = hours.map(|(_, to)| to.to_string());
+        summary.duration_ms = started.elapsed().as_millis() as u64;
+        Ok(summary)
     }
 
     /// A private folder for this run's spilled bodies (in a folder store not made yet, the

@@ -18,5 +18,6 @@ mod lossless;
 mod private_files;
 mod python_interop;
 mod readme;
+mod replay;
 mod template;
 mod unreadable;

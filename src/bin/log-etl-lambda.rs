@@ -1,9 +1,9 @@
 //! The Lambda function: builds what its job needs once per container (`LOG_ETL_JOB`: a scheduled
-//! pass, or the compaction of closed hours), then serves events.
+//! pass, the compaction of closed hours, or a replay of quarantine), then serves events.
 
 use lambda_runtime::{LambdaEvent, service_fn};
 use log_etl::config::{Config, Job};
-use log_etl::lambda::{self, Compaction, MetricsTarget};
+use log_etl::lambda::{self, Compaction, MetricsTarget, Replay};
 use log_etl::logging::error_chain;
 use log_etl::pipeline::Pipeline;
 use log_etl::store::Store;
@@ -42,6 +42,16 @@ async fn main() -> Result<(), lambda_runtime::Error> {
             };
             lambda_runtime::run(service_fn(move |event: LambdaEvent<_>| async move {
                 lambda::handle_compaction(compaction, metrics, event).await
+            }))
+            .await
+        }
+        Job::Replay => {
+            let replay = &Replay {
+                pipeline: Pipeline::new(&config, store, Some(&sdk))?,
+                lookback_hours: config.compaction.lookback_hours,
+            };
+            lambda_runtime::run(service_fn(move |event: LambdaEvent<_>| async move {
+                lambda::handle_replay(replay, metrics, event).await
             }))
             .await
         }

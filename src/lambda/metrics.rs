@@ -5,6 +5,7 @@ use serde_json::{Value, json};
 
 use crate::compact::CompactSummary;
 use crate::pipeline::RunSummary;
+use crate::replay::ReplaySummary;
 
 /// Dimension naming the function, so several deployments do not mix their figures.
 pub const DIMENSION: &str = "FunctionName";
@@ -89,6 +90,34 @@ pub fn of_compaction(summary: &CompactSummary) -> Vec<Metric> {
     ]
 }
 
+/// A replay's figures: the one list of its metric names, units and values.
+pub fn of_replay(summary: &ReplaySummary) -> Vec<Metric> {
+    vec![
+        count("ReplayRecordsReplayed", summary.records_replayed),
+        count("ReplayRecordsLanded", summary.records_landed),
+        count(
+            "ReplayRecordsAlreadyPresent",
+            summary.records_already_present,
+        ),
+        count("ReplayRecordsStillRefused", summary.records_still_refused),
+        count("ReplayReasonsUpdated", summary.reasons_updated),
+        count("ReplayObjectsUnreadable", summary.objects_unreadable),
+        Metric {
+            name: "ReplayDuration",
+            unit: "Milliseconds",
+            value: summary.duration_ms,
+        },
+    ]
+}
+
+/// The name of every metric a replay emits.
+pub fn replay_metric_names() -> Vec<&'static str> {
+    of_replay(&ReplaySummary::default())
+        .into_iter()
+        .map(|m| m.name)
+        .collect()
+}
+
 /// The name of every metric a compaction run emits.
 pub fn compaction_metric_names() -> Vec<&'static str> {
     of_compaction(&CompactSummary::default())
@@ -149,6 +178,25 @@ mod tests {
             of_compaction(&CompactSummary::default()).len(),
             compaction.len()
         );
+    }
+
+    #[test]
+    fn the_replay_names_its_figures_apart_from_the_other_jobs() {
+        let replay = replay_metric_names();
+        let others = [pass_metric_names(), compaction_metric_names()].concat();
+        assert!(
+            replay.iter().all(|name| !others.contains(name)),
+            "{replay:?}"
+        );
+        let summary = ReplaySummary {
+            records_landed: 7,
+            ..ReplaySummary::default()
+        };
+        let doc: Value =
+            serde_json::from_str(&emf_line("LogEtl", "f", &of_replay(&summary), &summary, 0))
+                .unwrap();
+        assert_eq!(doc["ReplayRecordsLanded"], 7);
+        assert_eq!(doc["records_landed"], 7);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The Lambda handlers: any event in (the schedule's, Scheduler's default, an EventBridge rule's,
 //! `{}` from a manual invoke), one pass (or, for the compaction function, one compaction of the
-//! closed hours), a typed summary out, logged as one line and emitted as metrics ([`metrics`]).
+//! closed hours; for the replay function, one replay of quarantine), a typed summary out, logged
+//! as one line and emitted as metrics ([`metrics`]).
 
 pub mod metrics;
 
@@ -15,6 +16,7 @@ use crate::config::CompactionSettings;
 use crate::logging::error_chain;
 use crate::pipeline::{Pipeline, RunError, RunSummary};
 use crate::record::hour::Hour;
+use crate::replay::{self, ReplaySummary};
 use crate::store::Store;
 
 /// Time a pass may take when the runtime gives no deadline (tests, local invokes).
@@ -143,6 +145,85 @@ pub async fn handle_compaction(
                 "compaction failed"
             );
             Err(err)
+        }
+    }
+}
+
+/// The replay function's set-up, built once: the pipeline (its key, bucket and settings) and
+/// the hours an event that names none replays.
+#[derive(Debug)]
+pub struct Replay {
+    pub pipeline: Pipeline,
+    pub lookback_hours: u32,
+}
+
+/// Why a replay event was not run: the event, or the run.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    #[error("the event's \"hours\" is not usable: {0}")]
+    Event(String),
+    #[error(transparent)]
+    Run(#[from] RunError),
+}
+
+impl ReplayError {
+    /// The type of the error, as a Lambda error type.
+    pub fn error_type(&self) -> &'static str {
+        match self {
+            ReplayError::Event(_) => "EventError",
+            ReplayError::Run(err) => err.error_type(),
+        }
+    }
+}
+
+impl From<ReplayError> for Diagnostic {
+    fn from(err: ReplayError) -> Self {
+        Diagnostic {
+            error_type: err.error_type().to_owned(),
+            error_message: error_chain(&err),
+        }
+    }
+}
+
+/// Replays the quarantine of the run hours the event names (`{"hours": "FROM..TO"}`, each
+/// `YYYY-MM-DDTHH`), else of the last `COMPACT_LOOKBACK_HOURS`: what passes now lands once,
+/// what is still refused stays. Any other event starts the default replay.
+pub async fn handle_replay(
+    replay: &Replay,
+    metrics_target: &MetricsTarget,
+    event: LambdaEvent<serde_json::Value>,
+) -> Result<ReplaySummary, ReplayError> {
+    let deadline = Instant::now() + time_left(event.context.deadline);
+    let now = Utc::now();
+    let hours = match event.payload.get("hours") {
+        Some(serde_json::Value::String(text)) => {
+            replay::parse_hour_range(text).map_err(ReplayError::Event)?
+        }
+        Some(other) => return Err(ReplayError::Event(format!("{other} is not a string"))),
+        None => {
+            let lookback = chrono::Duration::hours(replay.lookback_hours.into());
+            (Hour::of(now - lookback), Hour::of(now))
+        }
+    };
+    match replay
+        .pipeline
+        .replay(Some(hours), now, Some(deadline))
+        .await
+    {
+        Ok(summary) => {
+            // The figures are in the run's one summary line, the metrics document below.
+            tracing::info!(request_id = %event.context.request_id, "replay complete");
+            metrics_target.emit(&metrics::of_replay(&summary), &summary, now);
+            Ok(summary)
+        }
+        Err(err) => {
+            tracing::error!(
+                request_id = %event.context.request_id,
+                error_type = err.error_type(),
+                error = %error_chain(&err),
+                "replay failed"
+            );
+            Err(err.into())
         }
     }
 }

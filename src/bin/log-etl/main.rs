@@ -1,6 +1,6 @@
 //! The `log-etl` command: the demo, scheduled passes and backfills from the command line, the
-//! log-API simulator, restoring what landed, and making keys and test data. `main` parses and
-//! dispatches; each command is a module of `cmd`, and the work is the library's.
+//! log-API simulator, restoring what landed, replaying quarantine, and making keys and test
+//! data. `main` parses and dispatches; each command is a module of `cmd`, and the work is the library's.
 
 mod cmd;
 
@@ -26,6 +26,7 @@ enum Command {
     Process(cmd::process::Args),
     Restore(cmd::restore::Args),
     Compact(cmd::compact::Args),
+    Replay(cmd::replay::Args),
     Simulate(cmd::simulate::Args),
     Keygen(cmd::keygen::Args),
     Generate(cmd::generate::Args),
@@ -46,6 +47,7 @@ fn main() -> ExitCode {
         Command::Process(args) => runtime.block_on(cmd::process::run(args)),
         Command::Restore(args) => runtime.block_on(cmd::restore::run(args)),
         Command::Compact(args) => runtime.block_on(cmd::compact::run(args)),
+        Command::Replay(args) => runtime.block_on(cmd::replay::run(args)),
         Command::Simulate(args) => runtime.block_on(cmd::simulate::run(args)),
         Command::Keygen(args) => cmd::keygen::run(args),
         Command::Generate(args) => cmd::generate::run(args),

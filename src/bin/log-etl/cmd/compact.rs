@@ -6,7 +6,7 @@ use chrono::Utc;
 use log_etl::compact::{self, CompactOptions};
 use log_etl::record::hour::Hour;
 
-use super::{CliError, StoreArgs, config, open_store, print_json};
+use super::{CliError, StoreArgs, config, open_store, parse_hours, print_json};
 
 /// Merge every closed hour that holds more than one object into one object (records ordered by
 /// inDate, exact duplicates dropped), then delete the merged objects. An hour is closed
@@ -18,17 +18,6 @@ pub struct Args {
     /// Only these hours, both ends included: FROM..TO, each YYYY-MM-DDTHH (UTC).
     #[arg(long, value_parser = parse_hours)]
     hours: Option<(Hour, Hour)>,
-}
-
-fn parse_hours(text: &str) -> Result<(Hour, Hour), String> {
-    let (from, to) = text
-        .split_once("..")
-        .ok_or_else(|| format!("{text:?} is not FROM..TO"))?;
-    let (from, to): (Hour, Hour) = (from.parse()?, to.parse()?);
-    if from > to {
-        return Err(format!("{from} is after {to}"));
-    }
-    Ok((from, to))
 }
 
 pub async fn run(args: Args) -> Result<(), CliError> {

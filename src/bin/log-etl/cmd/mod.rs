@@ -1,11 +1,13 @@
 //! One module per command, each with its arguments and a `run`; what they share: the one-line
-//! error with its exit code, the Fernet key arguments, and the synthetic-record arguments.
+//! error with its exit code, the Fernet key arguments, the synthetic-record arguments, and the
+//! `--hours` range.
 
 pub mod compact;
 pub mod demo;
 pub mod generate;
 pub mod keygen;
 pub mod process;
+pub mod replay;
 pub mod restore;
 pub mod run;
 pub mod settings;
@@ -195,4 +197,12 @@ impl From<SynthArgs> for SynthOptions {
             ..SynthOptions::default()
         }
     }
+}
+
+/// `--hours FROM..TO` (each `YYYY-MM-DDTHH`, UTC, both ends included), as `compact` and
+/// `replay` take it; the replay function's event is read by the same parser.
+pub fn parse_hours(
+    text: &str,
+) -> Result<(log_etl::record::hour::Hour, log_etl::record::hour::Hour), String> {
+    log_etl::replay::parse_hour_range(text)
 }
