@@ -14,8 +14,56 @@ use crate::batch::EncodedObject;
 use crate::batch::spool::{Body, Spool, SpoolPolicy};
 use crate::retry::retry_delay;
 
-/// The SDK's error of a failed call, kept whole as the cause.
-pub type SdkCause = Box<dyn StdError + Send + Sync>;
+/// The SDK's error of a failed call, kept whole as the cause. It reads as the few words of
+/// [`reason`] (which the error's own message already holds, so a one-line report stops there);
+/// the SDK's full error is its `Debug` and its [`SdkCause::sdk_error`], for logs at debug level.
+pub struct SdkCause {
+    summary: String,
+    sdk: Box<dyn StdError + Send + Sync>,
+}
+
+impl SdkCause {
+    fn new<E: ProvideErrorMetadata + StdError + Send + Sync + 'static>(
+        err: SdkError<E, HttpResponse>,
+    ) -> Self {
+        Self {
+            summary: reason(&err),
+            sdk: Box::new(err),
+        }
+    }
+
+    fn other(summary: &str, err: impl StdError + Send + Sync + 'static) -> Self {
+        Self {
+            summary: summary.to_owned(),
+            sdk: Box::new(err),
+        }
+    }
+
+    /// The SDK's error, whole.
+    pub fn sdk_error(&self) -> &(dyn StdError + Send + Sync + 'static) {
+        self.sdk.as_ref()
+    }
+}
+
+impl std::fmt::Display for SdkCause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.summary)
+    }
+}
+
+impl std::fmt::Debug for SdkCause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&self.sdk, f)
+    }
+}
+
+/// The SDK's error stays reachable (`source()` of the cause), so nothing is flattened; a
+/// one-line report skips its text, which the lines above already say in words.
+impl StdError for SdkCause {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        Some(self.sdk.as_ref())
+    }
+}
 
 /// Why an S3 call failed (after the SDK's retries, and ours for 409). Each names its operation
 /// and object, with the service's error code when there is one; the SDK's error is the source.
@@ -61,22 +109,45 @@ pub enum S3Error {
 }
 
 /// What went wrong in a call, in a few words: the service's code and message, or why no answer
-/// came (the rest stays in the error's source).
+/// came, and what to check (the rest stays in the error's source).
 fn reason<E: ProvideErrorMetadata>(err: &SdkError<E, HttpResponse>) -> String {
     match err {
         SdkError::ServiceError(service) => {
             let status = service.raw().status().as_u16();
-            match (err.code(), err.message()) {
+            let said = match (err.code(), err.message()) {
                 (Some(code), Some(message)) => format!("{code} (HTTP {status}): {message}"),
                 (Some(code), None) => format!("{code} (HTTP {status})"),
                 _ => format!("HTTP {status}"),
+            };
+            match err.code().and_then(what_to_check) {
+                Some(hint) => format!("{said}; {hint}"),
+                None => said,
             }
         }
         SdkError::TimeoutError(_) => "no answer in time".to_owned(),
-        SdkError::DispatchFailure(_) => "the endpoint could not be reached".to_owned(),
+        SdkError::DispatchFailure(_) => {
+            "the endpoint could not be reached; check AWS_ENDPOINT_URL, AWS_REGION and the network"
+                .to_owned()
+        }
         SdkError::ResponseError(_) => "the answer could not be read".to_owned(),
         _ => "the request could not be made".to_owned(),
     }
+}
+
+/// What to check for the S3 error codes people meet most.
+fn what_to_check(code: &str) -> Option<&'static str> {
+    Some(match code {
+        "NoSuchBucket" => "check the bucket's name (BUCKET_NAME or --bucket) and AWS_REGION",
+        "AccessDenied" | "AllAccessDisabled" => "check the credentials' permissions on the bucket",
+        "ExpiredToken" | "TokenRefreshRequired" => "the credentials expired: renew them",
+        "InvalidAccessKeyId" | "SignatureDoesNotMatch" | "InvalidToken" => {
+            "check the credentials (AWS_PROFILE, AWS_ACCESS_KEY_ID)"
+        }
+        "PermanentRedirect" | "AuthorizationHeaderMalformed" => {
+            "the bucket is in another region: set AWS_REGION to it"
+        }
+        _ => return None,
+    })
 }
 
 /// Writes objects to one bucket.
@@ -175,7 +246,7 @@ impl S3Store {
                         location: self.url_of(&object.key),
                         attempts: attempt,
                         reason: reason(&err),
-                        source: Box::new(err),
+                        source: SdkCause::new(err),
                     });
                 }
             }
@@ -196,7 +267,7 @@ impl S3Store {
             let page = page.map_err(|err| S3Error::List {
                 location: self.url_of(prefix),
                 reason: reason(&err),
-                source: Box::new(err),
+                source: SdkCause::new(err),
             })?;
             keys.extend(
                 page.contents()
@@ -230,14 +301,14 @@ impl S3Store {
                 _ => S3Error::Get {
                     location: location.clone(),
                     reason: reason(&err),
-                    source: Box::new(err),
+                    source: SdkCause::new(err),
                 },
             })?;
         let mut body = Spool::new(spool);
         while let Some(chunk) = output.body.try_next().await.map_err(|err| S3Error::Get {
             location: location.clone(),
             reason: "the body could not be read to its end".to_owned(),
-            source: Box::new(err),
+            source: SdkCause::other("the body could not be read to its end", err),
         })? {
             body.write_all(&chunk).map_err(|source| S3Error::Body {
                 location: location.clone(),
@@ -261,7 +332,7 @@ impl S3Store {
             .map_err(|err| S3Error::Delete {
                 location: self.url_of(key),
                 reason: reason(&err),
-                source: Box::new(err),
+                source: SdkCause::new(err),
             })
     }
 }
