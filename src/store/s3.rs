@@ -124,7 +124,10 @@ fn reason<E: ProvideErrorMetadata>(err: &SdkError<E, HttpResponse>) -> String {
                 None => said,
             }
         }
-        SdkError::TimeoutError(_) => "no answer in time".to_owned(),
+        SdkError::TimeoutError(_) => "no answer in time (timeout)".to_owned(),
+        SdkError::DispatchFailure(failure) if failure.is_timeout() => {
+            "no answer in time (timeout); check AWS_ENDPOINT_URL and the network".to_owned()
+        }
         SdkError::DispatchFailure(_) => {
             "the endpoint could not be reached; check AWS_ENDPOINT_URL, AWS_REGION and the network"
                 .to_owned()

@@ -65,12 +65,13 @@ impl CliError {
         Self::run_at(err, None)
     }
 
-    /// A failed run of a pass that writes to a bucket: a failure of S3 or Secrets Manager also
-    /// names the region and endpoint asked.
+    /// A failed run of a pass that writes to a bucket: a failure of S3 also names the region
+    /// and endpoint asked.
     pub fn run_at(err: RunError, aws: Option<&str>) -> Self {
         tracing::debug!(error = ?err, "the run failed");
         let mut message = error_chain(&err);
-        if let (RunError::Store(_) | RunError::Secret(_), Some(aws)) = (&err, aws) {
+        // A secret's error names its endpoint already.
+        if let (RunError::Store(_), Some(aws)) = (&err, aws) {
             message.push_str(&format!(" ({aws})"));
         }
         match err {
