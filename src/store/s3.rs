@@ -339,3 +339,66 @@ impl S3Store {
             })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::logging::error_chain;
+    use aws_sdk_s3::error::ErrorMetadata;
+    use aws_sdk_s3::operation::list_objects_v2::ListObjectsV2Error;
+    use aws_smithy_types::body::SdkBody;
+
+    /// The error of a ListObjectsV2 the service refused with `code` and `message`.
+    fn refused(status: u16, code: &str, message: &str) -> S3Error {
+        let err = SdkError::service_error(
+            ListObjectsV2Error::generic(
+                ErrorMetadata::builder().code(code).message(message).build(),
+            ),
+            HttpResponse::new(status.try_into().unwrap(), SdkBody::empty()),
+        );
+        S3Error::List {
+            location: "s3://logs/data".to_owned(),
+            reason: reason(&err),
+            source: SdkCause::new(err),
+        }
+    }
+
+    #[test]
+    fn a_refused_call_is_one_short_line_with_its_code_and_what_to_check() {
+        // Given the answers people meet most
+        for (status, code, message, check) in [
+            (
+                404,
+                "NoSuchBucket",
+                "The specified bucket does not exist",
+                "bucket's name",
+            ),
+            (403, "AccessDenied", "Access Denied", "permissions"),
+            (
+                400,
+                "ExpiredToken",
+                "The provided token has expired.",
+                "renew them",
+            ),
+        ] {
+            // When the error is put on one line
+            let err = refused(status, code, message);
+            let line = error_chain(&err);
+            // Then it names the call, the location, the code and message, and what to check,
+            // and stops there, with the SDK's whole error still its source
+            assert!(
+                line.starts_with("ListObjectsV2 s3://logs/data failed: "),
+                "{line}"
+            );
+            assert!(
+                line.contains(&format!("{code} (HTTP {status}): {message}")),
+                "{line}"
+            );
+            assert!(line.contains(check), "{line}");
+            assert!(line.len() < 250, "{line}");
+            let cause = StdError::source(&err).expect("the SDK's error is kept");
+            assert!(cause.source().is_some());
+            assert!(format!("{err:?}").contains(code));
+        }
+    }
+}
