@@ -27,14 +27,66 @@ pub fn init() {
     };
 }
 
-/// An error and every cause under it, on one line: `error: cause: cause…`.
+/// An error and its causes, on one line: `error: cause: cause…`. A cause whose text the line
+/// already holds ends it: what lies under it is the detail of something already said (an S3
+/// error's code and message, above the SDK's own error). The whole error is its `Debug`, logged
+/// at debug level by the callers that report it.
 pub fn error_chain(err: &dyn std::error::Error) -> String {
     let mut text = err.to_string();
     let mut source = err.source();
     while let Some(cause) = source {
+        let said = cause.to_string();
+        if said.is_empty() || text.contains(&said) {
+            break;
+        }
         text.push_str(": ");
-        text.push_str(&cause.to_string());
+        text.push_str(&said);
         source = cause.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("{text}")]
+    struct Layer {
+        text: &'static str,
+        #[source]
+        under: Option<Box<Layer>>,
+    }
+
+    fn chain(texts: &[&'static str]) -> Layer {
+        texts
+            .iter()
+            .rev()
+            .fold(None, |under, text| {
+                Some(Layer {
+                    text,
+                    under: under.map(Box::new),
+                })
+            })
+            .unwrap()
+    }
+
+    #[test]
+    fn every_cause_is_on_the_line_until_one_repeats_what_it_says() {
+        // Given an error whose causes are new, and one whose second cause repeats the first's
+        let new = chain(&["writing failed", "disk full"]);
+        let repeated = chain(&[
+            "GetObject s3://b/k failed: NoSuchBucket (HTTP 404)",
+            "NoSuchBucket (HTTP 404)",
+            "service error",
+            "long SDK detail",
+        ]);
+        // When each is put on one line
+        // Then the first keeps every cause and the second stops where the repetition starts
+        assert_eq!(error_chain(&new), "writing failed: disk full");
+        assert_eq!(
+            error_chain(&repeated),
+            "GetObject s3://b/k failed: NoSuchBucket (HTTP 404)"
+        );
+    }
 }

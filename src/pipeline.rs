@@ -297,6 +297,8 @@ impl Pipeline {
         Ok(RunSummary {
             records_in: output.stats.records_in,
             bytes_in: output.stats.bytes_in,
+            records_undecryptable: output.stats.records_undecryptable,
+            no_record_verified: output.stats.no_record_verified(),
             written,
             duration_ms: started.elapsed().as_millis() as u64,
             ..RunSummary::default()
@@ -312,6 +314,11 @@ pub struct RunSummary {
     pub records_in: u64,
     /// Bytes of the source records as received.
     pub bytes_in: u64,
+    /// Records whose token verifies under none of the keys (quarantined).
+    pub records_undecryptable: u64,
+    /// Records reached the keys and none verified: the key is wrong or was rotated. The
+    /// command line exits 3 and the Lambda emits `NoRecordVerified` = 1.
+    pub no_record_verified: bool,
     /// What was written, and what the hours already held.
     #[serde(flatten)]
     pub written: WriteReport,

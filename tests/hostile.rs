@@ -88,7 +88,10 @@ async fn a_redirect_to_another_origin_is_refused_and_the_credential_stays_with_t
     let stderr = String::from_utf8_lossy(&out.stderr);
     // Then the run fails with the typed error naming both ends of the redirect
     assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("error: FetchError: "), "{stderr}");
+    assert!(
+        stderr.contains("error: fetching the batch failed: "),
+        "{stderr}"
+    );
     let expected = format!(
         "GET {o}/log was redirected from {o}/log to {landing}, which is refused: \
          it leads to another origin",
@@ -250,19 +253,19 @@ async fn every_command_fails_typed_and_in_bounded_time_when_s3_never_answers() {
                 ("BUCKET_NAME", BUCKET),
                 ("FERNET_KEY", &key),
             ],
-            "error: StoreError: ",
+            "error: writing objects failed: ",
         ),
         (
             "process --bucket",
             vec!["process", "--input", input, "--bucket", BUCKET],
             vec![("FERNET_KEY", &saved_key)],
-            "error: StoreError: ",
+            "error: writing objects failed: ",
         ),
         (
             "compact --bucket",
             vec!["compact", "--bucket", BUCKET],
             vec![],
-            "error: StoreError: ",
+            "error: compaction failed: ",
         ),
         (
             "restore s3://",
@@ -316,7 +319,7 @@ async fn a_pass_fails_typed_and_in_bounded_time_when_secrets_manager_never_answe
     // Then it fails with the typed error, naming the call, the secret and the endpoint
     assert_eq!(code, Some(1), "{stderr}");
     let expected = format!(
-        "error: SecretError: the Fernet key could not be read: GetSecretValue of secret log-etl/fernet-key \
+        "error: the Fernet key could not be read: GetSecretValue of secret log-etl/fernet-key \
          at {}/ failed: ",
         stalled.endpoint()
     );

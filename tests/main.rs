@@ -5,6 +5,7 @@ mod common;
 
 mod athena_sql;
 mod cli;
+mod cli_errors;
 mod cli_s3;
 mod compaction;
 mod elements;

@@ -8,6 +8,8 @@ mod secrets;
 
 pub use secrets::{FernetKeys, SecretError};
 
+use std::error::Error as StdError;
+
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, ConfigLoader, Region, SdkConfig};
@@ -82,23 +84,103 @@ pub fn endpoint_shown(
     }
 }
 
+/// The SDK's error of a failed call, kept whole as the cause. It reads as the few words of
+/// [`sdk_reason`] (which the error's own message already holds, so a one-line report stops there);
+/// the SDK's full error is its `Debug` and its [`SdkCause::sdk_error`], for logs at debug level.
+pub struct SdkCause(Box<Cause>);
+
+/// What an [`SdkCause`] holds, boxed so the errors that carry one stay small.
+struct Cause {
+    summary: String,
+    sdk: Box<dyn StdError + Send + Sync>,
+}
+
+impl SdkCause {
+    pub fn new<E: ProvideErrorMetadata + StdError + Send + Sync + 'static>(
+        err: SdkError<E, HttpResponse>,
+    ) -> Self {
+        Self(Box::new(Cause {
+            summary: sdk_reason(&err),
+            sdk: Box::new(err),
+        }))
+    }
+
+    pub fn other(summary: &str, err: impl StdError + Send + Sync + 'static) -> Self {
+        Self(Box::new(Cause {
+            summary: summary.to_owned(),
+            sdk: Box::new(err),
+        }))
+    }
+
+    /// The SDK's error, whole.
+    pub fn sdk_error(&self) -> &(dyn StdError + Send + Sync + 'static) {
+        self.0.sdk.as_ref()
+    }
+}
+
+impl std::fmt::Display for SdkCause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0.summary)
+    }
+}
+
+impl std::fmt::Debug for SdkCause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&self.0.sdk, f)
+    }
+}
+
+/// The SDK's error stays reachable (`source()` of the cause), so nothing is flattened; a
+/// one-line report skips its text, which the lines above already say in words.
+impl StdError for SdkCause {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        Some(self.0.sdk.as_ref())
+    }
+}
+
 /// What went wrong in a call, in a few words: the service's code and message, or why no answer
-/// came (the rest stays in the error's source).
+/// came, and what to check (the rest stays in the error's source).
 pub fn sdk_reason<E: ProvideErrorMetadata>(err: &SdkError<E, HttpResponse>) -> String {
     match err {
         SdkError::ServiceError(service) => {
             let status = service.raw().status().as_u16();
-            match (err.code(), err.message()) {
+            let said = match (err.code(), err.message()) {
                 (Some(code), Some(message)) => format!("{code} (HTTP {status}): {message}"),
                 (Some(code), None) => format!("{code} (HTTP {status})"),
                 _ => format!("HTTP {status}"),
+            };
+            match err.code().and_then(what_to_check) {
+                Some(hint) => format!("{said}; {hint}"),
+                None => said,
             }
         }
-        SdkError::TimeoutError(_) => "no answer in time".to_owned(),
-        SdkError::DispatchFailure(_) => "the endpoint could not be reached".to_owned(),
+        SdkError::TimeoutError(_) => "no answer in time (timeout)".to_owned(),
+        SdkError::DispatchFailure(failure) if failure.is_timeout() => {
+            "no answer in time (timeout); check AWS_ENDPOINT_URL and the network".to_owned()
+        }
+        SdkError::DispatchFailure(_) => {
+            "the endpoint could not be reached; check AWS_ENDPOINT_URL, AWS_REGION and the network"
+                .to_owned()
+        }
         SdkError::ResponseError(_) => "the answer could not be read".to_owned(),
         _ => "the request could not be made".to_owned(),
     }
+}
+
+/// What to check for the error codes people meet most (S3's and the credentials').
+fn what_to_check(code: &str) -> Option<&'static str> {
+    Some(match code {
+        "NoSuchBucket" => "check the bucket's name (BUCKET_NAME or --bucket) and AWS_REGION",
+        "AccessDenied" | "AllAccessDisabled" => "check the credentials' permissions on the bucket",
+        "ExpiredToken" | "TokenRefreshRequired" => "the credentials expired: renew them",
+        "InvalidAccessKeyId" | "SignatureDoesNotMatch" | "InvalidToken" => {
+            "check the credentials (AWS_PROFILE, AWS_ACCESS_KEY_ID)"
+        }
+        "PermanentRedirect" | "AuthorizationHeaderMalformed" => {
+            "the bucket is in another region: set AWS_REGION to it"
+        }
+        _ => return None,
+    })
 }
 
 #[cfg(test)]

@@ -6,8 +6,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aws_sdk_secretsmanager::Client;
-use aws_sdk_secretsmanager::error::SdkError;
-use aws_sdk_secretsmanager::operation::get_secret_value::GetSecretValueError;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
@@ -23,11 +21,10 @@ pub enum SecretError {
         secret_id: String,
         /// The endpoint called, without user info or query ([`super::endpoint_shown`]).
         endpoint: String,
-        /// The SDK's own description (error code and message), flattened because the SDK error
-        /// type's `Display` alone says only "service error".
+        /// What went wrong, in a few words ([`super::sdk_reason`]).
         reason: String,
         #[source]
-        source: Box<SdkError<GetSecretValueError>>,
+        source: super::SdkCause,
     },
     #[error("secret {secret_id} has no value")]
     Empty { secret_id: String },
@@ -123,7 +120,7 @@ impl FernetKeys {
                 secret_id: secret_id.clone(),
                 endpoint: client.endpoint.clone(),
                 reason: super::sdk_reason(&err),
-                source: Box::new(err),
+                source: super::SdkCause::new(err),
             })?;
         let text = match (output.secret_string(), output.secret_binary()) {
             (Some(text), _) => text.to_owned(),

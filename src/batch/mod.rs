@@ -27,7 +27,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::value::RawValue;
 
-use crate::record::fernet::KeyRing;
+use crate::record::fernet::{DecryptError, KeyRing};
 use crate::record::hour::{Hour, HourWindow, Stamp};
 use crate::record::{self, PlacedLine, RecordError, RecordLimits};
 
@@ -65,6 +65,18 @@ pub struct BatchStats {
     pub records_refused: u64,
     /// Bytes of the source records as received.
     pub bytes_in: u64,
+    /// Records whose token verifies under none of the keys (quarantined at the decrypt stage):
+    /// a wrong or rotated key when it is every record that reached the keys.
+    pub records_undecryptable: u64,
+    /// Records whose token verified under one of the keys (landed, or refused at a later stage).
+    pub records_verified: u64,
+}
+
+impl BatchStats {
+    /// Records reached the keys and not one verified: the key is wrong or was rotated.
+    pub fn no_record_verified(&self) -> bool {
+        self.records_undecryptable > 0 && self.records_verified == 0
+    }
 }
 
 /// All objects of a batch: data objects in key order, then the quarantine object, if any.
@@ -146,6 +158,18 @@ impl<'a> Batch<'a> {
     ) -> Result<(), EncodeError> {
         self.stats.records_in += 1;
         self.stats.bytes_in += raw.get().len() as u64;
+        match &outcome {
+            Err(RecordError::Decrypt(DecryptError::NoKeyMatched { .. })) => {
+                self.stats.records_undecryptable += 1;
+            }
+            Ok(_) | Err(RecordError::Parse(_) | RecordError::Place(_)) => {
+                self.stats.records_verified += 1;
+            }
+            Err(RecordError::Decrypt(DecryptError::BadLength | DecryptError::BadPadding)) => {
+                self.stats.records_verified += 1;
+            }
+            Err(_) => {}
+        }
         match outcome {
             Ok(rec) => self.add_line(rec.placement.hour, rec.placement.stamp, &rec.line),
             Err(err) => {
@@ -283,6 +307,25 @@ mod tests {
     }
 
     #[test]
+    fn a_batch_no_record_of_which_verifies_under_the_key_says_so() {
+        // Given records encrypted under a key the ring does not hold, and one of the wrong shape
+        let ring = KeyRing::parse(&generate_key()).unwrap();
+        let stranger = KeyRing::parse(&generate_key()).unwrap();
+        let records = vec![
+            raw_record(&stranger, "2023-03-18T15:08:02.284Z", 1),
+            raw_record(&stranger, "2023-03-18T15:08:02.584Z", 2),
+            RawValue::from_string(r#"{"data": 7}"#.into()).unwrap(),
+        ];
+        // When the batch is encoded
+        let out = encode_batch(&records, &ring, &settings(), run_time()).unwrap();
+        // Then every record is quarantined, and the stats say none verified under the key
+        assert_eq!(out.stats.records_refused, 3);
+        assert_eq!(out.stats.records_undecryptable, 2);
+        assert_eq!(out.stats.records_verified, 0);
+        assert!(out.stats.no_record_verified());
+    }
+
+    #[test]
     fn bad_records_are_quarantined_and_the_rest_land() {
         let ring = KeyRing::parse(&generate_key()).unwrap();
         let stranger = KeyRing::parse(&generate_key()).unwrap();
@@ -294,6 +337,9 @@ mod tests {
         let out = encode_batch(&records, &ring, &settings(), run_time()).unwrap();
         assert_eq!(out.stats.records_placed, 1);
         assert_eq!(out.stats.records_refused, 2);
+        assert_eq!(out.stats.records_undecryptable, 1);
+        assert_eq!(out.stats.records_verified, 1);
+        assert!(!out.stats.no_record_verified());
         let q = out.objects.last().unwrap();
         assert_eq!(
             q.kind,

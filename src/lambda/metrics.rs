@@ -36,6 +36,8 @@ pub fn of_pass(summary: &RunSummary) -> Vec<Metric> {
             summary.written.records_already_present,
         ),
         count("RecordsQuarantined", summary.written.records_quarantined),
+        count("RecordsUndecryptable", summary.records_undecryptable),
+        count("NoRecordVerified", u64::from(summary.no_record_verified)),
         count("DuplicatesDropped", summary.written.duplicates_dropped),
         count("ObjectsWritten", summary.written.objects_written),
         count(

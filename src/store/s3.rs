@@ -1,7 +1,6 @@
 //! The bucket: the one place that calls `PutObject` (create-only, `If-None-Match: *`), and the
 //! reads `restore` needs. The only module that speaks to S3.
 
-use std::error::Error as StdError;
 use std::io::Write as _;
 
 use aws_sdk_s3::Client;
@@ -9,13 +8,10 @@ use aws_sdk_s3::error::SdkError;
 use aws_sdk_s3::primitives::ByteStream;
 
 use super::PutOutcome;
-use crate::aws::sdk_reason;
+use crate::aws::{SdkCause, sdk_reason};
 use crate::batch::EncodedObject;
 use crate::batch::spool::{Body, Spool, SpoolPolicy};
 use crate::retry::retry_delay;
-
-/// The SDK's error of a failed call, kept whole as the cause.
-pub type SdkCause = Box<dyn StdError + Send + Sync>;
 
 /// Why an S3 call failed (after the SDK's retries, and ours for 409). Each names its operation
 /// and object, with the service's error code when there is one; the SDK's error is the source.
@@ -156,7 +152,7 @@ impl S3Store {
                         location: self.url_of(&object.key),
                         attempts: attempt,
                         reason: sdk_reason(&err),
-                        source: Box::new(err),
+                        source: SdkCause::new(err),
                     });
                 }
             }
@@ -177,7 +173,7 @@ impl S3Store {
             let page = page.map_err(|err| S3Error::List {
                 location: self.url_of(prefix),
                 reason: sdk_reason(&err),
-                source: Box::new(err),
+                source: SdkCause::new(err),
             })?;
             keys.extend(
                 page.contents()
@@ -211,14 +207,14 @@ impl S3Store {
                 _ => S3Error::Get {
                     location: location.clone(),
                     reason: sdk_reason(&err),
-                    source: Box::new(err),
+                    source: SdkCause::new(err),
                 },
             })?;
         let mut body = Spool::new(spool);
         while let Some(chunk) = output.body.try_next().await.map_err(|err| S3Error::Get {
             location: location.clone(),
             reason: "the body could not be read to its end".to_owned(),
-            source: Box::new(err),
+            source: SdkCause::other("the body could not be read to its end", err),
         })? {
             body.write_all(&chunk).map_err(|source| S3Error::Body {
                 location: location.clone(),
@@ -242,7 +238,71 @@ impl S3Store {
             .map_err(|err| S3Error::Delete {
                 location: self.url_of(key),
                 reason: sdk_reason(&err),
-                source: Box::new(err),
+                source: SdkCause::new(err),
             })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::logging::error_chain;
+    use aws_sdk_s3::config::http::HttpResponse;
+    use aws_sdk_s3::error::ErrorMetadata;
+    use aws_sdk_s3::operation::list_objects_v2::ListObjectsV2Error;
+    use aws_smithy_types::body::SdkBody;
+
+    /// The error of a ListObjectsV2 the service refused with `code` and `message`.
+    fn refused(status: u16, code: &str, message: &str) -> S3Error {
+        let err = SdkError::service_error(
+            ListObjectsV2Error::generic(
+                ErrorMetadata::builder().code(code).message(message).build(),
+            ),
+            HttpResponse::new(status.try_into().unwrap(), SdkBody::empty()),
+        );
+        S3Error::List {
+            location: "s3://logs/data".to_owned(),
+            reason: sdk_reason(&err),
+            source: SdkCause::new(err),
+        }
+    }
+
+    #[test]
+    fn a_refused_call_is_one_short_line_with_its_code_and_what_to_check() {
+        // Given the answers people meet most
+        for (status, code, message, check) in [
+            (
+                404,
+                "NoSuchBucket",
+                "The specified bucket does not exist",
+                "bucket's name",
+            ),
+            (403, "AccessDenied", "Access Denied", "permissions"),
+            (
+                400,
+                "ExpiredToken",
+                "The provided token has expired.",
+                "renew them",
+            ),
+        ] {
+            // When the error is put on one line
+            let err = refused(status, code, message);
+            let line = error_chain(&err);
+            // Then it names the call, the location, the code and message, and what to check,
+            // and stops there, with the SDK's whole error still its source
+            assert!(
+                line.starts_with("ListObjectsV2 s3://logs/data failed: "),
+                "{line}"
+            );
+            assert!(
+                line.contains(&format!("{code} (HTTP {status}): {message}")),
+                "{line}"
+            );
+            assert!(line.contains(check), "{line}");
+            assert!(line.len() < 250, "{line}");
+            let cause = std::error::Error::source(&err).expect("the SDK's error is kept");
+            assert!(cause.source().is_some());
+            assert!(format!("{err:?}").contains(code));
+        }
     }
 }

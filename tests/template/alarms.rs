@@ -167,3 +167,102 @@ fn alarm_notifications_reach_the_email_through_a_topic_cloudwatch_may_publish_to
         assert_eq!(ref_name(otherwise), "AWS::NoValue", "{id}");
     }
 }
+
+#[test]
+fn a_pass_in_which_no_record_verifies_under_the_key_raises_an_alarm() {
+    // Given the alarms on the function's own metrics
+    let t = template();
+    let alarms = resources_of_type(&t, "AWS::CloudWatch::Alarm");
+    // When the alarm on NoRecordVerified is found
+    let (_, alarm) = alarms
+        .iter()
+        .find(|(_, a)| a["Properties"]["MetricName"].as_str() == Some("NoRecordVerified"))
+        .expect("an alarm on NoRecordVerified");
+    let props = &alarm["Properties"];
+    // Then it watches the pass function and fires on the first such pass
+    assert!(pass_metric_names().contains(&"NoRecordVerified"));
+    assert_eq!(ref_name(at(props, &["Dimensions", "0", "Value"])), FUNCTION);
+    assert_eq!(text(props, &["ComparisonOperator"]), "GreaterThanThreshold");
+    assert_eq!(number(props, &["Threshold"]), 0);
+    assert_eq!(number(props, &["EvaluationPeriods"]), 1);
+    // and its description names the likely cause
+    let description = format!("{:?}", props["AlarmDescription"]);
+    assert!(
+        description.contains("wrong or rotated key"),
+        "{description}"
+    );
+}
+
+/// The metrics a metric-math alarm reads, by id: (namespace, metric name, function, period).
+fn math_inputs(props: &Value) -> BTreeMap<&str, (&Value, &str, &str, u64)> {
+    props["Metrics"]
+        .as_sequence()
+        .expect("a metric-math alarm lists its metrics")
+        .iter()
+        .filter(|m| m.get("MetricStat").is_some())
+        .map(|m| {
+            let stat = &m["MetricStat"];
+            (
+                text(m, &["Id"]),
+                (
+                    at(stat, &["Metric", "Namespace"]),
+                    text(stat, &["Metric", "MetricName"]),
+                    ref_name(at(stat, &["Metric", "Dimensions", "0", "Value"])),
+                    number(stat, &["Period"]),
+                ),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_source_serving_only_records_already_landed_raises_an_alarm_after_30_minutes() {
+    // Given the metric-math alarm on what the pass function fetched and landed
+    let t = template();
+    let namespace = &function_environment(&t)[var::METRICS_NAMESPACE.name];
+    let props = properties(&t, "SourceStalledAlarm");
+    let inputs = math_inputs(props);
+    // Then it reads RecordsFetched and RecordsLanded of that function, in its namespace
+    let names: BTreeSet<&str> = inputs.values().map(|(_, name, _, _)| *name).collect();
+    assert_eq!(names, BTreeSet::from(["RecordsFetched", "RecordsLanded"]));
+    for (namespace_of, name, function, _) in inputs.values() {
+        assert_eq!(*namespace_of, namespace, "{name}");
+        assert_eq!(*function, FUNCTION, "{name}");
+        assert!(pass_metric_names().contains(name), "{name}");
+    }
+    // and its one expression is "fetched some, landed none", on the ids of those two
+    let returned: Vec<&Value> = props["Metrics"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .filter(|m| m["ReturnData"].as_bool() == Some(true))
+        .collect();
+    assert_eq!(returned.len(), 1);
+    let expression = text(returned[0], &["Expression"]);
+    let id_of = |metric: &str| {
+        inputs
+            .iter()
+            .find(|(_, (_, name, _, _))| *name == metric)
+            .map(|(id, _)| *id)
+            .unwrap()
+    };
+    assert_eq!(
+        expression,
+        format!(
+            "IF({} > 0 AND {} == 0, 1, 0)",
+            id_of("RecordsFetched"),
+            id_of("RecordsLanded")
+        )
+    );
+    // and it fires when every period of 30 minutes is such a period
+    let period = inputs.values().map(|(_, _, _, p)| *p).max().unwrap();
+    let periods = number(props, &["EvaluationPeriods"]);
+    assert_eq!(period * periods, 30 * 60);
+    assert_eq!(number(props, &["DatapointsToAlarm"]), periods);
+    assert_eq!(text(props, &["ComparisonOperator"]), "GreaterThanThreshold");
+    assert_eq!(number(props, &["Threshold"]), 0);
+    // and a source sending nothing at all is the silent-source alarm's
+    let silent = properties(&t, "SourceSilentAlarm");
+    assert_eq!(text(silent, &["MetricName"]), "RecordsFetched");
+    assert_eq!(text(silent, &["TreatMissingData"]), "breaching");
+}

@@ -37,7 +37,7 @@ pub async fn run(args: Args) -> Result<(), CliError> {
     };
     let summary = compact::run(&opened.store, &config.objects, &options)
         .await
-        .map_err(|e| CliError::failed(e.error_type(), &e))?;
+        .map_err(|e| CliError::failed("compaction failed", &e))?;
     print_json(&summary);
     Ok(())
 }

@@ -14,7 +14,7 @@ pub struct Args {
     #[arg(long, default_value = "demo-out")]
     out_dir: PathBuf,
     /// Scheduled passes to run, half a second apart.
-    #[arg(long, default_value_t = 12)]
+    #[arg(long, default_value_t = 12, value_parser = clap::value_parser!(u32).range(1..))]
     passes: u32,
 }
 

@@ -1,7 +1,7 @@
 //! `log-etl keygen`: a new Fernet key.
 
 use std::fs::OpenOptions;
-use std::io::Write;
+use std::io::{ErrorKind, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 
@@ -30,6 +30,13 @@ pub fn run(args: Args) -> Result<(), CliError> {
         .create_new(true)
         .mode(0o600)
         .open(&path)
-        .map_err(failed)?;
+        .map_err(|e| match e.kind() {
+            // Bad input, not a failure: a key file is never overwritten.
+            ErrorKind::AlreadyExists => CliError::usage(&format!(
+                "{} exists and is left alone: pass a new file to --out",
+                path.display()
+            )),
+            _ => failed(e),
+        })?;
     writeln!(file, "{key}").map_err(failed)
 }

@@ -21,8 +21,9 @@ use aws_config::SdkConfig;
 use log_etl::config::{Config, FernetKeySource, Secret, var};
 use log_etl::local::synth::SynthOptions;
 use log_etl::logging::error_chain;
-use log_etl::pipeline::RunError;
+use log_etl::pipeline::{RunError, RunSummary};
 use log_etl::record::fernet::KeyRing;
+use log_etl::source::SafeUrl;
 use log_etl::store::{FolderStore, Store};
 
 /// Why a command did not succeed.
@@ -32,9 +33,18 @@ pub enum CliError {
     Usage(String),
     /// The run failed: exit code 1.
     Failed(String),
+    /// Records came and not one verified under the key(s), so all went to quarantine: exit
+    /// code 3 (the key is wrong or was rotated).
+    NoRecordVerified(String),
     /// The reader of our output went away (`| head`): their choice, not a failure.
     ReaderClosed,
 }
+
+/// Exit codes: 0 everything landed, 1 a run failed, 2 bad usage or input, 3 no record verified
+/// under the key(s).
+pub const EXIT_FAILED: u8 = 1;
+pub const EXIT_USAGE: u8 = 2;
+pub const EXIT_NO_RECORD_VERIFIED: u8 = 3;
 
 impl CliError {
     pub fn usage(message: &str) -> Self {
@@ -42,16 +52,30 @@ impl CliError {
     }
 
     pub fn usage_from(context: &str, err: &dyn Error) -> Self {
+        tracing::debug!(error = ?err, "{context}");
         CliError::Usage(format!("{context}: {}", error_chain(err)))
     }
 
     pub fn failed(context: &str, err: &dyn Error) -> Self {
+        tracing::debug!(error = ?err, "{context}");
         CliError::Failed(format!("{context}: {}", error_chain(err)))
     }
 
-    /// A failed run, named by its stage; bad settings or keys are usage errors.
+    /// A failed run, said in words (the Lambda's error type, `RunError::error_type`, is for
+    /// CloudWatch, not people); bad settings or keys are usage errors.
     pub fn run(err: RunError) -> Self {
-        let message = format!("{}: {}", err.error_type(), error_chain(&err));
+        Self::run_at(err, None)
+    }
+
+    /// A failed run of a pass that writes to a bucket: a failure of S3 also names the region
+    /// and endpoint asked.
+    pub fn run_at(err: RunError, aws: Option<&str>) -> Self {
+        tracing::debug!(error = ?err, "the run failed");
+        let mut message = error_chain(&err);
+        // A secret's error names its endpoint already.
+        if let (RunError::Store(_), Some(aws)) = (&err, aws) {
+            message.push_str(&format!(" ({aws})"));
+        }
         match err {
             RunError::Config(_) | RunError::Key(_) => CliError::Usage(message),
             _ => CliError::Failed(message),
@@ -59,12 +83,27 @@ impl CliError {
     }
 }
 
+/// A pass that fetched records of which not one verified under the key(s) is an error of its
+/// own: the records are in quarantine, and the key is what to check. `keys` says where the
+/// keys came from.
+pub fn check_verified(summary: &RunSummary, keys: &str) -> Result<(), CliError> {
+    if !summary.no_record_verified {
+        return Ok(());
+    }
+    Err(CliError::NoRecordVerified(format!(
+        "no record verified under the Fernet key(s): {} record(s) went to quarantine; the key is \
+         wrong or was rotated: check {keys}",
+        summary.records_undecryptable
+    )))
+}
+
 /// The exit status of a command, its error printed on one line.
 pub fn exit_code(result: Result<(), CliError>) -> ExitCode {
     let (code, message) = match result {
         Ok(()) | Err(CliError::ReaderClosed) => return ExitCode::SUCCESS,
-        Err(CliError::Usage(message)) => (2, message),
-        Err(CliError::Failed(message)) => (1, message),
+        Err(CliError::Usage(message)) => (EXIT_USAGE, message),
+        Err(CliError::Failed(message)) => (EXIT_FAILED, message),
+        Err(CliError::NoRecordVerified(message)) => (EXIT_NO_RECORD_VERIFIED, message),
     };
     eprintln!("log-etl: error: {message}");
     ExitCode::from(code)
@@ -72,7 +111,7 @@ pub fn exit_code(result: Result<(), CliError>) -> ExitCode {
 
 /// The settings from the environment.
 pub fn config() -> Result<Config, CliError> {
-    Config::from_env().map_err(|e| CliError::usage_from("configuration", &e))
+    Config::from_env().map_err(|e| CliError::usage_from("a setting is invalid", &e))
 }
 
 /// Prints a summary as one JSON line.
@@ -83,7 +122,8 @@ pub fn print_json(value: &impl serde::Serialize) {
 /// Where the Fernet key comes from: a file, the command line, or `FERNET_KEY`.
 #[derive(clap::Args)]
 pub struct KeyArgs {
-    /// File holding the Fernet key (or a JSON list of keys, newest first).
+    /// File holding the Fernet key (or a JSON list of keys, newest first); without it or --key,
+    /// the key is FERNET_KEY's.
     #[arg(long, conflicts_with = "key")]
     key_file: Option<PathBuf>,
     /// The Fernet key itself. `ps` shows it to every user: prefer --key-file or FERNET_KEY.
@@ -115,16 +155,12 @@ impl KeyArgs {
     }
 }
 
-/// Where the objects are: a folder standing in for the bucket, or a bucket.
+/// Where the objects are: a folder standing in for the bucket, or a bucket (one of the two).
 #[derive(clap::Args)]
+#[group(required = true, multiple = false)]
 pub struct StoreArgs {
     /// Folder standing in for the bucket.
-    #[arg(
-        long,
-        visible_alias = "out-dir",
-        required_unless_present = "bucket",
-        conflicts_with = "bucket"
-    )]
+    #[arg(long, visible_alias = "out-dir")]
     pub dir: Option<PathBuf>,
     /// Bucket (credentials, region and AWS_ENDPOINT_URL from the environment).
     #[arg(long)]
@@ -136,6 +172,20 @@ pub struct StoreArgs {
 pub struct Opened {
     pub store: Store,
     pub sdk: Option<SdkConfig>,
+    /// The region and endpoint AWS calls go to, as errors name them.
+    pub aws: Option<String>,
+}
+
+/// `region R, endpoint E` of an SDK configuration (the endpoint without user info or query).
+fn aws_location(sdk: &SdkConfig) -> String {
+    let region = sdk
+        .region()
+        .map_or("(none set)".to_owned(), |r| r.to_string());
+    let endpoint = match sdk.endpoint_url() {
+        Some(url) => SafeUrl::parse(url).map_or("(unparsable)".to_owned(), |u| u.to_string()),
+        None => format!("https://s3.{region}.amazonaws.com"),
+    };
+    format!("region {region}, endpoint {endpoint}")
 }
 
 /// Opens the folder `dir`, else the bucket (`bucket`, else `BUCKET_NAME`).
@@ -157,12 +207,12 @@ pub async fn open_store(
     };
     let store = match (dir, &sdk) {
         (Some(dir), _) => Store::Folder(FolderStore::new(dir)),
-        (None, Some(sdk)) => {
-            Store::bucket(sdk, config).map_err(|e| CliError::usage_from("configuration", &e))?
-        }
+        (None, Some(sdk)) => Store::bucket(sdk, config)
+            .map_err(|e| CliError::usage_from("a setting is invalid", &e))?,
         (None, None) => unreachable!("an SDK configuration is loaded for a bucket"),
     };
-    Ok(Opened { store, sdk })
+    let aws = sdk.as_ref().map(aws_location);
+    Ok(Opened { store, sdk, aws })
 }
 
 fn read_key_file(path: &Path) -> Result<String, CliError> {

@@ -3,6 +3,7 @@
 use std::io::{self, BufWriter, Write};
 use std::path::Path;
 
+use log_etl::logging::error_chain;
 use log_etl::restore::{self, RestoreError};
 
 use super::{CliError, config, open_store};
@@ -24,29 +25,57 @@ pub async fn run(args: Args) -> Result<(), CliError> {
             Some(location) => {
                 let (bucket, prefix) = location.split_once('/').unwrap_or((location, ""));
                 let opened = open_store(None, Some(bucket.to_owned()), &mut config).await?;
-                restore::restore_store(&opened.store, prefix, &config.objects, &mut out).await
+                restore::restore_store(&opened.store, prefix, &config.objects, &mut out)
+                    .await
+                    .map_err(|e| failed(e, opened.aws.as_deref()))
             }
             None if Path::new(path).is_dir() => {
                 let opened = open_store(Some(Path::new(path)), None, &mut config).await?;
-                restore::restore_store(&opened.store, "", &config.objects, &mut out).await
+                restore::restore_store(&opened.store, "", &config.objects, &mut out)
+                    .await
+                    .map_err(|e| failed(e, None))
             }
             None if Path::new(path).exists() => {
                 restore::restore_file(Path::new(path), config.objects.read, &mut out)
+                    .map_err(|e| bad_file(e, path))
             }
             None => {
                 return Err(CliError::usage(&format!(
                     "cannot read {path}: no such file"
                 )));
             }
-        };
-        restored.map_err(failed)?;
+        }?;
+        if restored == 0 {
+            // Every object holds at least one record: none were found.
+            return Err(CliError::usage(&format!(
+                "nothing to restore: {path} holds no records (quarantine is skipped); check the \
+                 path, or KEY_PREFIX and PARTITION_STYLE"
+            )));
+        }
     }
-    out.flush().map_err(|e| failed(RestoreError::Output(e)))
+    out.flush()
+        .map_err(|e| failed(RestoreError::Output(e), None))
 }
 
-fn failed(err: RestoreError) -> CliError {
+fn failed(err: RestoreError, aws: Option<&str>) -> CliError {
     match err {
         RestoreError::Output(e) if e.kind() == io::ErrorKind::BrokenPipe => CliError::ReaderClosed,
-        err => CliError::failed("restore failed", &err),
+        err => match (&err, aws) {
+            (RestoreError::Store(_), Some(aws)) => {
+                tracing::debug!(error = ?err, "restore failed");
+                CliError::Failed(format!("restore failed: {} ({aws})", error_chain(&err)))
+            }
+            _ => CliError::failed("restore failed", &err),
+        },
+    }
+}
+
+/// A file given that is not an object of records is bad input (exit 2), not a failed run.
+fn bad_file(err: RestoreError, path: &str) -> CliError {
+    match err {
+        RestoreError::Unreadable { .. } | RestoreError::Line { .. } | RestoreError::Io { .. } => {
+            CliError::usage_from(&format!("cannot restore {path}"), &err)
+        }
+        err => failed(err, None),
     }
 }

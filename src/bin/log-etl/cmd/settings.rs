@@ -1,10 +1,12 @@
-//! `log-etl settings`: every environment variable read, with its default and range.
+//! `log-etl settings`: every environment variable read, its value now, its default and range.
 
-use log_etl::config::var::{self, Kind};
+use log_etl::config::var::{self, Kind, Setting};
+use log_etl::source::SafeUrl;
 
-use super::CliError;
+use super::{CliError, config};
 
-/// List every setting (environment variable) with its default, allowed values and meaning.
+/// List every setting (environment variable) with the value it has in this environment, its
+/// default, allowed values and meaning; the settings are checked first, as a run checks them.
 #[derive(clap::Args)]
 pub struct Args {
     /// Print the names only, one a line.
@@ -12,12 +14,28 @@ pub struct Args {
     names: bool,
 }
 
-pub fn run(args: Args) -> Result<(), CliError> {
-    for setting in var::ALL {
-        if args.names {
-            println!("{}", setting.name);
-            continue;
+/// What a setting is set to here, fit to print: a key is only said to be set, and a URL loses
+/// what may hold a credential (user info, query): LOG_API_URL, AWS_ENDPOINT_URL.
+fn shown(setting: &Setting, value: Option<String>) -> String {
+    match value {
+        None => "(not set)".to_owned(),
+        Some(_) if setting.name == var::FERNET_KEY.name => "(set)".to_owned(),
+        Some(url) if setting.name.ends_with("_URL") => {
+            SafeUrl::parse(&url).map_or_else(|| "(set)".to_owned(), |url| format!("= {url}"))
         }
+        Some(value) => format!("= {value}"),
+    }
+}
+
+pub fn run(args: Args) -> Result<(), CliError> {
+    if args.names {
+        for setting in var::ALL {
+            println!("{}", setting.name);
+        }
+        return Ok(());
+    }
+    config()?;
+    for setting in var::ALL {
         let values = match setting.kind {
             Kind::Text { default: Some(d) } => format!("default {d}"),
             Kind::Text { default: None } => "no default".to_owned(),
@@ -26,7 +44,11 @@ pub fn run(args: Args) -> Result<(), CliError> {
                 format!("default {default}, at most {max_secs} s")
             }
         };
-        println!("{:<24} {:<36} {}", setting.name, values, setting.about);
+        let now = shown(&setting, std::env::var(setting.name).ok());
+        println!(
+            "{:<24} {:<32} {:<36} {}",
+            setting.name, now, values, setting.about
+        );
     }
     Ok(())
 }
