@@ -208,6 +208,32 @@ impl S3Store {
         Ok(keys)
     }
 
+    /// Every key under `prefix` with its size in bytes (from the listing: no object is read),
+    /// in key order.
+    pub async fn list_with_sizes(&self, prefix: &str) -> Result<Vec<(String, u64)>, S3Error> {
+        let mut objects = Vec::new();
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(prefix)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|err| S3Error::List {
+                location: self.url_of(prefix),
+                reason: reason(&err),
+                source: Box::new(err),
+            })?;
+            objects.extend(page.contents().iter().filter_map(|o| {
+                let size = o.size().and_then(|size| u64::try_from(size).ok()).unwrap_or(0);
+                o.key().map(|key| (key.to_owned(), size))
+            }));
+        }
+        objects.sort();
+        Ok(objects)
+    }
+
     /// Downloads the object into a body kept as `spool` says (memory, or a spill file once it
     /// grows), and returns a reader of it.
     pub async fn download(
