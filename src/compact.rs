@@ -130,7 +130,7 @@ pub async fn run_with_progress(
     let settings = &settings.spilling_into(spill.path());
     let mut summary = CompactSummary::default();
     let hours = closed_hours(store, settings, options).await?;
-    progress.set_objects_total(hours.values().map(|inputs| inputs.len() as u64).sum());
+    progress.add_objects_total(hours.values().map(|inputs| inputs.len() as u64).sum());
     for (hour, inputs) in hours {
         if options.deadline.is_some_and(|d| Instant::now() >= d) {
             summary.hours_left += 1;

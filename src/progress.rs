@@ -33,9 +33,10 @@ impl Progress {
         self.counters.objects.fetch_add(n, Ordering::Relaxed);
     }
 
-    /// The objects the run will go through, once they are listed.
-    pub fn set_objects_total(&self, n: u64) {
-        self.counters.objects_total.store(n, Ordering::Relaxed);
+    /// Adds the objects a run will go through, once they are listed (each of several runs
+    /// counted into one progress adds its own).
+    pub fn add_objects_total(&self, n: u64) {
+        self.counters.objects_total.fetch_add(n, Ordering::Relaxed);
     }
 
     pub fn records(&self) -> u64 {

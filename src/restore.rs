@@ -104,13 +104,18 @@ pub async fn restore_store_with_progress(
     let mut unreadable = Vec::new();
     let mut keys = store.list(prefix).await.map_err(RestoreError::Store)?;
     keys.retain(|key| settings.layout.holds_records(key));
-    progress.set_objects_total(keys.len() as u64);
+    progress.add_objects_total(keys.len() as u64);
     for key in &keys {
         let reader = store
             .open(key, &settings.spool)
             .await
             .map_err(RestoreError::Store)?;
-        let records = match restore_object(&store.locate(key), progress.reading(reader), settings.read, out) {
+        let records = match restore_object(
+            &store.locate(key),
+            progress.reading(reader),
+            settings.read,
+            out,
+        ) {
             Ok(records) => records,
             Err(RestoreError::Unreadable {
                 name,

@@ -16,8 +16,8 @@ use chrono::{TimeZone, Utc};
 use crate::batch::encode::ReadLimits;
 use crate::compact::{self, CompactError, CompactOptions};
 use crate::config::{Config, var};
-use crate::local::status::{self, StatusError, StatusOptions};
 use crate::local::simulator::{GroundTruth, Simulator, SimulatorOptions};
+use crate::local::status::{self, StatusError, StatusOptions};
 use crate::local::synth::SynthOptions;
 use crate::pipeline::{Pipeline, RunError};
 use crate::record::fernet::{KeyRing, generate_key};
@@ -321,7 +321,10 @@ async fn describe_landed<W: Write>(
     let mut table = Vec::new();
     status::write_table(&landed, &mut table).map_err(DemoError::Report)?;
     for line in String::from_utf8_lossy(&table).lines() {
-        account.line(format_args!("    {line}"))?;
+        match line.is_empty() {
+            true => account.line(format_args!(""))?,
+            false => account.line(format_args!("    {line}"))?,
+        }
     }
     account.line(format_args!(
         "  {quarantined} distinct record(s) in quarantine (undecryptable)"

@@ -4,5 +4,5 @@
 
 pub mod demo;
 pub mod simulator;
-pub mod synth;
 pub mod status;
+pub mod synth;

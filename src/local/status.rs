@@ -170,7 +170,8 @@ pub async fn status(
         }
     }
     for (hour, entry) in &mut data {
-        let closed = hour.start() + chrono::Duration::hours(1) + options.closed_after <= options.now;
+        let closed =
+            hour.start() + chrono::Duration::hours(1) + options.closed_after <= options.now;
         entry.state = match (entry.unreadable_objects.is_empty(), closed, entry.objects) {
             (false, _, _) => HourState::Unreadable,
             (true, false, _) => HourState::Open,
@@ -291,13 +292,21 @@ pub fn write_table(status: &StoreStatus, out: &mut impl Write) -> io::Result<()>
     let measure = |h: &HourStatus| h.records.unwrap_or(h.bytes);
     let largest = status.hours.iter().map(measure).max().unwrap_or(0).max(1);
     let counted = status.totals.records.is_some();
+    let count = |n: Option<u64>| match n {
+        Some(n) => format!(" {n:>9}"),
+        None => String::new(),
+    };
+    let heading = |name: &str| match counted {
+        true => format!(" {name:>9}"),
+        false => String::new(),
+    };
     writeln!(
         out,
-        "{:<13} {:>7} {:>11} {:>9}  {:<10} {}",
+        "{:<13} {:>7} {:>11}{}  {:<10} {}",
         "hour",
         "objects",
         "bytes",
-        if counted { "records" } else { "" },
+        heading("records"),
         "state",
         if counted { "records" } else { "bytes" }
     )?;
@@ -305,11 +314,11 @@ pub fn write_table(status: &StoreStatus, out: &mut impl Write) -> io::Result<()>
         let bar = "#".repeat((measure(hour) * CHART_WIDTH).div_ceil(largest) as usize);
         writeln!(
             out,
-            "{:<13} {:>7} {:>11} {:>9}  {:<10} {bar}",
+            "{:<13} {:>7} {:>11}{}  {:<10} {bar}",
             hour.hour,
             hour.objects,
             hour.bytes,
-            hour.records.map(|r| r.to_string()).unwrap_or_default(),
+            count(hour.records),
             hour.state.label()
         )?;
         for key in &hour.unreadable_objects {
@@ -320,20 +329,20 @@ pub fn write_table(status: &StoreStatus, out: &mut impl Write) -> io::Result<()>
         writeln!(out)?;
         writeln!(
             out,
-            "{:<13} {:>7} {:>11} {:>9}  quarantine, by run hour",
+            "{:<13} {:>7} {:>11}{}  quarantine, by run hour",
             "run hour",
             "objects",
             "bytes",
-            if counted { "lines" } else { "" }
+            heading("lines")
         )?;
         for q in &status.quarantine {
             writeln!(
                 out,
-                "{:<13} {:>7} {:>11} {:>9}",
+                "{:<13} {:>7} {:>11}{}",
                 q.hour,
                 q.objects,
                 q.bytes,
-                q.lines.map(|l| l.to_string()).unwrap_or_default()
+                count(q.lines)
             )?;
         }
     }
@@ -349,7 +358,9 @@ pub fn write_table(status: &StoreStatus, out: &mut impl Write) -> io::Result<()>
         t.hours_unreadable,
         t.objects,
         t.bytes,
-        t.records.map(|r| format!(", {r} records")).unwrap_or_default(),
+        t.records
+            .map(|r| format!(", {r} records"))
+            .unwrap_or_default(),
         t.quarantine_objects,
         t.quarantine_bytes,
         t.quarantine_lines

@@ -226,7 +226,10 @@ impl S3Store {
                 source: Box::new(err),
             })?;
             objects.extend(page.contents().iter().filter_map(|o| {
-                let size = o.size().and_then(|size| u64::try_from(size).ok()).unwrap_or(0);
+                let size = o
+                    .size()
+                    .and_then(|size| u64::try_from(size).ok())
+                    .unwrap_or(0);
                 o.key().map(|key| (key.to_owned(), size))
             }));
         }

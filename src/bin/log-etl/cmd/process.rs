@@ -6,7 +6,10 @@ use std::path::PathBuf;
 use chrono::Utc;
 use log_etl::pipeline::{Pipeline, RunError};
 
-use super::{CliError, KeyArgs, StoreArgs, config, open_store, print_json};
+use log_etl::progress::Progress;
+
+use super::run::describe_run;
+use super::{CliError, KeyArgs, Measure, ProgressBar, StoreArgs, config, open_store, report};
 
 /// Process a saved API response (a JSON array of any size, read as a stream) into the objects the
 /// Lambda would write: under a folder, or into a bucket (backfills). Settings (prefixes, layout,
@@ -37,11 +40,19 @@ pub async fn run(args: Args) -> Result<(), CliError> {
         None => false,
     };
     let opened = open_store(args.store.dir.as_deref(), args.store.bucket, &mut config).await?;
-    let pipeline =
+    let mut pipeline =
         Pipeline::new(&config, opened.store, opened.sdk.as_ref()).map_err(CliError::run)?;
-    match pipeline.process(input, Utc::now()).await {
+    let progress = Progress::default();
+    pipeline.set_progress(progress.clone());
+    let size = input.metadata().map_or(0, |meta| meta.len());
+    let bar = ProgressBar::show("Processing", Measure::Bytes(size), &progress);
+    let processed = pipeline.process(input, Utc::now()).await;
+    drop(bar);
+    match processed {
         Ok(summary) => {
-            print_json(&summary);
+            report(&summary, |s| {
+                describe_run(&format!("process of {}", args.input.display()), s)
+            });
             Ok(())
         }
         Err(err @ RunError::Response(_)) => {
