@@ -18,5 +18,7 @@ mod lossless;
 mod private_files;
 mod python_interop;
 mod readme;
+mod status;
 mod template;
+mod terminal;
 mod unreadable;
