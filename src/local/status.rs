@@ -368,3 +368,64 @@ pub fn write_table(status: &StoreStatus, out: &mut impl Write) -> io::Result<()>
             .unwrap_or_default()
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hour(
+        name: &str,
+        objects: u64,
+        bytes: u64,
+        records: Option<u64>,
+        state: HourState,
+    ) -> HourStatus {
+        HourStatus {
+            hour: name.to_owned(),
+            objects,
+            bytes,
+            records,
+            state,
+            unreadable_objects: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn the_table_charts_records_when_counted_and_bytes_otherwise_with_the_totals() {
+        // Given two hours, one twice the records of the other
+        let hours = vec![
+            hour("2023-03-18T14", 1, 100, Some(50), HourState::Compacted),
+            hour("2023-03-18T15", 3, 400, Some(100), HourState::Open),
+        ];
+        let quarantine = vec![QuarantineStatus {
+            hour: "2026-12-01T10".to_owned(),
+            objects: 1,
+            bytes: 40,
+            lines: Some(2),
+        }];
+        let status = StoreStatus {
+            totals: totals(&hours, &quarantine, true),
+            hours,
+            quarantine,
+        };
+        // When it is written as a table
+        let mut out = Vec::new();
+        write_table(&status, &mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        // Then each row has its state and a bar in proportion to its records
+        let row = |name: &str| {
+            text.lines()
+                .find(|l| l.starts_with(name))
+                .unwrap()
+                .to_owned()
+        };
+        assert!(row("2023-03-18T14").contains("compacted"));
+        assert!(row("2023-03-18T14").ends_with(&format!(" {}", "#".repeat(15))));
+        assert!(row("2023-03-18T15").ends_with(&format!(" {}", "#".repeat(30))));
+        assert!(row("2026-12-01T10").contains(" 2"));
+        // And the totals sum the hours
+        assert!(text.contains(
+            "total: 2 hour(s) (1 open, 0 closed, 1 compacted, 0 unreadable), 4 object(s), 500 bytes, 150 records; quarantine: 1 object(s), 40 bytes, 2 lines"
+        ), "{text}");
+    }
+}
