@@ -26,6 +26,7 @@ use serde::Serialize;
 use crate::batch::encode;
 use crate::batch::spool;
 use crate::batch::{EncodeError, EncodedObject, ObjectBuilder, ObjectKind, ObjectSettings};
+use crate::progress::Progress;
 use crate::record;
 use crate::record::hour::{Hour, Stamp};
 use crate::store::{PutOutcome, Store, StoreError};
@@ -113,17 +114,33 @@ pub async fn run(
     settings: &ObjectSettings,
     options: &CompactOptions,
 ) -> Result<CompactSummary, CompactError> {
+    run_with_progress(store, settings, options, &Progress::default()).await
+}
+
+/// As [`run`], counting into `progress` the input objects to merge (once listed), and the
+/// objects, records and bytes merged, an hour at a time.
+pub async fn run_with_progress(
+    store: &Store,
+    settings: &ObjectSettings,
+    options: &CompactOptions,
+    progress: &Progress,
+) -> Result<CompactSummary, CompactError> {
     let started = Instant::now();
     let spill = spool::spill_dir(&store.spill_parent()).map_err(EncodeError::SpillFolder)?;
     let settings = &settings.spilling_into(spill.path());
     let mut summary = CompactSummary::default();
     let hours = closed_hours(store, settings, options).await?;
+    progress.add_objects_total(hours.values().map(|inputs| inputs.len() as u64).sum());
     for (hour, inputs) in hours {
         if options.deadline.is_some_and(|d| Instant::now() >= d) {
             summary.hours_left += 1;
             continue;
         }
+        let before = (summary.records, summary.bytes_in);
         compact_hour(store, settings, hour, &inputs, &mut summary).await?;
+        progress.add_objects(inputs.len() as u64);
+        progress.add_records(summary.records - before.0);
+        progress.add_bytes(summary.bytes_in - before.1);
     }
     summary.duration_ms = started.elapsed().as_millis() as u64;
     Ok(summary)

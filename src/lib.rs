@@ -19,6 +19,7 @@
 //! | [`lambda`] | the Lambda handlers and their metrics |
 //! | [`local`] | tools the Lambda never uses: simulator, synthetic records, demo |
 //! | [`logging`] | log set-up and one-line error chains |
+//! | [`progress`] | counters of how far long work has got, for a progress display |
 
 pub mod aws;
 pub mod batch;
@@ -29,6 +30,7 @@ pub mod lambda;
 pub mod local;
 pub mod logging;
 pub mod pipeline;
+pub mod progress;
 pub mod record;
 pub mod replay;
 pub mod restore;

@@ -1,5 +1,6 @@
 //! Log set-up for every binary: fields first, a short message; JSON when Lambda asks for it
-//! (`AWS_LAMBDA_LOG_FORMAT=JSON`); level from `RUST_LOG`, else `AWS_LAMBDA_LOG_LEVEL`, else info.
+//! (`AWS_LAMBDA_LOG_FORMAT=JSON`); level from `RUST_LOG`, else `AWS_LAMBDA_LOG_LEVEL`, else info
+//! (the command line: `RUST_LOG`, else `-v`, else warnings on a terminal and info elsewhere).
 //! Logs go to stderr, leaving stdout to results (summaries, restored records, metrics). Errors are
 //! logged and reported on one line with their causes ([`error_chain`]).
 
@@ -7,10 +8,27 @@ use tracing_subscriber::EnvFilter;
 
 /// Installs the global subscriber; later calls do nothing.
 pub fn init() {
-    let filter = EnvFilter::try_from_env("RUST_LOG").unwrap_or_else(|_| {
-        let level = std::env::var("AWS_LAMBDA_LOG_LEVEL").unwrap_or_else(|_| "info".to_owned());
-        EnvFilter::new(level.to_ascii_lowercase())
-    });
+    let level = std::env::var("AWS_LAMBDA_LOG_LEVEL").unwrap_or_else(|_| "info".to_owned());
+    install(&level);
+}
+
+/// Installs the global subscriber of the command line. `RUST_LOG` wins; else each `-v` raises
+/// the level (1 info, 2 debug, 3 trace); else a terminal gets warnings only, so progress and
+/// summaries are not interleaved with timestamped lines, and anything else (a pipe, a file, a
+/// CI log) gets info, as the Lambda does.
+pub fn init_cli(verbosity: u8, stderr_is_terminal: bool) {
+    let level = match (verbosity, stderr_is_terminal) {
+        (0, true) => "warn",
+        (0, false) | (1, _) => "info",
+        (2, _) => "debug",
+        _ => "trace",
+    };
+    install(level);
+}
+
+fn install(default_level: &str) {
+    let filter = EnvFilter::try_from_env("RUST_LOG")
+        .unwrap_or_else(|_| EnvFilter::new(default_level.to_ascii_lowercase()));
     let json = std::env::var("AWS_LAMBDA_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

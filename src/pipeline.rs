@@ -17,6 +17,7 @@ use crate::batch::response::{self, ResponseError, ResponseLimits, Stop};
 use crate::batch::{Batch, BatchOutput, BatchSettings, EncodeError, encode, spool};
 use crate::config::{Config, ConfigError, var};
 use crate::exactly_once::{self, WriteError, WriteReport};
+use crate::progress::Progress;
 use crate::record::fernet::KeyError;
 use crate::record::hour::Hour;
 use crate::replay::{self, ReplaySummary, Replayer};
@@ -100,6 +101,8 @@ pub struct Pipeline {
     saved_limits: ResponseLimits,
     /// Where each run makes its spill folder.
     spill_parent: PathBuf,
+    /// How far a `process` run has got (counted into nothing unless set).
+    progress: Progress,
 }
 
 impl Pipeline {
@@ -131,6 +134,7 @@ impl Pipeline {
                 max_element: response::element_limit(config.limits.max_record_bytes),
                 max_records: u64::MAX,
             },
+            progress: Progress::default(),
         })
     }
 
@@ -198,6 +202,8 @@ impl Pipeline {
         let spill = self.spill_dir()?;
         let settings = self.spilling_into(spill.path());
         let workers = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
+        // Read through a buffer of its own, so the count costs one add per 256 KiB.
+        let input = std::io::BufReader::with_capacity(256 * 1024, self.progress.reading(input));
         let output = parallel::encode_parallel(
             input,
             &ring,
@@ -206,7 +212,14 @@ impl Pipeline {
             run_time,
             workers,
         )?;
+        self.progress.add_records(output.stats.records_in);
         self.write(&output, &settings, started).await
+    }
+
+    /// Counts the bytes a [`Pipeline::process`] reads into `progress` as it reads them, and its
+    /// records once they are encoded.
+    pub fn set_progress(&mut self, progress: Progress) {
+        self.progress = progress;
     }
 
     /// Replays the quarantine of the run hours `hours` (both ends included; every hour when

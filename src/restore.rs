@@ -9,6 +9,7 @@ use serde_json::{Map, Value};
 
 use crate::batch::encode::{self, ReadLimits, Unreadable};
 use crate::batch::{ObjectSettings, spool};
+use crate::progress::Progress;
 use crate::record::fields;
 use crate::store::{Store, StoreError};
 
@@ -82,6 +83,18 @@ pub async fn restore_store(
     settings: &ObjectSettings,
     out: &mut impl Write,
 ) -> Result<u64, RestoreError> {
+    restore_store_with_progress(store, prefix, settings, out, &Progress::default()).await
+}
+
+/// As [`restore_store`], counting into `progress` the objects to restore (once listed), and
+/// the objects and records restored, an object at a time.
+pub async fn restore_store_with_progress(
+    store: &Store,
+    prefix: &str,
+    settings: &ObjectSettings,
+    out: &mut impl Write,
+    progress: &Progress,
+) -> Result<u64, RestoreError> {
     let spill = spool::spill_dir(&std::env::temp_dir()).map_err(|source| RestoreError::Io {
         name: "the temporary folder".to_owned(),
         source,
@@ -89,25 +102,35 @@ pub async fn restore_store(
     let settings = settings.spilling_into(spill.path());
     let mut total = 0;
     let mut unreadable = Vec::new();
-    let keys = store.list(prefix).await.map_err(RestoreError::Store)?;
-    for key in keys.iter().filter(|key| settings.layout.holds_records(key)) {
+    let mut keys = store.list(prefix).await.map_err(RestoreError::Store)?;
+    keys.retain(|key| settings.layout.holds_records(key));
+    progress.add_objects_total(keys.len() as u64);
+    for key in &keys {
         let reader = store
             .open(key, &settings.spool)
             .await
             .map_err(RestoreError::Store)?;
-        match restore_object(&store.locate(key), reader, settings.read, out) {
-            Ok(records) => total += records,
+        let records = match restore_object(
+            &store.locate(key),
+            progress.reading(reader),
+            settings.read,
+            out,
+        ) {
+            Ok(records) => records,
             Err(RestoreError::Unreadable {
                 name,
                 records,
                 reason,
             }) => {
                 tracing::warn!(object = %name, records, reason = %reason, "unreadable object");
-                total += records;
                 unreadable.push(name);
+                records
             }
             Err(other) => return Err(other),
-        }
+        };
+        total += records;
+        progress.add_records(records);
+        progress.add_objects(1);
     }
     match unreadable.is_empty() {
         true => Ok(total),

@@ -20,5 +20,7 @@ mod private_files;
 mod python_interop;
 mod readme;
 mod replay;
+mod status;
 mod template;
+mod terminal;
 mod unreadable;

@@ -3,7 +3,7 @@
 //! landed, and proves it by restoring everything and comparing with what the simulator served;
 //! then compacts the closed hours and proves it again.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::fmt;
 use std::fs;
 use std::io::{self, Read, Write};
@@ -17,6 +17,7 @@ use crate::batch::encode::ReadLimits;
 use crate::compact::{self, CompactError, CompactOptions};
 use crate::config::{Config, var};
 use crate::local::simulator::{GroundTruth, Simulator, SimulatorOptions};
+use crate::local::status::{self, StatusError, StatusOptions};
 use crate::local::synth::SynthOptions;
 use crate::pipeline::{Pipeline, RunError};
 use crate::record::fernet::{KeyRing, generate_key};
@@ -68,6 +69,8 @@ pub enum DemoError {
     Report(#[source] io::Error),
     #[error("compacting the closed hours failed")]
     Compact(#[source] CompactError),
+    #[error("taking the status of what landed failed")]
+    Status(#[source] StatusError),
     #[error("proof failed: {0}")]
     Proof(String),
 }
@@ -277,14 +280,6 @@ struct Landed {
     data_keys: Vec<String>,
 }
 
-/// Objects, records and bytes under one hour folder.
-#[derive(Default)]
-struct FolderFigures {
-    objects: u64,
-    records: u64,
-    bytes: u64,
-}
-
 async fn describe_landed<W: Write>(
     store: &Store,
     config: &Config,
@@ -294,26 +289,22 @@ async fn describe_landed<W: Write>(
     let layout = &config.objects.layout;
     let mut data_keys = list(store, &format!("{}/", layout.data_prefix())).await?;
     data_keys.retain(|key| layout.holds_records(key));
-    let mut per_hour: BTreeMap<&str, FolderFigures> = BTreeMap::new();
-    for key in &data_keys {
-        let bytes = get(store, key).await?;
-        let records =
-            restore::restore_object(key, &bytes[..], config.objects.read, &mut io::sink())
-                .map_err(DemoError::Restore)?;
-        let folder = key.rsplit_once('/').map_or("", |(folder, _)| folder);
-        let figures = per_hour.entry(folder).or_default();
-        figures.objects += 1;
-        figures.records += records;
-        figures.bytes += bytes.len() as u64;
-    }
+    // The table `log-etl status --records` shows, every hour long closed but not compacted yet.
+    let options = StatusOptions {
+        now: Utc::now(),
+        closed_after: config.compaction.after,
+        hours: None,
+        records: true,
+    };
+    let landed = status::status(store, &config.objects, &options)
+        .await
+        .map_err(DemoError::Status)?;
     // A batch read in two passes either side of an hour is quarantined in both hour folders (the
     // quarantine object is filed under the hour of the run), so entries are counted once each.
     let quarantine_keys = list(store, &format!("{}/", layout.quarantine_prefix())).await?;
     let mut entries = BTreeSet::new();
-    let mut stored: u64 = per_hour.values().map(|f| f.bytes).sum();
     for key in &quarantine_keys {
         let bytes = get(store, key).await?;
-        stored += bytes.len() as u64;
         let mut text = String::new();
         flate2::read::MultiGzDecoder::new(&bytes[..])
             .read_to_string(&mut text)
@@ -321,23 +312,22 @@ async fn describe_landed<W: Write>(
         entries.extend(text.lines().map(str::to_owned));
     }
     let quarantined = entries.len() as u64;
+    let stored = landed.totals.bytes + landed.totals.quarantine_bytes;
     account.line(format_args!(""))?;
-    account.line(format_args!("  what landed:"))?;
     account.line(format_args!(
-        "    {:<28} {:>7} {:>8} {:>9}",
-        "folder", "objects", "records", "bytes"
+        "  what landed (log-etl status --records --dir {}):",
+        store.locate("").trim_end_matches('/')
     ))?;
-    for (folder, f) in &per_hour {
-        account.line(format_args!(
-            "    {folder:<28} {:>7} {:>8} {:>9}",
-            f.objects, f.records, f.bytes
-        ))?;
+    let mut table = Vec::new();
+    status::write_table(&landed, &mut table).map_err(DemoError::Report)?;
+    for line in String::from_utf8_lossy(&table).lines() {
+        match line.is_empty() {
+            true => account.line(format_args!(""))?,
+            false => account.line(format_args!("    {line}"))?,
+        }
     }
     account.line(format_args!(
-        "    {:<28} {:>7} {:>8}",
-        format!("{}/ (undecryptable)", layout.quarantine_prefix()),
-        quarantine_keys.len(),
-        quarantined
+        "  {quarantined} distinct record(s) in quarantine (undecryptable)"
     ))?;
     account.line(format_args!(
         "  compression: {} bytes served (each record once) -> {} bytes stored ({:.1}x)",

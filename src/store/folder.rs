@@ -112,6 +112,18 @@ impl FolderStore {
         Ok(keys)
     }
 
+    /// Every key under `prefix` with its size in bytes, in key order (as [`Self::list`]).
+    pub fn list_with_sizes(&self, prefix: &str) -> Result<Vec<(String, u64)>, FolderStoreError> {
+        self.list(prefix)?
+            .into_iter()
+            .map(|key| {
+                let meta = fs::metadata(self.checked_path(&key)?)
+                    .map_err(|e| self.io_error("listing", &key, e))?;
+                Ok((key, meta.len()))
+            })
+            .collect()
+    }
+
     /// The object's bytes.
     pub fn get(&self, key: &str) -> Result<Vec<u8>, FolderStoreError> {
         fs::read(self.checked_path(key)?).map_err(|e| self.io_error("reading", key, e))

@@ -93,6 +93,14 @@ impl Store {
         }
     }
 
+    /// Every key under `prefix` with its size in bytes, in key order: a listing, no object read.
+    pub async fn list_with_sizes(&self, prefix: &str) -> Result<Vec<(String, u64)>, StoreError> {
+        match self {
+            Store::Folder(store) => Ok(store.list_with_sizes(prefix)?),
+            Store::S3(store) => Ok(store.list_with_sizes(prefix).await?),
+        }
+    }
+
     /// The object's bytes as stored.
     pub async fn get(&self, key: &str) -> Result<Vec<u8>, StoreError> {
         match self {

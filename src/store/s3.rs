@@ -161,7 +161,14 @@ impl S3Store {
 
     /// Every key under `prefix`, in key order.
     pub async fn list(&self, prefix: &str) -> Result<Vec<String>, S3Error> {
-        let mut keys = Vec::new();
+        let objects = self.list_with_sizes(prefix).await?;
+        Ok(objects.into_iter().map(|(key, _)| key).collect())
+    }
+
+    /// Every key under `prefix` with its size in bytes (from the listing: no object is read),
+    /// in key order.
+    pub async fn list_with_sizes(&self, prefix: &str) -> Result<Vec<(String, u64)>, S3Error> {
+        let mut objects = Vec::new();
         let mut pages = self
             .client
             .list_objects_v2()
@@ -175,14 +182,16 @@ impl S3Store {
                 reason: sdk_reason(&err),
                 source: SdkCause::new(err),
             })?;
-            keys.extend(
-                page.contents()
-                    .iter()
-                    .filter_map(|o| o.key().map(str::to_owned)),
-            );
+            objects.extend(page.contents().iter().filter_map(|o| {
+                let size = o
+                    .size()
+                    .and_then(|size| u64::try_from(size).ok())
+                    .unwrap_or(0);
+                o.key().map(|key| (key.to_owned(), size))
+            }));
         }
-        keys.sort();
-        Ok(keys)
+        objects.sort();
+        Ok(objects)
     }
 
     /// Downloads the object into a body kept as `spool` says (memory, or a spill file once it

@@ -1,9 +1,11 @@
 //! The `log-etl` command: the demo, scheduled passes and backfills from the command line, the
-//! log-API simulator, restoring what landed, replaying quarantine, and making keys and test
-//! data. `main` parses and dispatches; each command is a module of `cmd`, and the work is the library's.
+//! log-API simulator, restoring what landed, what a store holds, replaying quarantine, and making
+//! keys and test data. `main` parses and dispatches; each command is a module of `cmd`, and the
+//! work is the library's.
 
 mod cmd;
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -17,6 +19,15 @@ use clap::{Parser, Subcommand};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Print the summary as one line of JSON, also on a terminal (into a pipe it always is).
+    #[arg(long, global = true)]
+    json: bool,
+    /// No progress bar (there is none anyway when stderr is not a terminal).
+    #[arg(short, long, global = true)]
+    quiet: bool,
+    /// More log lines on stderr: -v info, -vv debug, -vvv trace (RUST_LOG, when set, wins).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
 }
 
 #[derive(Subcommand)]
@@ -31,11 +42,19 @@ enum Command {
     Keygen(cmd::keygen::Args),
     Generate(cmd::generate::Args),
     Settings(cmd::settings::Args),
+    Status(cmd::status::Args),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    log_etl::logging::init();
+    let manners = cmd::Manners {
+        json: cli.json,
+        quiet: cli.quiet,
+        stdout_is_terminal: std::io::stdout().is_terminal(),
+        stderr_is_terminal: std::io::stderr().is_terminal(),
+    };
+    manners.install();
+    log_etl::logging::init_cli(cli.verbose, manners.stderr_is_terminal);
     log_etl::batch::spool::remove_spill_dirs_on_signal().expect("signal handlers install");
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -52,6 +71,7 @@ fn main() -> ExitCode {
         Command::Keygen(args) => cmd::keygen::run(args),
         Command::Generate(args) => cmd::generate::run(args),
         Command::Settings(args) => cmd::settings::run(args),
+        Command::Status(args) => runtime.block_on(cmd::status::run(args)),
     };
     cmd::exit_code(result)
 }

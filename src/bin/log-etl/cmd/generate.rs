@@ -6,8 +6,12 @@ use std::path::PathBuf;
 
 use chrono::{DateTime, Utc};
 use log_etl::local::synth::{ResponseWriter, Synth};
+use log_etl::progress::Progress;
 
-use super::{CliError, KeyArgs, SynthArgs};
+use super::{CliError, KeyArgs, Measure, ProgressBar, SynthArgs};
+
+/// Records written between two additions to the progress counters.
+const PROGRESS_EVERY: u64 = 1024;
 
 /// Write a saved API response of realistic records (for trying things out and benchmarks).
 #[derive(clap::Args)]
@@ -41,8 +45,23 @@ pub fn run(args: Args) -> Result<(), CliError> {
             File::create(path).map_err(write_failed)?,
         )));
     }
-    Synth::new(args.synth.into())
-        .write_batch(&ring, args.start, args.records, &mut writer)
-        .and_then(|()| writer.finish())
-        .map_err(write_failed)
+    let progress = Progress::default();
+    let bar = ProgressBar::show("Generating", Measure::Records(args.records), &progress);
+    // Synth::write_batch's loop, counted a thousand records at a time.
+    let mut synth = Synth::new(args.synth.into());
+    let mut at = args.start;
+    let mut written = 0;
+    while written < args.records {
+        let chunk = PROGRESS_EVERY.min(args.records - written);
+        for _ in 0..chunk {
+            let item = synth.item(&ring, at);
+            at += synth.next_gap();
+            writer.item(&item).map_err(write_failed)?;
+        }
+        written += chunk;
+        progress.add_records(chunk);
+    }
+    let finished = writer.finish().map_err(write_failed);
+    drop(bar);
+    finished
 }

@@ -12,6 +12,7 @@ pub mod restore;
 pub mod run;
 pub mod settings;
 pub mod simulate;
+pub mod status;
 
 use std::error::Error;
 use std::path::{Path, PathBuf};
@@ -255,4 +256,179 @@ pub fn parse_hours(
     text: &str,
 ) -> Result<(log_etl::record::hour::Hour, log_etl::record::hour::Hour), String> {
     log_etl::replay::parse_hour_range(text)
+}
+
+/// How a command shows itself: the global flags, and whether stdout and stderr are terminals.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Manners {
+    /// `--json`: the one JSON line even on a terminal.
+    pub json: bool,
+    /// `--quiet`: no progress bar.
+    pub quiet: bool,
+    pub stdout_is_terminal: bool,
+    pub stderr_is_terminal: bool,
+}
+
+static MANNERS: std::sync::OnceLock<Manners> = std::sync::OnceLock::new();
+
+impl Manners {
+    /// Settles the manners of this process (`main`, once, before any command runs).
+    pub fn install(self) {
+        let _ = MANNERS.set(self);
+    }
+
+    /// The manners of this process.
+    pub fn get() -> Manners {
+        MANNERS.get().copied().unwrap_or_default()
+    }
+
+    /// A summary for people (stdout a terminal, no `--json`), else the one JSON line.
+    pub fn human(self) -> bool {
+        self.stdout_is_terminal && !self.json
+    }
+
+    /// A progress bar on stderr (a terminal, no `--quiet`).
+    pub fn progress(self) -> bool {
+        self.stderr_is_terminal && !self.quiet
+    }
+}
+
+/// Prints a command's summary: `human()`'s lines on a terminal, else `value` as one JSON line
+/// (the same figures).
+pub fn report<T: serde::Serialize>(value: &T, human: impl FnOnce(&T) -> String) {
+    if Manners::get().human() {
+        println!("{}", human(value));
+    } else {
+        print_json(value);
+    }
+}
+
+/// A right-aligned green verb, as cargo's `Finished` (no colour when stdout is not a terminal).
+pub fn headline(verb: &str) -> String {
+    if Manners::get().stdout_is_terminal {
+        format!("\x1b[1;32m{verb:>12}\x1b[0m")
+    } else {
+        format!("{verb:>12}")
+    }
+}
+
+/// Bytes for people: `1.4 MiB`.
+pub fn human_bytes(bytes: u64) -> String {
+    indicatif::HumanBytes(bytes).to_string()
+}
+
+/// Milliseconds for people: `1.25s`.
+pub fn human_ms(ms: u64) -> String {
+    format!("{:.2}s", ms as f64 / 1000.0)
+}
+
+/// What a progress bar measures its length in.
+#[derive(Debug, Clone, Copy)]
+pub enum Measure {
+    /// Bytes of input out of a known total (a saved response's size).
+    Bytes(u64),
+    /// Records out of a known total.
+    Records(u64),
+    /// Objects out of the total the work lists.
+    Objects,
+}
+
+/// A progress bar on stderr fed from the work's [`Progress`] by a thread of its own, so the
+/// work pays only its atomic adds. Cleared when dropped.
+pub struct ProgressBar {
+    bar: indicatif::ProgressBar,
+    stop: std::sync::mpsc::Sender<()>,
+    feeder: Option<std::thread::JoinHandle<()>>,
+}
+
+/// How often the bar is redrawn.
+const BAR_REFRESH: std::time::Duration = std::time::Duration::from_millis(100);
+
+impl ProgressBar {
+    /// A bar named `verb` over `progress`, or nothing when the manners say no bar.
+    pub fn show(
+        verb: &str,
+        measure: Measure,
+        progress: &log_etl::progress::Progress,
+    ) -> Option<Self> {
+        if !Manners::get().progress() {
+            return None;
+        }
+        let (length, template) = match measure {
+            Measure::Bytes(total) => (
+                total,
+                "{prefix:>12.cyan.bold} [{wide_bar}] {bytes}/{total_bytes}{msg}, {bytes_per_sec}, ETA {eta}",
+            ),
+            Measure::Records(total) => (
+                total,
+                "{prefix:>12.cyan.bold} [{wide_bar}] {human_pos}/{human_len} records, {msg}, {per_sec}, ETA {eta}",
+            ),
+            Measure::Objects => (
+                0,
+                "{prefix:>12.cyan.bold} [{wide_bar}] {human_pos}/{human_len} objects, {msg}, ETA {eta}",
+            ),
+        };
+        let style = indicatif::ProgressStyle::with_template(template)
+            .expect("the bar's template is valid")
+            .progress_chars("=> ");
+        let bar = indicatif::ProgressBar::with_draw_target(
+            Some(length),
+            indicatif::ProgressDrawTarget::stderr_with_hz(10),
+        )
+        .with_style(style)
+        .with_prefix(verb.to_owned());
+        feed(&bar, measure, progress);
+        bar.tick();
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let (feeding, progress) = (bar.clone(), progress.clone());
+        let feeder = std::thread::spawn(move || {
+            // Until the command drops the bar (or goes away): a bounded wait each round.
+            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                stopped.recv_timeout(BAR_REFRESH)
+            {
+                feed(&feeding, measure, &progress);
+            }
+        });
+        Some(Self {
+            bar,
+            stop,
+            feeder: Some(feeder),
+        })
+    }
+}
+
+fn feed(bar: &indicatif::ProgressBar, measure: Measure, progress: &log_etl::progress::Progress) {
+    match measure {
+        Measure::Bytes(_) => {
+            // A saved response's records are counted once encoded: until then, bytes only.
+            bar.set_position(progress.bytes());
+            let records = progress.records();
+            if records > 0 {
+                bar.set_message(format!(", {records} records"));
+            }
+        }
+        Measure::Records(_) => {
+            bar.set_position(progress.records());
+            bar.set_message(human_bytes(progress.bytes()));
+        }
+        Measure::Objects => {
+            bar.set_length(progress.objects_total());
+            bar.set_position(progress.objects());
+            bar.set_message(format!(
+                "{} records, {}",
+                progress.records(),
+                human_bytes(progress.bytes())
+            ));
+        }
+    }
+}
+
+impl Drop for ProgressBar {
+    fn drop(&mut self) {
+        let _ = self.stop.send(());
+        if let Some(feeder) = self.feeder.take() {
+            let _ = feeder.join();
+        }
+        self.bar.finish_and_clear();
+    }
 }

@@ -8,7 +8,12 @@ use chrono::Utc;
 use flate2::read::MultiGzDecoder;
 use log_etl::pipeline::{Pipeline, RunError};
 
-use super::{CliError, KeyArgs, StoreArgs, check_verified, config, open_store, print_json};
+use log_etl::progress::Progress;
+
+use super::run::describe_run;
+use super::{
+    CliError, KeyArgs, Measure, ProgressBar, StoreArgs, check_verified, config, open_store, report,
+};
 
 /// Process a saved API response (a JSON array of any size, read as a stream; gzip'd or not)
 /// into the objects the Lambda would write: under a folder (--out-dir), or into a bucket
@@ -76,11 +81,19 @@ pub async fn run(args: Args) -> Result<(), CliError> {
     };
     let opened = open_store(args.store.dir.as_deref(), args.store.bucket, &mut config).await?;
     let aws = opened.aws.clone();
-    let pipeline = Pipeline::new(&config, opened.store, opened.sdk.as_ref())
+    let mut pipeline = Pipeline::new(&config, opened.store, opened.sdk.as_ref())
         .map_err(|e| CliError::run_at(e, aws.as_deref()))?;
-    match pipeline.process(input, Utc::now()).await {
+    let progress = Progress::default();
+    pipeline.set_progress(progress.clone());
+    // The file's size as the bar's total (unknown for standard input; for a gzip'd response,
+    // the bytes read are the uncompressed ones, so the bar may pass its total).
+    let size = fs::metadata(&args.input).map_or(0, |meta| meta.len());
+    let bar = ProgressBar::show("Processing", Measure::Bytes(size), &progress);
+    let processed = pipeline.process(input, Utc::now()).await;
+    drop(bar);
+    match processed {
         Ok(summary) => {
-            print_json(&summary);
+            report(&summary, |s| describe_run(&format!("process of {name}"), s));
             check_verified(&summary, "--key-file, --key or FERNET_KEY")
         }
         Err(err @ RunError::Response(_)) => {

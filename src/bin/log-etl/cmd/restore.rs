@@ -4,9 +4,10 @@ use std::io::{self, BufWriter, Write};
 use std::path::Path;
 
 use log_etl::logging::error_chain;
+use log_etl::progress::Progress;
 use log_etl::restore::{self, RestoreError};
 
-use super::{CliError, config, open_store};
+use super::{CliError, Measure, ProgressBar, config, open_store};
 
 /// Print the original records stored in objects, as NDJSON in the order stored. PATHs are files,
 /// folders (searched recursively) or s3://bucket/prefix; quarantine is skipped.
@@ -20,20 +21,34 @@ pub async fn run(args: Args) -> Result<(), CliError> {
     let mut config = config()?;
     let stdout = io::stdout();
     let mut out = BufWriter::new(stdout.lock());
+    let progress = Progress::default();
+    let bar = ProgressBar::show("Restoring", Measure::Objects, &progress);
     for path in &args.paths {
         let restored = match path.strip_prefix("s3://") {
             Some(location) => {
                 let (bucket, prefix) = location.split_once('/').unwrap_or((location, ""));
                 let opened = open_store(None, Some(bucket.to_owned()), &mut config).await?;
-                restore::restore_store(&opened.store, prefix, &config.objects, &mut out)
-                    .await
-                    .map_err(|e| failed(e, opened.aws.as_deref()))
+                restore::restore_store_with_progress(
+                    &opened.store,
+                    prefix,
+                    &config.objects,
+                    &mut out,
+                    &progress,
+                )
+                .await
+                .map_err(|e| failed(e, opened.aws.as_deref()))
             }
             None if Path::new(path).is_dir() => {
                 let opened = open_store(Some(Path::new(path)), None, &mut config).await?;
-                restore::restore_store(&opened.store, "", &config.objects, &mut out)
-                    .await
-                    .map_err(|e| failed(e, None))
+                restore::restore_store_with_progress(
+                    &opened.store,
+                    "",
+                    &config.objects,
+                    &mut out,
+                    &progress,
+                )
+                .await
+                .map_err(|e| failed(e, None))
             }
             None if Path::new(path).exists() => {
                 restore::restore_file(Path::new(path), config.objects.read, &mut out)
@@ -53,6 +68,7 @@ pub async fn run(args: Args) -> Result<(), CliError> {
             )));
         }
     }
+    drop(bar);
     out.flush()
         .map_err(|e| failed(RestoreError::Output(e), None))
 }

@@ -4,9 +4,11 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use log_etl::pipeline::Pipeline;
+use log_etl::pipeline::{Pipeline, RunSummary};
 
-use super::{CliError, check_verified, config, open_store, print_json};
+use super::{
+    CliError, check_verified, config, headline, human_bytes, human_ms, open_store, report,
+};
 
 /// One scheduled pass, as the Lambda does it, configured by the same environment variables;
 /// prints the run's summary.
@@ -33,6 +35,41 @@ pub async fn run(args: Args) -> Result<(), CliError> {
         .run_pass(Utc::now(), Instant::now() + budget)
         .await
         .map_err(failed)?;
-    print_json(&summary);
+    report(&summary, |s| describe_run("pass", s));
     check_verified(&summary, "FERNET_KEY or the secret FERNET_SECRET_ID names")
+}
+
+/// A run's summary for people, as cargo's `Finished` line and the figures under it.
+pub fn describe_run(what: &str, s: &RunSummary) -> String {
+    let w = &s.written;
+    let mut text = format!(
+        "{} {what}: {} record(s) in ({}) in {}\n",
+        headline("Finished"),
+        s.records_in,
+        human_bytes(s.bytes_in),
+        human_ms(s.duration_ms)
+    );
+    text += &format!(
+        "{:>12} {} landed in {} hour(s), {} already present, {} duplicate(s) dropped\n",
+        "records",
+        w.records_landed,
+        w.hours.len(),
+        w.records_already_present,
+        w.duplicates_dropped
+    );
+    text += &format!(
+        "{:>12} {} record(s), {} already in quarantine\n",
+        "quarantined", w.records_quarantined, w.quarantined_already_present
+    );
+    text += &format!(
+        "{:>12} {} written ({}), {} already present",
+        "objects",
+        w.objects_written,
+        human_bytes(w.bytes_out),
+        w.objects_already_present
+    );
+    if w.objects_unreadable > 0 {
+        text += &format!(", {} unreadable (left as they are)", w.objects_unreadable);
+    }
+    text
 }
