@@ -171,9 +171,10 @@ impl Key {
     }
 }
 
-/// Whether the AES and SHA-256 instructions of this CPU are used for tokens, as the crates
-/// decide it at run time (AES-NI and SHA-NI on x86_64, the ARMv8 AES and SHA2 extensions on
-/// arm64): the Lambda logs it once at start-up. Detection is done once and then cached.
+/// Whether the AES and SHA-256 instructions of this CPU are used for tokens (AES-NI and SHA-NI
+/// on x86_64, the ARMv8 AES and SHA2 extensions on arm64), as the crates decide it: at run time
+/// (detected once, then cached), or at build time where the target CPU has them (the Lambda
+/// build, for Neoverse N1). The Lambda logs it once at start-up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Hardware {
     /// AES-128 (decryption) runs on the CPU's AES instructions.
