@@ -266,17 +266,17 @@ fn timed<T>(f: impl FnOnce() -> T) -> (Duration, T) {
 
 /// Verifies and decrypts every (base64-decoded) token with the primitives alone.
 fn crypto_floor(key: &[u8], tokens: &[Vec<u8>]) -> usize {
-    use aes::cipher::{BlockDecryptMut, KeyIvInit, block_padding::Pkcs7};
-    use hmac::Mac;
+    use aes::cipher::{BlockModeDecrypt, KeyIvInit, block_padding::Pkcs7};
+    use hmac::{KeyInit, Mac};
     let mut plain_bytes = 0;
     for token in tokens {
         let (message, tag) = token.split_at(token.len() - 32);
-        let mut mac = hmac::Hmac::<sha2_010::Sha256>::new_from_slice(&key[..16]).unwrap();
+        let mut mac = hmac::Hmac::<Sha256>::new_from_slice(&key[..16]).unwrap();
         mac.update(message);
         mac.verify_slice(tag).unwrap();
         let plain = cbc::Decryptor::<aes::Aes128>::new_from_slices(&key[16..], &message[9..25])
             .unwrap()
-            .decrypt_padded_vec_mut::<Pkcs7>(&message[25..])
+            .decrypt_padded_vec::<Pkcs7>(&message[25..])
             .unwrap();
         plain_bytes += black_box(plain).len();
     }

@@ -11,6 +11,12 @@ use log_etl::store::Store;
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_runtime::Error> {
     log_etl::logging::init();
+    let hardware = log_etl::record::fernet::hardware();
+    tracing::info!(
+        aes_hardware = hardware.aes,
+        sha256_hardware = hardware.sha256,
+        "token decryption"
+    );
     log_etl::batch::spool::remove_spill_dirs_on_signal()?;
     let config = Config::from_env()?;
     let metrics = MetricsTarget {

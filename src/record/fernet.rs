@@ -13,10 +13,10 @@ use aes::Aes128;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE;
 use cbc::cipher::block_padding::Pkcs7;
-use cbc::cipher::{BlockDecryptMut, KeyIvInit};
+use cbc::cipher::{BlockModeDecrypt, KeyIvInit};
 use fernet::Fernet;
-use hmac::{Hmac, Mac};
-use sha2_010::Sha256;
+use hmac::{Hmac, KeyInit, Mac};
+use sha2::Sha256;
 
 /// Version byte every Fernet token starts with (spec: `0x80`).
 const FERNET_VERSION: u8 = 0x80;
@@ -57,7 +57,8 @@ pub enum DecryptError {
 /// One key: the HMAC-SHA256 signing half and the AES-128 encryption half.
 #[derive(Clone)]
 struct Key {
-    signing: [u8; 16],
+    /// HMAC-SHA256 keyed with the signing half once, cloned per token (saves hashing the key).
+    signing: Hmac<Sha256>,
     encryption: [u8; 16],
     /// The same key for making tokens.
     maker: Fernet,
@@ -134,8 +135,12 @@ impl KeyRing {
         if ciphertext.is_empty() || !ciphertext.len().is_multiple_of(AES_BLOCK) {
             return Err(DecryptError::BadLength);
         }
-        cbc::Decryptor::<Aes128>::new(&key.encryption.into(), signed[9..HEADER].into())
-            .decrypt_padded_vec_mut::<Pkcs7>(ciphertext)
+        // Cannot fail: the header's length was checked above.
+        let iv: [u8; AES_BLOCK] = signed[9..HEADER]
+            .try_into()
+            .map_err(|_| DecryptError::TooShort { len: data.len() })?;
+        cbc::Decryptor::<Aes128>::new(&key.encryption.into(), &iv.into())
+            .decrypt_padded_vec::<Pkcs7>(ciphertext)
             .map_err(|_| DecryptError::BadPadding)
     }
 
@@ -152,7 +157,7 @@ impl Key {
         let raw: [u8; 32] = raw.try_into().ok()?;
         let (signing, encryption) = raw.split_at(16);
         Some(Self {
-            signing: signing.try_into().ok()?,
+            signing: Hmac::<Sha256>::new_from_slice(signing).ok()?,
             encryption: encryption.try_into().ok()?,
             maker: Fernet::new(&URL_SAFE.encode(raw))?,
         })
@@ -160,11 +165,48 @@ impl Key {
 
     /// Whether `tag` is the HMAC-SHA256 of `signed` under this key (compared in constant time).
     fn verifies(&self, signed: &[u8], tag: &[u8]) -> bool {
-        let mut mac =
-            Hmac::<Sha256>::new_from_slice(&self.signing).expect("HMAC takes a key of any size");
+        let mut mac = self.signing.clone();
         mac.update(signed);
         mac.verify_slice(tag).is_ok()
     }
+}
+
+/// Whether the AES and SHA-256 instructions of this CPU are used for tokens (AES-NI and SHA-NI
+/// on x86_64, the ARMv8 AES and SHA2 extensions on arm64), as the crates decide it: at run time
+/// (detected once, then cached), or at build time where the target CPU has them (the Lambda
+/// build, for Neoverse N1). The Lambda logs it once at start-up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hardware {
+    /// AES-128 (decryption) runs on the CPU's AES instructions.
+    pub aes: bool,
+    /// SHA-256 (the HMAC) runs on the CPU's SHA-256 instructions.
+    pub sha256: bool,
+}
+
+/// What the `aes` and `sha2` crates chose on this CPU: `aes` says so itself; for SHA-256 the
+/// check is the one `sha2` makes (its `cpufeatures` token, with the same features).
+pub fn hardware() -> Hardware {
+    Hardware {
+        aes: aes::hardware_accelerated(),
+        sha256: sha256_hardware(),
+    }
+}
+
+#[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+fn sha256_hardware() -> bool {
+    cpufeatures::new!(shani_cpuid, "sha", "sse2", "ssse3", "sse4.1");
+    shani_cpuid::get()
+}
+
+#[cfg(target_arch = "aarch64")]
+fn sha256_hardware() -> bool {
+    cpufeatures::new!(sha2_hwcap, "sha2");
+    sha2_hwcap::get()
+}
+
+#[cfg(not(any(target_arch = "x86", target_arch = "x86_64", target_arch = "aarch64")))]
+fn sha256_hardware() -> bool {
+    false
 }
 
 /// A new random key, URL-safe base64 as Fernet keys are written.
@@ -301,5 +343,39 @@ mod tests {
         assert!(!err.to_string().contains("not-a-key"));
         let debug = format!("{:?}", KeyRing::parse(&generate_key()).unwrap());
         assert_eq!(debug, "KeyRing(1 key(s))");
+    }
+
+    /// The CPU's flags as the kernel lists them in /proc/cpuinfo (`flags` on x86_64,
+    /// `Features` on arm64), each CPU's line merged.
+    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+    fn cpuinfo_flags() -> std::collections::HashSet<String> {
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").expect("/proc/cpuinfo is readable");
+        cpuinfo
+            .lines()
+            .filter(|line| line.starts_with("flags") || line.starts_with("Features"))
+            .filter_map(|line| line.split_once(':'))
+            .flat_map(|(_, flags)| flags.split_whitespace().map(str::to_owned))
+            .collect()
+    }
+
+    #[test]
+    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+    fn hardware_is_used_exactly_when_the_cpu_lists_its_instructions() {
+        // Given the CPU's flags as the kernel reports them
+        let flags = cpuinfo_flags();
+        let has = |names: &[&str]| names.iter().all(|name| flags.contains(*name));
+        let (aes, sha256) = if cfg!(target_arch = "x86_64") {
+            (has(&["aes"]), has(&["sha_ni", "sse2", "ssse3", "sse4_1"]))
+        } else {
+            (has(&["aes", "pmull"]), has(&["sha2"]))
+        };
+        // When the build is asked what it uses for tokens
+        let chosen = hardware();
+        // Then it uses the AES and SHA-256 instructions exactly when the CPU has them
+        assert_eq!(
+            chosen,
+            Hardware { aes, sha256 },
+            "CPU flags aes={aes} sha256={sha256}, but the build chose {chosen:?}"
+        );
     }
 }

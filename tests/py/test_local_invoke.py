@@ -728,3 +728,46 @@ def test_the_fernet_spec_vectors_decrypt_on_arm64_as_specified(moto, tmp_path, s
         assert lines[vector]["stage"] == "decrypt", lines[vector]
         assert lines[vector]["reason"].startswith(reason), (vector, lines[vector]["reason"])
     assert set(reasons) | time_based == {v["desc"] for v in invalid}
+
+
+# Lambda's arm64 is Graviton2 (Neoverse N1); `max` is every extension qemu emulates. There is no
+# case without the instructions: cargo-lambda builds for `target-cpu=neoverse-n1`, so the build
+# stops at an illegal instruction before `main` on the older models qemu-aarch64 7.2 offers
+# (cortex-a35/a53/a57/a72, a64fx), and every model it runs on has the AES and SHA2 extensions.
+# The unit test `hardware_is_used_exactly_when_the_cpu_lists_its_instructions` holds the choice
+# to the flags of the CPU it runs on, either way.
+@pytest.mark.parametrize("cpu", ["max", "neoverse-n1"])
+def test_the_arm64_build_decrypts_tokens_with_the_cpus_aes_and_sha256_instructions(tmp_path, cpu):
+    # Given the arm64 bootstrap on an emulated CPU with the AES and SHA2 extensions, set up as
+    # the function is, but with the Runtime API (and every other peer) at a port nothing serves
+    bootstrap = Path(build_dir(), "LogEtlFunction", "bootstrap")
+    qemu, libs = local_invoke.ensure_foreign_runner("arm64")
+    closed = f"127.0.0.1:{free_port()}"
+    key_file = tmp_path / "fernet.key"
+    log_etl("keygen", "--out", str(key_file))
+    env = dict(
+        SHELL,
+        PATH=os.environ["PATH"],
+        AWS_LAMBDA_RUNTIME_API=closed,
+        AWS_LAMBDA_LOG_FORMAT="JSON",
+        AWS_ENDPOINT_URL=f"http://{closed}",
+        BUCKET_NAME="unused",
+        LOG_API_URL=f"http://{closed}/api/data/log",
+        FERNET_KEY=key_file.read_text().strip(),
+    )
+    # When it starts (and stops, finding no Runtime API)
+    out = subprocess.run(
+        [qemu, "-cpu", cpu, "-L", libs, str(bootstrap)],
+        env=env,
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+    assert out.returncode != 0, "the bootstrap ran without a Runtime API"
+    stderr = out.stderr.decode()
+    lines = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
+    # Then its first log line says tokens are decrypted with the CPU's AES and SHA-256 instructions
+    assert lines, f"no JSON log line on stderr: {stderr!r}"
+    first = lines[0]
+    assert first["message"] == "token decryption", first
+    assert (first["aes_hardware"], first["sha256_hardware"]) == (True, True), first
