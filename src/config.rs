@@ -223,7 +223,7 @@ pub mod var {
     pub const LOG_ETL_JOB: Setting = Setting::text(
         "LOG_ETL_JOB",
         Some("ingest"),
-        "what the Lambda binary does: ingest (scheduled passes) or compact (closed hours)",
+        "what the Lambda binary does: ingest (scheduled passes), compact (closed hours) or backfill (saved responses)",
     );
     pub const COMPACT_AFTER: Setting = Setting::duration(
         "COMPACT_AFTER",
@@ -417,6 +417,8 @@ pub enum Job {
     Ingest,
     /// Merge the objects of closed hours.
     Compact,
+    /// Land saved responses named by a Distributed Map's items.
+    Backfill,
 }
 
 /// When an hour is closed and which hours the compaction function looks at.
@@ -505,11 +507,12 @@ impl Config {
             job: match env.text(var::LOG_ETL_JOB).trim() {
                 "ingest" => Job::Ingest,
                 "compact" => Job::Compact,
+                "backfill" => Job::Backfill,
                 other => {
                     return Err(ConfigError::Invalid {
                         var: var::LOG_ETL_JOB.name,
                         value: other.to_owned(),
-                        expected: "ingest or compact".to_owned(),
+                        expected: "ingest, compact or backfill".to_owned(),
                     });
                 }
             },
@@ -682,7 +685,7 @@ mod tests {
             "{err}"
         );
         let err = config(&[("LOG_ETL_JOB", "both")]).unwrap_err();
-        assert!(err.to_string().ends_with("ingest or compact"), "{err}");
+        assert!(err.to_string().contains("compact or backfill"), "{err}");
         assert!(matches!(
             config(&[("PARTITION_STYLE", "weekly")]),
             Err(ConfigError::Layout(_))

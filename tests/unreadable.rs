@@ -109,7 +109,10 @@ fn an_unreadable_object_blocks_nothing_and_is_never_deleted() {
     assert_eq!(compaction["hours_unreadable"], 1, "{compaction}");
     assert_eq!(compaction["unreadable_objects"], serde_json::json!([BOMB]));
     assert_eq!(compaction["hours"], serde_json::json!(["2023-03-18T16"]));
-    assert_eq!(compaction["objects_read"], 3, "only the merged hour's inputs count");
+    assert_eq!(
+        compaction["objects_read"], 3,
+        "only the merged hour's inputs count"
+    );
     assert_eq!(objects_in(&out, "data/2023/03/18/15").len(), 4);
     assert_eq!(objects_in(&out, "data/2023/03/18/16").len(), 1);
 
