@@ -4,6 +4,7 @@
 mod common;
 
 mod athena_sql;
+mod backfill;
 mod cli;
 mod cli_s3;
 mod compaction;

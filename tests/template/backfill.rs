@@ -325,7 +325,7 @@ fn the_state_machine_role_lists_saved_responses_runs_itself_and_calls_the_two_fu
         own
     );
     assert_eq!(
-        stack.text(&at(properties(&t, STATE_MACHINE), &["Name"])),
+        stack.text(at(properties(&t, STATE_MACHINE), &["Name"])),
         "log-etl-backfill"
     );
 }
