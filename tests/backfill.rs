@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use log_etl::batch::layout::{ObjectLayout, PartitionStyle};
 use serde_json::{Map, Value, json};
 
 use crate::common::runtime_api::RuntimeApi;
@@ -259,14 +260,14 @@ struct Function {
 }
 
 impl Function {
-    fn start(runtime: std::net::SocketAddr, moto: &Moto, key: &str) -> Self {
+    fn start(runtime: std::net::SocketAddr, moto: &Moto, key: &str, job: &str) -> Self {
         let child = Command::new(env!("CARGO_BIN_EXE_log-etl-lambda"))
             .env_clear()
             .env("AWS_LAMBDA_RUNTIME_API", runtime.to_string())
             .env("AWS_LAMBDA_FUNCTION_NAME", "log-etl-backfill-test")
             .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "1024")
             .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
-            .env("LOG_ETL_JOB", "backfill")
+            .env("LOG_ETL_JOB", job)
             .env("BUCKET_NAME", BUCKET)
             .env("FERNET_KEY", key)
             .envs(common::aws_env(&moto.endpoint()))
@@ -285,10 +286,16 @@ impl Drop for Function {
     }
 }
 
-/// What the function answers to `event` (bounded: 60 s): `"response"` or `"error"`, and the body.
+/// What the backfill function answers to `event` (bounded: 60 s): `"response"` or `"error"`,
+/// and the body.
 async fn invoke(moto: &Moto, key: &str, event: &Value) -> (String, Value) {
+    invoke_job(moto, key, "backfill", event).await
+}
+
+/// What the function of `job` answers to `event` (bounded: 60 s).
+async fn invoke_job(moto: &Moto, key: &str, job: &str, event: &Value) -> (String, Value) {
     let runtime = RuntimeApi::start(&event.to_string(), Duration::from_secs(120)).await;
-    let _function = Function::start(runtime.addr, moto, key);
+    let _function = Function::start(runtime.addr, moto, key, job);
     let answer = runtime
         .first_answer(Duration::from_secs(60))
         .await
@@ -332,6 +339,37 @@ async fn the_backfill_function_lands_distributed_map_items_and_batches_each_reco
     // And the bucket's data is the ground truth, every record once
     let landed = restore_data(&bucket_objects(&s3).await);
     assert_eq!(sorted_json(&landed), sorted_json(&saved.truth));
+    // When the compaction function gets the hours touched (some of them in several objects), as
+    // the state machine sends them
+    let touched: Vec<String> = serde_json::from_value(one["hours"].clone()).unwrap();
+    let layout = ObjectLayout::new("data", "quarantine", PartitionStyle::Flat).unwrap();
+    let folder_of = |hour: &String| format!("{}/", layout.data_hour_path(hour.parse().unwrap()));
+    let objects_in = |objects: &[(String, Vec<u8>)], hour: &String| {
+        let folder = folder_of(hour);
+        objects
+            .iter()
+            .filter(|(k, _)| k.starts_with(&folder))
+            .count()
+    };
+    let before = bucket_objects(&s3).await;
+    assert!(touched.iter().any(|h| objects_in(&before, h) > 1));
+    for hour in &touched {
+        let (kind, compacted) =
+            invoke_job(&moto, &saved.key, "compact", &json!({ "hours": hour })).await;
+        assert_eq!(kind, "response", "{compacted}");
+        // Then it looks at that hour only
+        let hours: Vec<String> = serde_json::from_value(compacted["hours"].clone()).unwrap();
+        assert!(hours.iter().all(|h| h == hour), "{compacted}");
+    }
+    // And every hour touched is one object, with every record once
+    let objects = bucket_objects(&s3).await;
+    for hour in &touched {
+        assert_eq!(objects_in(&objects, hour), 1, "{}", folder_of(hour));
+    }
+    assert_eq!(
+        sorted_json(&restore_data(&objects)),
+        sorted_json(&saved.truth)
+    );
     // When an item names another bucket
     let other = json!({"Bucket": "elsewhere", "Key": keys[0]});
     let (kind, error) = invoke(&moto, &saved.key, &other).await;
