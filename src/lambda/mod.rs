@@ -209,22 +209,39 @@ pub async fn handle_compaction(
     }
 }
 
-/// The figures of two compaction runs over different hours, summed.
+/// The figures of two compaction runs over different hours, summed. Every field is named, so a
+/// figure added to [`CompactSummary`] cannot be left out here.
 fn add_compactions(mut total: CompactSummary, one: CompactSummary) -> CompactSummary {
-    total.hours_compacted += one.hours_compacted;
-    total.hours_left += one.hours_left;
-    total.objects_read += one.objects_read;
-    total.bytes_in += one.bytes_in;
-    total.objects_written += one.objects_written;
-    total.objects_already_present += one.objects_already_present;
-    total.objects_deleted += one.objects_deleted;
-    total.records += one.records;
-    total.duplicates_dropped += one.duplicates_dropped;
-    total.bytes_out += one.bytes_out;
-    total.hours.extend(one.hours);
-    total.duration_ms += one.duration_ms;
-    total.hours_unreadable += one.hours_unreadable;
-    total.unreadable_objects.extend(one.unreadable_objects);
+    let CompactSummary {
+        hours_compacted,
+        hours_left,
+        objects_read,
+        bytes_in,
+        objects_written,
+        objects_already_present,
+        objects_deleted,
+        records,
+        duplicates_dropped,
+        bytes_out,
+        hours,
+        duration_ms,
+        hours_unreadable,
+        unreadable_objects,
+    } = one;
+    total.hours_compacted += hours_compacted;
+    total.hours_left += hours_left;
+    total.objects_read += objects_read;
+    total.bytes_in += bytes_in;
+    total.objects_written += objects_written;
+    total.objects_already_present += objects_already_present;
+    total.objects_deleted += objects_deleted;
+    total.records += records;
+    total.duplicates_dropped += duplicates_dropped;
+    total.bytes_out += bytes_out;
+    total.hours.extend(hours);
+    total.duration_ms += duration_ms;
+    total.hours_unreadable += hours_unreadable;
+    total.unreadable_objects.extend(unreadable_objects);
     total
 }
 
