@@ -223,7 +223,7 @@ pub mod var {
     pub const LOG_ETL_JOB: Setting = Setting::text(
         "LOG_ETL_JOB",
         Some("ingest"),
-        "what the Lambda binary does: ingest (scheduled passes), compact (closed hours) or replay (quarantine)",
+        "what the Lambda binary does: ingest (scheduled passes), compact (closed hours), replay (quarantine) or backfill (saved responses)",
     );
     pub const COMPACT_AFTER: Setting = Setting::duration(
         "COMPACT_AFTER",
@@ -419,6 +419,8 @@ pub enum Job {
     Compact,
     /// Run quarantined records through the pipeline again.
     Replay,
+    /// Land saved responses named by a Distributed Map's items.
+    Backfill,
 }
 
 /// When an hour is closed and which hours the compaction function looks at.
@@ -508,11 +510,12 @@ impl Config {
                 "ingest" => Job::Ingest,
                 "compact" => Job::Compact,
                 "replay" => Job::Replay,
+                "backfill" => Job::Backfill,
                 other => {
                     return Err(ConfigError::Invalid {
                         var: var::LOG_ETL_JOB.name,
                         value: other.to_owned(),
-                        expected: "ingest, compact or replay".to_owned(),
+                        expected: "ingest, compact, replay or backfill".to_owned(),
                     });
                 }
             },
@@ -685,7 +688,10 @@ mod tests {
             "{err}"
         );
         let err = config(&[("LOG_ETL_JOB", "both")]).unwrap_err();
-        assert!(err.to_string().ends_with("compact or replay"), "{err}");
+        assert!(
+            err.to_string().ends_with("compact, replay or backfill"),
+            "{err}"
+        );
         assert!(matches!(
             config(&[("PARTITION_STYLE", "weekly")]),
             Err(ConfigError::Layout(_))

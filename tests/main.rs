@@ -4,6 +4,7 @@
 mod common;
 
 mod athena_sql;
+mod backfill;
 mod cli;
 mod cli_errors;
 mod cli_s3;

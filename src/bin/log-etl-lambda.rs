@@ -1,9 +1,10 @@
 //! The Lambda function: builds what its job needs once per container (`LOG_ETL_JOB`: a scheduled
-//! pass, the compaction of closed hours, or a replay of quarantine), then serves events.
+//! pass, the compaction of closed hours, a replay of quarantine, or a backfill of saved
+//! responses), then serves events.
 
 use lambda_runtime::{LambdaEvent, service_fn};
 use log_etl::config::{Config, Job};
-use log_etl::lambda::{self, Compaction, MetricsTarget, Replay};
+use log_etl::lambda::{self, Backfill, Compaction, MetricsTarget, Replay};
 use log_etl::logging::error_chain;
 use log_etl::pipeline::Pipeline;
 use log_etl::store::Store;
@@ -58,6 +59,17 @@ async fn main() -> Result<(), lambda_runtime::Error> {
             };
             lambda_runtime::run(service_fn(move |event: LambdaEvent<_>| async move {
                 lambda::handle_replay(replay, metrics, event).await
+            }))
+            .await
+        }
+        Job::Backfill => {
+            let backfill = &Backfill {
+                pipeline: Pipeline::new(&config, store.clone(), Some(&sdk))?,
+                store,
+                bucket: config.bucket.clone(),
+            };
+            lambda_runtime::run(service_fn(move |event: LambdaEvent<_>| async move {
+                lambda::handle_backfill(backfill, metrics, event).await
             }))
             .await
         }

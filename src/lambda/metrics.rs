@@ -4,6 +4,7 @@
 use serde_json::{Value, json};
 
 use crate::compact::CompactSummary;
+use crate::lambda::BackfillSummary;
 use crate::pipeline::RunSummary;
 use crate::replay::ReplaySummary;
 
@@ -112,9 +113,38 @@ pub fn of_replay(summary: &ReplaySummary) -> Vec<Metric> {
     ]
 }
 
+/// A backfill's figures: the one list of its metric names, units and values (named apart from
+/// a pass's, so the ingest alarms never count a backfill).
+pub fn of_backfill(summary: &BackfillSummary) -> Vec<Metric> {
+    vec![
+        count("SavedResponsesLanded", summary.responses),
+        count("BackfillRecordsRead", summary.records_in),
+        count("BackfillRecordsLanded", summary.records_landed),
+        count(
+            "BackfillRecordsAlreadyPresent",
+            summary.records_already_present,
+        ),
+        count("BackfillRecordsQuarantined", summary.records_quarantined),
+        count("BackfillHoursTouched", summary.hours.len() as u64),
+        Metric {
+            name: "BackfillDuration",
+            unit: "Milliseconds",
+            value: summary.duration_ms,
+        },
+    ]
+}
+
 /// The name of every metric a replay emits.
 pub fn replay_metric_names() -> Vec<&'static str> {
     of_replay(&ReplaySummary::default())
+        .into_iter()
+        .map(|m| m.name)
+        .collect()
+}
+
+/// The name of every metric a backfill emits.
+pub fn backfill_metric_names() -> Vec<&'static str> {
+    of_backfill(&BackfillSummary::default())
         .into_iter()
         .map(|m| m.name)
         .collect()
@@ -170,6 +200,16 @@ pub fn emf_line(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_backfill_names_its_figures_apart_from_the_other_jobs() {
+        // Given the metric names of a pass and of a compaction
+        let others = [pass_metric_names(), compaction_metric_names()].concat();
+        // When a backfill's names are listed
+        let backfill = backfill_metric_names();
+        // Then none is another job's
+        assert!(backfill.iter().all(|name| !others.contains(name)));
+    }
 
     #[test]
     fn the_two_jobs_name_their_figures_apart() {

@@ -6,6 +6,7 @@
 
 mod alarms;
 mod athena;
+pub(crate) mod backfill;
 mod compaction;
 mod dashboard;
 mod function;

@@ -2,6 +2,7 @@
 //! error with its exit code, the Fernet key arguments, the synthetic-record arguments, and the
 //! `--hours` range.
 
+pub mod backfill;
 pub mod compact;
 pub mod demo;
 pub mod generate;
