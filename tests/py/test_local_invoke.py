@@ -620,11 +620,11 @@ def test_a_source_slower_than_the_timeout_fails_the_pass_in_time_and_the_next_la
         assert canonical(world.restored()) == canonical(truth)
 
 
-def test_a_pass_outliving_its_timeout_is_reported_as_a_timeout_and_the_next_lands_it_once(
+def test_a_pass_whose_writes_stall_ends_before_its_timeout_and_the_next_lands_it_once(
     world, static_source
 ):
-    # Given S3 behind a proxy that holds every listing (the SDK's calls have no timeout of their
-    # own), a quick source, and a function given a 4 s timeout
+    # Given S3 behind a proxy that holds every listing, a quick source, and a function given a
+    # 4 s timeout
     body, truth = generate(world, seed=12, start=hour_start(0), records=150)
     static_source.body = body
     proxy = StallingProxy(world.endpoint)
@@ -634,10 +634,13 @@ def test_a_pass_outliving_its_timeout_is_reported_as_a_timeout_and_the_next_land
             # When it is invoked while the listings are held
             proxy.stall.set()
             stalled = fn.invoke(EVENTS["scheduler-input"])
-            # Then the emulator cuts it off at the timeout and reports it so
-            assert stalled.timed_out, f"{stalled.body!r}\n{fn.logs()}"
-            assert stalled.body == b"Task timed out after 4.00 seconds"
-            assert stalled.failed and proxy.held >= 1
+            # Then the function ends its writes at its deadline and says so, rather than being
+            # cut off by the emulator: a StoreError, inside the timeout
+            assert stalled.failed and not stalled.timed_out, f"{stalled.body!r}\n{fn.logs()}"
+            assert stalled.error_type == "StoreError", f"{stalled.body!r}\n{fn.logs()}"
+            assert "deadline came before its writes ended" in stalled.payload["errorMessage"]
+            assert report_durations_ms(fn.logs())[-1] < 4000, fn.logs()
+            assert proxy.held >= 1
             assert world.keys("data/") == []
 
             # When S3 answers again and the function is invoked once more
