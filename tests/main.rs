@@ -20,3 +20,4 @@ mod python_interop;
 mod readme;
 mod template;
 mod unreadable;
+mod zstd;
