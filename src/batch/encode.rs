@@ -89,9 +89,8 @@ pub struct UnknownEncoding;
 pub const DEFAULT_GZIP_LEVEL: u32 = 6;
 
 /// zstd level used unless configured (`ZSTD_LEVEL`): the library's own default. On the usual
-/// records it makes objects 43% smaller than gzip 6, in a tenth of the time (see the README's
-/// Performance); the higher levels cost far more time for little (level 19: a third smaller again,
-/// at over a thousand times the time).
+/// records it makes objects 43% smaller than gzip 6, in an eighth of the time (see the README's
+/// Performance); level 19 is a third smaller again, at over a thousand times the time.
 pub const DEFAULT_ZSTD_LEVEL: u32 = 3;
 
 /// The window a zstd frame may need, at most (2^27 = 128 MiB, as `zstd -d` allows without
