@@ -1,7 +1,7 @@
-//! zstd as the encoding (`COMPRESSION=zstd`), end to end with the `log-etl` command: a folder
-//! processed as zstd restores to its input; a folder switched from gzip to zstd midway lands each
-//! record once, compacts each hour's gzip and zstd objects into one, and restores every record
-//! once.
+//! zstd as the encoding (`COMPRESSION=zstd`), end to end: a folder processed as zstd by the
+//! `log-etl` command restores to its input; a folder (the command) and a moto bucket (scheduled
+//! passes) switched from gzip to zstd midway land each record once, compact each hour's gzip and
+//! zstd objects into one, and restore every record once.
 
 use crate::common;
 
@@ -219,4 +219,103 @@ fn a_folder_switched_from_gzip_to_zstd_midway_lands_each_record_once_and_compact
     let restored = restore_path(&out_dir);
     assert_eq!(restored.len(), everything.len());
     assert_eq!(sorted(&restored), sorted(&everything));
+}
+
+/// The records of a data object in either encoding (told by its magic bytes), restored.
+fn restore_object(body: &[u8]) -> Vec<Map<String, Value>> {
+    let mut records = if body.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        let text = zstd::stream::decode_all(body).unwrap();
+        String::from_utf8(text)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    } else {
+        common::gunzip_lines(body)
+    };
+    records.iter_mut().for_each(fields::restore);
+    records
+}
+
+#[tokio::test]
+async fn a_bucket_switched_from_gzip_to_zstd_midway_lands_each_record_once_and_compacts_to_one_object()
+ {
+    use chrono::{TimeZone, Utc};
+    use common::world::{self, BUCKET, world_with};
+    use log_etl::compact::{self, CompactOptions};
+    use log_etl::local::simulator::SimulatorOptions;
+    use log_etl::local::synth::SynthOptions;
+    use log_etl::store::Store;
+    use std::time::{Duration, Instant};
+
+    // Given a source whose windows overlap (the last 150 records, 100 new a step), all in one
+    // hour, and a pass of it as gzip, then one of the next window as zstd
+    let world = world_with(SimulatorOptions {
+        window: 150,
+        step: 100,
+        record_start: Utc.with_ymd_and_hms(2023, 3, 18, 15, 5, 0).unwrap(),
+        record_step: Duration::from_secs(60),
+        ..world::source(SynthOptions::default())
+    })
+    .await;
+    let deadline = || Instant::now() + Duration::from_secs(60);
+    let (gzip, zstd) = (
+        world.pipeline(&[]).await,
+        world.pipeline(&[("COMPRESSION", "zstd")]).await,
+    );
+    gzip.run_pass(Utc::now(), deadline()).await.unwrap();
+    world.sim.next_batch();
+    let switched = zstd.run_pass(Utc::now(), deadline()).await.unwrap();
+    // Then the zstd pass lands only the records the gzip object does not hold
+    assert_eq!(switched.written.records_already_present, 50, "{switched:?}");
+    assert_eq!(switched.written.records_landed, 100, "{switched:?}");
+    // and the same window read again, in either encoding, lands nothing
+    for pipeline in [&zstd, &gzip] {
+        let again = pipeline.run_pass(Utc::now(), deadline()).await.unwrap();
+        assert_eq!(again.written.records_landed, 0, "{again:?}");
+        assert_eq!(again.written.objects_written, 0, "{again:?}");
+    }
+    let data = |objects: Vec<(String, Vec<u8>)>| -> Vec<(String, Vec<u8>)> {
+        objects
+            .into_iter()
+            .filter(|(key, _)| key.starts_with("data/"))
+            .collect()
+    };
+    let landed = data(world.objects(BUCKET).await);
+    let keys: Vec<&str> = landed.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(keys.len(), 2, "{keys:?}");
+    assert!(keys.iter().any(|k| k.ends_with(".json.gz")), "{keys:?}");
+    let zst = keys.iter().find(|k| k.ends_with(".json.zst")).unwrap();
+    // and the zstd object says so in its Content-Encoding
+    let head = world
+        .s3
+        .head_object()
+        .bucket(BUCKET)
+        .key(*zst)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.content_encoding(), Some("zstd"));
+    assert_eq!(head.content_type(), Some("application/x-ndjson"));
+    // When the closed hour is compacted with COMPRESSION=zstd
+    let config = world.config(&[("COMPRESSION", "zstd")]);
+    let store = Store::bucket(&world.sdk, &config).unwrap();
+    let options = CompactOptions {
+        now: Utc.with_ymd_and_hms(2023, 3, 18, 20, 0, 0).unwrap(),
+        closed_after: Duration::from_secs(3600),
+        hours: None,
+        deadline: None,
+    };
+    let summary = compact::run(&store, &config.objects, &options)
+        .await
+        .unwrap();
+    assert_eq!((summary.hours_compacted, summary.objects_read), (1, 2));
+    // Then the hour holds one zstd object with every record served once
+    let compacted = data(world.objects(BUCKET).await);
+    assert_eq!(compacted.len(), 1);
+    assert!(compacted[0].0.ends_with(".json.zst"), "{}", compacted[0].0);
+    let restored = restore_object(&compacted[0].1);
+    let served = world.sim.ground_truth().records;
+    assert_eq!(served.len(), 200);
+    assert_eq!(sorted(&restored), sorted(&served));
 }
