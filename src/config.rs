@@ -16,7 +16,7 @@ use crate::record::pyrepr::ParseLimits;
 /// Every variable read, in one place.
 pub mod var {
     use crate::batch::encode::{
-        DEFAULT_GZIP_LEVEL, DEFAULT_MAX_LINE_BYTES, DEFAULT_MAX_OBJECT_BYTES,
+        DEFAULT_GZIP_LEVEL, DEFAULT_MAX_LINE_BYTES, DEFAULT_MAX_OBJECT_BYTES, DEFAULT_ZSTD_LEVEL,
     };
     use crate::batch::response::DEFAULT_MAX_RECORDS_PER_RESPONSE;
     use crate::record::DEFAULT_MAX_RECORD_BYTES;
@@ -127,12 +127,24 @@ pub mod var {
         86_400,
         "a warm function re-reads the secret after this",
     );
+    pub const COMPRESSION: Setting = Setting::text(
+        "COMPRESSION",
+        Some("gzip"),
+        "encoding of new objects: gzip (.json.gz) or zstd (.json.zst); both are always read",
+    );
     pub const GZIP_LEVEL: Setting = Setting::number(
         "GZIP_LEVEL",
         DEFAULT_GZIP_LEVEL as u64,
         0,
         9,
         "gzip level of the objects",
+    );
+    pub const ZSTD_LEVEL: Setting = Setting::number(
+        "ZSTD_LEVEL",
+        DEFAULT_ZSTD_LEVEL as u64,
+        1,
+        19,
+        "zstd level of the objects (with COMPRESSION=zstd)",
     );
     pub const START_DELAY_MS: Setting = Setting::number(
         "START_DELAY_MS",
@@ -272,7 +284,7 @@ pub mod var {
     );
 
     /// Every setting, in the order the README lists them.
-    pub const ALL: [Setting; 30] = [
+    pub const ALL: [Setting; 32] = [
         LOG_API_URL,
         BUCKET_NAME,
         KEY_PREFIX,
@@ -294,7 +306,9 @@ pub mod var {
         EARLIEST_YEAR,
         MAX_HOURS_AHEAD,
         PUT_MAX_ATTEMPTS,
+        COMPRESSION,
         GZIP_LEVEL,
+        ZSTD_LEVEL,
         LOG_ETL_JOB,
         COMPACT_AFTER,
         COMPACT_LOOKBACK_HOURS,
@@ -381,7 +395,7 @@ pub struct Config {
     pub api_url: Option<Secret>,
     pub bucket: Option<String>,
     /// How objects are named and encoded (`KEY_PREFIX`, `QUARANTINE_PREFIX`, `PARTITION_STYLE`,
-    /// `GZIP_LEVEL`).
+    /// `COMPRESSION`, `GZIP_LEVEL`, `ZSTD_LEVEL`).
     pub objects: ObjectSettings,
     pub key_source: Option<FernetKeySource>,
     pub fetch: FetchSettings,
@@ -469,12 +483,26 @@ impl Config {
             });
         }
 
+        let encoding = env
+            .text(var::COMPRESSION)
+            .parse::<ObjectEncoding>()
+            .map_err(|expected| ConfigError::Invalid {
+                var: var::COMPRESSION.name,
+                value: env.text(var::COMPRESSION),
+                expected: expected.to_string(),
+            })?;
+        // Both levels are checked whichever encoding is chosen, so a switch cannot reveal a bad one.
+        let (gzip_level, zstd_level) = (env.number(var::GZIP_LEVEL)?, env.number(var::ZSTD_LEVEL)?);
+
         Ok(Self {
             api_url: api_url.map(Secret::new),
             bucket: env.get(var::BUCKET_NAME),
             objects: ObjectSettings {
-                encoding: ObjectEncoding::GzipNdjson,
-                level: env.number(var::GZIP_LEVEL)? as u32,
+                encoding,
+                level: match encoding {
+                    ObjectEncoding::GzipNdjson => gzip_level,
+                    ObjectEncoding::ZstdNdjson => zstd_level,
+                } as u32,
                 read: ReadLimits {
                     max_object_bytes: env.number(var::MAX_OBJECT_BYTES)?,
                     max_line_bytes: env.number(var::MAX_LINE_BYTES)? as usize,
@@ -667,6 +695,35 @@ mod tests {
                 attempt: Duration::from_secs(10),
                 operation: Duration::from_secs(30),
             }
+        );
+    }
+
+    #[test]
+    fn compression_chooses_the_encoding_and_its_own_level() {
+        // Given nothing set, then gzip at GZIP_LEVEL
+        let c = config(&[("ZSTD_LEVEL", "7")]).unwrap();
+        assert_eq!(
+            (c.objects.encoding, c.objects.level),
+            (ObjectEncoding::GzipNdjson, DEFAULT_GZIP_LEVEL)
+        );
+        // Given zstd, then zstd at ZSTD_LEVEL (3 unless set), whatever GZIP_LEVEL says
+        let c = config(&[("COMPRESSION", "zstd"), ("GZIP_LEVEL", "9")]).unwrap();
+        assert_eq!(
+            (c.objects.encoding, c.objects.level),
+            (ObjectEncoding::ZstdNdjson, 3)
+        );
+        let c = config(&[("COMPRESSION", "ZSTD"), ("ZSTD_LEVEL", "19")]).unwrap();
+        assert_eq!(c.objects.level, 19);
+        // and a bad value of either names its variable, whichever encoding is chosen
+        let err = config(&[("COMPRESSION", "brotli")]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "COMPRESSION = \"brotli\" is invalid: gzip or zstd"
+        );
+        let err = config(&[("ZSTD_LEVEL", "22")]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "ZSTD_LEVEL = \"22\" is invalid: a whole number from 1 to 19"
         );
     }
 

@@ -3,7 +3,8 @@
 //! objects it writes are read as the template's table by `tests/py/athena_sql.py` (the OpenX
 //! SerDe's rules, the partition projection and the named queries, on DuckDB), given the table and
 //! the queries as `tests/template/stack.rs` evaluates them, and the view's rows and the
-//! requests-per-method query are compared with the original records. The same comparison run on
+//! requests-per-method query are compared with the original records; once over gzip objects
+//! and once over zstd ones (`COMPRESSION=zstd`, which DuckDB decompresses itself). The same comparison run on
 //! a deliberately broken copy of the view must report the difference.
 
 use crate::common;
@@ -16,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use chrono::{DateTime, Duration, SecondsFormat, Utc};
+use log_etl::batch::encode::ObjectEncoding;
 use log_etl::batch::layout::{ObjectLayout, PartitionStyle};
 use log_etl::local::synth::{self, SourceItem, Synth, SynthOptions};
 use log_etl::record::fernet::{KeyRing, generate_key};
@@ -35,8 +37,18 @@ struct Landed {
 }
 
 impl Landed {
-    /// Encrypts `records`, saves them as an API response and runs `process` on it.
+    /// Encrypts `records`, saves them as an API response and runs `process` on it (gzip).
     fn process(records: Vec<Map<String, Value>>, style: PartitionStyle) -> Self {
+        Self::process_as(records, style, ObjectEncoding::GzipNdjson)
+    }
+
+    /// [`Landed::process`] with `COMPRESSION` set to `encoding`; every data object is checked to
+    /// be of it.
+    fn process_as(
+        records: Vec<Map<String, Value>>,
+        style: PartitionStyle,
+        encoding: ObjectEncoding,
+    ) -> Self {
         let key = generate_key();
         let ring = KeyRing::parse(&key).unwrap();
         let items: Vec<SourceItem> = records.iter().map(|r| source_item(&ring, r)).collect();
@@ -54,9 +66,16 @@ impl Landed {
             &[
                 ("FERNET_KEY", key.as_str()),
                 ("PARTITION_STYLE", &style.to_string()),
+                ("COMPRESSION", &encoding.to_string()),
             ],
         );
         common::assert_success(&out);
+        let data = dir.path().join("out/data");
+        if data.exists() {
+            for name in files_under(&data) {
+                assert!(name.ends_with(encoding.extension()), "{name}");
+            }
+        }
         let summary = serde_json::from_slice(&out.stdout).expect("process prints a JSON summary");
         Self {
             dir,
@@ -447,8 +466,8 @@ fn assert_landed_all(landed: &Landed) {
 /// A mixed batch landed by the command line in `style` folders, queried through the template's
 /// table, view and requests-per-method query: every object is in a projected hour, the view gives
 /// each original record back, and the query counts the last day's requests per method and hour.
-fn assert_the_sql_gives_back_a_mixed_batch(style: PartitionStyle) {
-    let landed = Landed::process(mixed_batch(Utc::now()), style);
+fn assert_the_sql_gives_back_a_mixed_batch(style: PartitionStyle, encoding: ObjectEncoding) {
+    let landed = Landed::process_as(mixed_batch(Utc::now()), style, encoding);
     assert_landed_all(&landed);
     let result = landed.query(Path::new(TEMPLATE));
     assert_eq!(result["invisible"], json!([]));
@@ -458,12 +477,17 @@ fn assert_the_sql_gives_back_a_mixed_batch(style: PartitionStyle) {
 
 #[test]
 fn the_restore_view_gives_back_every_record_of_a_mixed_batch() {
-    assert_the_sql_gives_back_a_mixed_batch(PartitionStyle::Flat);
+    assert_the_sql_gives_back_a_mixed_batch(PartitionStyle::Flat, ObjectEncoding::GzipNdjson);
+}
+
+#[test]
+fn the_restore_view_gives_back_every_record_of_a_mixed_batch_landed_as_zstd() {
+    assert_the_sql_gives_back_a_mixed_batch(PartitionStyle::Flat, ObjectEncoding::ZstdNdjson);
 }
 
 #[test]
 fn the_restore_view_reads_the_hive_layout_too() {
-    assert_the_sql_gives_back_a_mixed_batch(PartitionStyle::Hive);
+    assert_the_sql_gives_back_a_mixed_batch(PartitionStyle::Hive, ObjectEncoding::GzipNdjson);
 }
 
 #[test]

@@ -25,3 +25,4 @@ mod status;
 mod template;
 mod terminal;
 mod unreadable;
+mod zstd;

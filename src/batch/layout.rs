@@ -117,10 +117,14 @@ impl ObjectLayout {
         self.style
     }
 
-    /// Whether `key` names an object this layout writes (by its encoding's extension).
+    /// Whether `key` names an object this layout writes, in either encoding (by its extension:
+    /// a bucket switched from one to the other holds both).
     pub fn is_object(&self, key: &str) -> bool {
         let name = key.rsplit('/').next().unwrap_or(key);
-        name.ends_with(&format!(".{}", ObjectEncoding::GzipNdjson.extension()))
+        ObjectEncoding::ALL.iter().any(|encoding| {
+            name.strip_suffix(encoding.extension())
+                .is_some_and(|stem| stem.ends_with('.'))
+        })
     }
 
     /// Whether the object `key` (relative to where a listing started) holds records to read
@@ -316,6 +320,12 @@ mod tests {
         assert!(layout.holds_records("quarantined/a.json.gz"));
         assert!(!layout.holds_records("quarantine/2023/03/18/15/q.json.gz"));
         assert!(!layout.holds_records("data/2023/03/18/15/a.json"));
+        // both encodings, whichever is configured
+        assert!(layout.holds_records("data/2023/03/18/15/a.json.zst"));
+        assert!(!layout.holds_records("quarantine/2023/03/18/15/q.json.zst"));
+        assert!(!layout.holds_records("data/2023/03/18/15/a.zst"));
+        assert!(!layout.holds_records("data/2023/03/18/15/ajson.zst"));
+        assert!(!layout.holds_records("data/2023/03/18/15/a.json.zstd"));
     }
 
     #[test]

@@ -22,7 +22,7 @@ pub const SPILL_AFTER_BYTES: usize = 256 << 10;
 pub struct ObjectSettings {
     pub layout: ObjectLayout,
     pub encoding: ObjectEncoding,
-    /// Compression level of the encoding (gzip: 0–9).
+    /// Compression level of the encoding (gzip: 0–9, zstd: 1–19).
     pub level: u32,
     pub spool: SpoolPolicy,
     /// Bounds on reading stored objects back.
@@ -148,7 +148,7 @@ impl ObjectBuilder {
     pub fn new(kind: ObjectKind, settings: &ObjectSettings) -> Self {
         Self {
             kind,
-            writer: ObjectWriter::new(settings.level, &settings.spool),
+            writer: ObjectWriter::encoding(settings.encoding, settings.level, &settings.spool),
             first: None,
             last: Stamp::default(),
             hashes: LineHashes::default(),
@@ -266,6 +266,33 @@ mod tests {
                 .map(Result::unwrap)
                 .collect();
         assert_eq!(lines, [br#"{"a":1}"#.to_vec(), br#"{"a":2}"#.to_vec()]);
+    }
+
+    #[test]
+    fn a_zstd_object_is_named_with_its_extension_and_the_same_digest() {
+        // Given the same lines built as gzip and as zstd
+        let zstd = ObjectSettings {
+            encoding: ObjectEncoding::ZstdNdjson,
+            level: 3,
+            ..settings()
+        };
+        let build = |settings: &ObjectSettings| {
+            let mut builder = ObjectBuilder::new(ObjectKind::Data { hour: hour() }, settings);
+            builder.push(br#"{"a":1}"#, stamp(2)).unwrap();
+            builder.finish(settings).unwrap().unwrap()
+        };
+        let (gzip, zstd) = (build(&settings()), build(&zstd));
+        // Then only the extension and the encoding differ, and the body is zstd
+        assert_eq!(
+            zstd.key,
+            gzip.key.replace(".json.gz", ".json.zst"),
+            "{}",
+            zstd.key
+        );
+        assert_eq!(zstd.encoding, ObjectEncoding::ZstdNdjson);
+        let body = zstd.body.to_vec().unwrap();
+        assert_eq!(&body[..4], &[0x28, 0xb5, 0x2f, 0xfd]);
+        assert_eq!(zstd::stream::decode_all(&body[..]).unwrap(), b"{\"a\":1}\n");
     }
 
     #[test]

@@ -287,11 +287,24 @@ def table_rows(stack, out_dir):
             if why:
                 invisible.append({"object": os.path.relpath(path, out_dir), "why": why})
                 continue
-            opener = gzip.open if name.endswith(".gz") else open
-            with opener(path, "rt", encoding="utf-8") as f:
-                for line in f.read().splitlines():
-                    rows.append(serde.read_row(line) + [value])
+            for line in object_lines(path):
+                rows.append(serde.read_row(line) + [value])
     return database, table_input["Name"], columns, key, rows, invisible
+
+
+def object_lines(path):
+    """The lines of a landed object, decompressed by its extension as Athena does: .gz by Python's
+    gzip, .zst by DuckDB's own zstd reader (each line one VARCHAR, read as written: no delimiter,
+    quote or escape can occur in a JSON line, which holds no raw control character)."""
+    if path.endswith(".zst"):
+        sql = (
+            "SELECT line FROM read_csv(?, columns = {'line': 'VARCHAR'}, delim = chr(1),"
+            " quote = '', escape = '', header = false, auto_detect = false, compression = 'zstd')"
+        )
+        return [line for (line,) in duckdb.execute(sql, [path]).fetchall() if line]
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "rt", encoding="utf-8") as f:
+        return f.read().splitlines()
 
 
 # --- the queries ---------------------------------------------------------------------------------

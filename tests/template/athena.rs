@@ -5,6 +5,7 @@
 use super::*;
 
 use chrono::Duration;
+use log_etl::batch::encode::ObjectEncoding;
 use log_etl::config::var::{Kind, Setting};
 use log_etl::local::synth::{Synth, SynthOptions};
 use log_etl::record::fields::{self, Field};
@@ -89,6 +90,31 @@ pub(super) fn number_setting(setting: Setting) -> (u64, u64, u64) {
         Kind::Number { default, min, max } => (default, min, max),
         _ => panic!("{} is not a number", setting.name),
     }
+}
+
+#[test]
+fn the_table_names_no_single_compression_so_it_reads_every_encoding() {
+    // Given the table's parameters and the encodings the code writes
+    let t = template();
+    let parameters = at(
+        properties(&t, "LogRecordsTable"),
+        &["TableInput", "Parameters"],
+    );
+    assert_eq!(parameters["classification"], "json");
+    // Then no compressionType says the objects are of one of them: Athena reads each object by
+    // its extension, and a bucket switched midway holds both
+    assert!(
+        parameters.get("compressionType").is_none(),
+        "{:?}",
+        parameters.get("compressionType")
+    );
+    let extensions: Vec<&str> = ObjectEncoding::ALL.iter().map(|e| e.extension()).collect();
+    assert_eq!(extensions, ["json.gz", "json.zst"]);
+    // and the input format is plain text, which Athena decompresses by extension
+    assert_eq!(
+        storage(&t)["InputFormat"],
+        "org.apache.hadoop.mapred.TextInputFormat"
+    );
 }
 
 #[test]
