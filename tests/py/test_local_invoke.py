@@ -444,12 +444,28 @@ def local_invoke_command(function_id, env_file):
     )
 
 
-def template_with_globals(tmp_path, globals_yaml):
-    """template.yaml with a Globals section (the checked-in one has none)."""
+def template_with_globals(tmp_path, function=(), variables=()):
+    """template.yaml with its Globals changed: `function` lines ("Timeout: 30") set keys of
+    Globals.Function and `variables` pairs set its environment variables, each replacing the
+    template's own line for that key, if any."""
     text = (ROOT / "template.yaml").read_text()
+    start = text.index("\nGlobals:\n")
+    end = text.index("\nResources:\n", start)
+    block = text[start:end].splitlines(keepends=True)
+
+    def without(prefix):
+        return [line for line in block if not line.startswith(prefix)]
+
+    for line in function:
+        block = without(f"    {line.split(':')[0]}:")
+        at = block.index("  Function:\n") + 1
+        block.insert(at, f"    {line}\n")
+    for name, value in variables:
+        block = without(f"        {name}:")
+        at = block.index("      Variables:\n") + 1
+        block.insert(at, f"        {name}: {value}\n")
     template = tmp_path / "template.yaml"
-    section = f"\nGlobals:\n{globals_yaml}\nResources:\n"
-    template.write_text(text.replace("\nResources:\n", section, 1))
+    template.write_text(text[:start] + "".join(block) + text[end:])
     return template
 
 
@@ -468,9 +484,8 @@ def test_the_environment_is_the_one_the_sam_cli_gives(
     if templates == "with-globals":
         template = template_with_globals(
             tmp_path,
-            "  Function:\n    Timeout: 30\n    MemorySize: 512\n"
-            "    Environment:\n      Variables:\n"
-            "        GZIP_LEVEL: 4\n        KEY_PREFIX: globals\n",
+            function=["Timeout: 30", "MemorySize: 512"],
+            variables=[("GZIP_LEVEL", 4), ("KEY_PREFIX", "globals")],
         )
     env_vars = json.loads((ROOT / "events/env.json").read_text())
     env_vars["Parameters"] = {"PARTITION_STYLE": "hive", "GZIP_LEVEL": "5", "UNDECLARED": "x"}
@@ -489,7 +504,10 @@ def test_the_environment_is_the_one_the_sam_cli_gives(
     assert ours == {name: local_invoke.local_value(value) for name, value in theirs.items()}
     # And so are the timeout and memory (the function's own, over the Globals')
     assert (timeout, memory) == (sam_timeout, sam_memory)
-    assert (timeout, memory) == ((90, 256) if function_id == "LogEtlFunction" else (900, 256))
+    # (each function declares its timeout; the memory is the Globals')
+    memory_declared = 512 if templates == "with-globals" else 256
+    expected_timeout = 90 if function_id == "LogEtlFunction" else 900
+    assert (timeout, memory) == (expected_timeout, memory_declared)
     assert arch == "arm64"
     assert ours["PARTITION_STYLE"] == "flat"  # the function's own entry wins over Parameters
     assert ours["METRICS_NAMESPACE"] == "FromShell"
@@ -564,9 +582,7 @@ def test_the_command_exits_1_when_the_invocation_fails(world, simulator, tmp_pat
 
 def test_a_bad_setting_fails_the_init_as_the_emulator_reports_it(world, simulator, tmp_path):
     # Given the template with a Globals section that gives every function GZIP_LEVEL=12 (0 to 9)
-    template = template_with_globals(
-        tmp_path, "  Function:\n    Environment:\n      Variables:\n        GZIP_LEVEL: 12\n"
-    )
+    template = template_with_globals(tmp_path, variables=[("GZIP_LEVEL", 12)])
     env_vars = world.env_vars(simulator.url)
     for function_id in FUNCTIONS:
         with function(function_id, env_vars, template=template) as fn:
