@@ -136,34 +136,27 @@ pub fn of_backfill(summary: &BackfillSummary) -> Vec<Metric> {
 
 /// The name of every metric a replay emits.
 pub fn replay_metric_names() -> Vec<&'static str> {
-    of_replay(&ReplaySummary::default())
-        .into_iter()
-        .map(|m| m.name)
-        .collect()
+    names(of_replay(&ReplaySummary::default()))
 }
 
 /// The name of every metric a backfill emits.
 pub fn backfill_metric_names() -> Vec<&'static str> {
-    of_backfill(&BackfillSummary::default())
-        .into_iter()
-        .map(|m| m.name)
-        .collect()
+    names(of_backfill(&BackfillSummary::default()))
 }
 
 /// The name of every metric a compaction run emits.
 pub fn compaction_metric_names() -> Vec<&'static str> {
-    of_compaction(&CompactSummary::default())
-        .into_iter()
-        .map(|m| m.name)
-        .collect()
+    names(of_compaction(&CompactSummary::default()))
 }
 
 /// The name of every metric a pass emits (the template's alarms and dashboard use these).
 pub fn pass_metric_names() -> Vec<&'static str> {
-    of_pass(&RunSummary::default())
-        .into_iter()
-        .map(|m| m.name)
-        .collect()
+    names(of_pass(&RunSummary::default()))
+}
+
+/// The names of `metrics`, in order.
+fn names(metrics: Vec<Metric>) -> Vec<&'static str> {
+    metrics.into_iter().map(|m| m.name).collect()
 }
 
 /// The EMF document for one run: its `metrics`, and every figure of its `summary` (a JSON

@@ -51,15 +51,6 @@ impl MetricsTarget {
     }
 }
 
-impl From<RunError> for Diagnostic {
-    fn from(err: RunError) -> Self {
-        Diagnostic {
-            error_type: err.error_type().to_owned(),
-            error_message: error_chain(&err),
-        }
-    }
-}
-
 /// Runs one pass for any event: the event only triggers it. An event's `time` (EventBridge's
 /// and the template's Scheduler input carry one) is logged as the scheduled time.
 pub async fn handle(
@@ -75,24 +66,13 @@ pub async fn handle(
         .unwrap_or_default()
         .to_owned();
     let now = Utc::now();
-    match pipeline.run_pass(now, deadline).await {
-        Ok(summary) => {
-            // The figures are in the run's one summary line, the metrics document below.
-            tracing::info!(request_id = %event.context.request_id, scheduled = %scheduled, "pass complete");
-            metrics_target.emit(&metrics::of_pass(&summary), &summary, now);
-            Ok(summary)
-        }
-        Err(err) => {
-            tracing::error!(
-                request_id = %event.context.request_id,
-                scheduled = %scheduled,
-                error_type = err.error_type(),
-                error = %error_chain(&err),
-                "pass failed"
-            );
-            Err(err)
-        }
-    }
+    let result = pipeline.run_pass(now, deadline).await;
+    let job = Job {
+        name: "pass",
+        request_id: &event.context.request_id,
+        scheduled: &scheduled,
+    };
+    job.finish(result, metrics::of_pass, metrics_target, now)
 }
 
 /// The compaction function's set-up, built once: the bucket, the settings, the hours it looks at.
@@ -101,15 +81,6 @@ pub struct Compaction {
     pub store: Store,
     pub objects: ObjectSettings,
     pub settings: CompactionSettings,
-}
-
-impl From<CompactError> for Diagnostic {
-    fn from(err: CompactError) -> Self {
-        Diagnostic {
-            error_type: err.error_type().to_owned(),
-            error_message: error_chain(&err),
-        }
-    }
 }
 
 /// Why a compaction invocation failed: its event named hours badly, or the compaction stopped.
@@ -121,14 +92,12 @@ pub enum CompactionRunError {
     Compact(#[from] CompactError),
 }
 
-impl From<CompactionRunError> for Diagnostic {
-    fn from(err: CompactionRunError) -> Self {
-        match err {
-            CompactionRunError::Compact(err) => err.into(),
-            err @ CompactionRunError::Hours(_) => Diagnostic {
-                error_type: "CompactionEventError".to_owned(),
-                error_message: error_chain(&err),
-            },
+impl CompactionRunError {
+    /// The type of the error, as a Lambda error type.
+    pub fn error_type(&self) -> &'static str {
+        match self {
+            CompactionRunError::Hours(_) => "CompactionEventError",
+            CompactionRunError::Compact(err) => err.error_type(),
         }
     }
 }
@@ -192,23 +161,14 @@ pub async fn handle_compaction(
             err => err,
         };
     }
-    match result {
-        Ok(summary) => {
-            // The figures are in the run's one summary line, the metrics document below.
-            tracing::info!(request_id = %event.context.request_id, "compaction complete");
-            metrics_target.emit(&metrics::of_compaction(&summary), &summary, now);
-            Ok(summary)
-        }
-        Err(err) => {
-            tracing::error!(
-                request_id = %event.context.request_id,
-                error_type = err.error_type(),
-                error = %error_chain(&err),
-                "compaction failed"
-            );
-            Err(err.into())
-        }
-    }
+    let result = result;
+    let job = Job {
+        name: "compaction",
+        request_id: &event.context.request_id,
+        scheduled: "",
+    };
+    job.finish(result, metrics::of_compaction, metrics_target, now)
+        .map_err(Into::into)
 }
 
 /// The replay function's set-up, built once: the pipeline (its key, bucket and settings) and
@@ -238,15 +198,6 @@ impl ReplayError {
     }
 }
 
-impl From<ReplayError> for Diagnostic {
-    fn from(err: ReplayError) -> Self {
-        Diagnostic {
-            error_type: err.error_type().to_owned(),
-            error_message: error_chain(&err),
-        }
-    }
-}
-
 /// Replays the quarantine of the run hours the event names (`{"hours": "FROM..TO"}`, each
 /// `YYYY-MM-DDTHH`), else of the last `COMPACT_LOOKBACK_HOURS`: what passes now lands once,
 /// what is still refused stays. Any other event starts the default replay.
@@ -267,27 +218,17 @@ pub async fn handle_replay(
             (Hour::of(now - lookback), Hour::of(now))
         }
     };
-    match replay
+    let result = replay
         .pipeline
         .replay(Some(hours), now, Some(deadline))
-        .await
-    {
-        Ok(summary) => {
-            // The figures are in the run's one summary line, the metrics document below.
-            tracing::info!(request_id = %event.context.request_id, "replay complete");
-            metrics_target.emit(&metrics::of_replay(&summary), &summary, now);
-            Ok(summary)
-        }
-        Err(err) => {
-            tracing::error!(
-                request_id = %event.context.request_id,
-                error_type = err.error_type(),
-                error = %error_chain(&err),
-                "replay failed"
-            );
-            Err(err.into())
-        }
-    }
+        .await;
+    let job = Job {
+        name: "replay",
+        request_id: &event.context.request_id,
+        scheduled: "",
+    };
+    job.finish(result, metrics::of_replay, metrics_target, now)
+        .map_err(Into::into)
 }
 
 /// The figures of two compaction runs over different hours, summed. Every field is named, so a
@@ -324,6 +265,75 @@ fn add_compactions(mut total: CompactSummary, one: CompactSummary) -> CompactSum
     total.hours_unreadable += hours_unreadable;
     total.unreadable_objects.extend(unreadable_objects);
     total
+}
+
+/// A job's error: its type is the Lambda error type, so CloudWatch can group failures.
+pub trait JobError: std::error::Error {
+    fn error_type(&self) -> &'static str;
+}
+
+macro_rules! job_errors {
+    ($($error:ty),*) => {$(
+        impl JobError for $error {
+            fn error_type(&self) -> &'static str {
+                <$error>::error_type(self)
+            }
+        }
+
+        impl From<$error> for Diagnostic {
+            fn from(err: $error) -> Self {
+                Diagnostic {
+                    error_type: JobError::error_type(&err).to_owned(),
+                    error_message: error_chain(&err),
+                }
+            }
+        }
+    )*};
+}
+
+job_errors!(
+    RunError,
+    CompactError,
+    CompactionRunError,
+    ReplayError,
+    BackfillError
+);
+
+/// One invocation of a job, as its log lines name it.
+struct Job<'a> {
+    /// `pass`, `compaction`, `replay` or `backfill`.
+    name: &'static str,
+    request_id: &'a str,
+    /// The event's scheduled time, when it carries one.
+    scheduled: &'a str,
+}
+
+impl Job<'_> {
+    /// Ends the invocation: on success, its one summary line (the metrics `of` the summary, with
+    /// every figure beside them) after a short log line; on failure, one error log line.
+    fn finish<S: serde::Serialize, E: JobError>(
+        &self,
+        result: Result<S, E>,
+        of: impl FnOnce(&S) -> Vec<metrics::Metric>,
+        target: &MetricsTarget,
+        now: chrono::DateTime<Utc>,
+    ) -> Result<S, E> {
+        match &result {
+            Ok(summary) => {
+                tracing::info!(request_id = %self.request_id, scheduled = %self.scheduled, "{} complete", self.name);
+                target.emit(&of(summary), summary, now);
+            }
+            Err(err) => tracing::error!(
+                request_id = %self.request_id,
+                scheduled = %self.scheduled,
+                error_type = err.error_type(),
+                error = %error_chain(err),
+                "{} failed",
+                self.name
+            ),
+        }
+        result
+    }
 }
 
 /// Time until the invocation's deadline (epoch milliseconds), less a margin.
@@ -419,15 +429,6 @@ impl BackfillError {
             BackfillError::List { .. } | BackfillError::Open { .. } => "StoreError",
             BackfillError::SpillFolder(_) => "EncodeError",
             BackfillError::Process { source, .. } => source.error_type(),
-        }
-    }
-}
-
-impl From<BackfillError> for Diagnostic {
-    fn from(err: BackfillError) -> Self {
-        Diagnostic {
-            error_type: err.error_type().to_owned(),
-            error_message: error_chain(&err),
         }
     }
 }
@@ -549,23 +550,13 @@ pub async fn handle_backfill(
         Ok(keys) => backfill_responses(&backfill.pipeline, &backfill.store, &keys, now).await,
         Err(err) => Err(err),
     };
-    match result {
-        Ok(summary) => {
-            // The figures are in the run's one summary line, the metrics document below.
-            tracing::info!(request_id = %event.context.request_id, "backfill complete");
-            metrics_target.emit(&metrics::of_backfill(&summary), &summary, now);
-            Ok(summary)
-        }
-        Err(err) => {
-            tracing::error!(
-                request_id = %event.context.request_id,
-                error_type = err.error_type(),
-                error = %error_chain(&err),
-                "backfill failed"
-            );
-            Err(err)
-        }
-    }
+    let result = result;
+    let job = Job {
+        name: "backfill",
+        request_id: &event.context.request_id,
+        scheduled: "",
+    };
+    job.finish(result, metrics::of_backfill, metrics_target, now)
 }
 
 /// Lands every saved response under `prefix` of `store` ([`backfill_responses`]), in key order.
