@@ -13,15 +13,17 @@
 //! | [`config`] | every setting, read once from the environment, in the parts each stage takes |
 //! | [`exactly_once`] | writing only the records an hour does not hold yet |
 //! | [`compact`] | compaction: merging a closed hour's objects into one |
-//! | [`pipeline`] | the one pipeline every entry point drives: a scheduled pass, a saved response |
 //! | [`replay`] | replay of quarantine: what a key set right or a window widened now lets land |
+//! | [`pipeline`] | the one pipeline every entry point drives: a scheduled pass, a saved response |
+//! | [`backfill`] | saved responses under a prefix (or those a Distributed Map names) landed, each record once |
 //! | [`restore`] | reading landed objects back as the original records |
 //! | [`lambda`] | the Lambda handlers and their metrics |
-//! | [`local`] | tools the Lambda never uses: simulator, synthetic records, demo |
+//! | [`local`] | tools the Lambda never uses: simulator, synthetic records, what a store holds (status), demo |
 //! | [`logging`] | log set-up and one-line error chains |
 //! | [`progress`] | counters of how far long work has got, for a progress display |
 
 pub mod aws;
+pub mod backfill;
 pub mod batch;
 pub mod compact;
 pub mod config;

@@ -3,8 +3,8 @@
 
 use serde_json::{Value, json};
 
+use crate::backfill::BackfillSummary;
 use crate::compact::CompactSummary;
-use crate::lambda::BackfillSummary;
 use crate::pipeline::RunSummary;
 use crate::replay::ReplaySummary;
 

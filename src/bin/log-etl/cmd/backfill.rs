@@ -2,7 +2,7 @@
 //! one after the other, each record once; the one-machine form of the backfill state machine.
 
 use chrono::Utc;
-use log_etl::lambda::{self, BackfillError};
+use log_etl::backfill::{self, BackfillError};
 use log_etl::pipeline::{Pipeline, RunError};
 
 use super::{CliError, KeyArgs, StoreArgs, config, open_store, print_json};
@@ -33,7 +33,7 @@ pub async fn run(args: Args) -> Result<(), CliError> {
     let opened = open_store(args.store.dir.as_deref(), args.store.bucket, &mut config).await?;
     let pipeline =
         Pipeline::new(&config, opened.store.clone(), opened.sdk.as_ref()).map_err(CliError::run)?;
-    match lambda::backfill_prefix(&pipeline, &opened.store, &args.prefix, Utc::now()).await {
+    match backfill::backfill_prefix(&pipeline, &opened.store, &args.prefix, Utc::now()).await {
         Ok(summary) => {
             print_json(&summary);
             Ok(())
