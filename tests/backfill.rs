@@ -94,26 +94,13 @@ fn gzip(bytes: &[u8]) -> Vec<u8> {
 
 /// Every file under `root` as (key relative to root, bytes), in key order.
 fn folder_objects(root: &Path) -> Vec<(String, Vec<u8>)> {
-    let mut found = Vec::new();
-    let mut stack = vec![root.to_owned()];
-    while let Some(dir) = stack.pop() {
-        for entry in fs::read_dir(&dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                stack.push(path);
-            } else {
-                let key = path
-                    .strip_prefix(root)
-                    .unwrap()
-                    .to_str()
-                    .unwrap()
-                    .to_owned();
-                found.push((key, fs::read(&path).unwrap()));
-            }
-        }
-    }
-    found.sort();
-    found
+    crate::common::folder::files_under(root)
+        .into_iter()
+        .map(|key| {
+            let bytes = fs::read(root.join(&key)).unwrap();
+            (key, bytes)
+        })
+        .collect()
 }
 
 fn parse_summary(stdout: &[u8]) -> Value {

@@ -11,13 +11,14 @@ use common::log_etl;
 use log_etl::record::fields;
 use serde_json::{Map, Value};
 
-struct Fixture {
-    dir: tempfile::TempDir,
-    key: String,
+/// A folder for a test's files and a fresh key (also the zstd tests').
+pub(crate) struct Fixture {
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) key: String,
 }
 
 impl Fixture {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let out = log_etl(&["keygen"], &[]);
         assert!(out.status.success());
         Self {
@@ -26,7 +27,7 @@ impl Fixture {
         }
     }
 
-    fn path(&self, name: &str) -> PathBuf {
+    pub(crate) fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
 

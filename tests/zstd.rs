@@ -8,74 +8,42 @@ use crate::common;
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use crate::cli::Fixture;
+use common::folder::files_under;
 use common::{log_etl, restore_path};
 use log_etl::record::fields;
 use serde_json::{Map, Value};
 
-struct Fixture {
-    dir: tempfile::TempDir,
-    key: String,
-}
-
 impl Fixture {
-    fn new() -> Self {
-        let out = log_etl(&["keygen"], &[]);
-        assert!(out.status.success());
-        Self {
-            dir: tempfile::tempdir().unwrap(),
-            key: String::from_utf8(out.stdout).unwrap().trim().to_owned(),
-        }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
     /// A saved response named `name` of `records` records from `start` (one in fifty cannot be
     /// decrypted), and its ground truth.
-    fn generate(
+    fn generate_named(
         &self,
         name: &str,
         records: u32,
         start: &str,
         seed: &str,
     ) -> (PathBuf, Vec<Map<String, Value>>) {
-        let resp = self.path(&format!("{name}.json"));
-        let truth = self.path(&format!("{name}.truth.ndjson"));
-        let n = records.to_string();
-        let args = [
-            "generate",
-            "--records",
-            &n,
-            "--start",
-            start,
+        let extra = [
             "--seed",
             seed,
             "--unusual-per-mille",
             "150",
             "--bad-per-mille",
             "20",
-            "--out",
-            resp.to_str().unwrap(),
-            "--truth",
-            truth.to_str().unwrap(),
         ];
-        let out = log_etl(&args, &[("FERNET_KEY", &self.key)]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let truth = fs::read_to_string(truth)
-            .unwrap()
-            .lines()
+        let run = |args: &[&str]| log_etl(args, &[("FERNET_KEY", &self.key)]);
+        let (response, truth) =
+            common::generate_response(run, self.dir.path(), name, records, start, &extra);
+        let truth = truth
+            .iter()
             .map(|l| serde_json::from_str(l).unwrap())
             .collect();
-        (resp, truth)
+        (response, truth)
     }
 
     /// `log-etl process` of `input` into `out_dir` with `COMPRESSION=compression`: its summary.
-    fn process(&self, input: &Path, out_dir: &Path, compression: &str) -> Value {
+    fn process_as(&self, input: &Path, out_dir: &Path, compression: &str) -> Value {
         let args = [
             "process",
             "--input",
@@ -95,25 +63,6 @@ impl Fixture {
         );
         serde_json::from_slice(&out.stdout).unwrap()
     }
-}
-
-/// Every file under `root`, relative, sorted.
-fn files_under(root: &Path) -> Vec<String> {
-    let mut found = Vec::new();
-    let mut stack = vec![root.to_owned()];
-    while let Some(dir) = stack.pop() {
-        for entry in fs::read_dir(&dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                stack.push(path);
-            } else {
-                let relative = path.strip_prefix(root).unwrap();
-                found.push(relative.to_str().unwrap().to_owned());
-            }
-        }
-    }
-    found.sort();
-    found
 }
 
 /// The records of a zstd'd NDJSON object, decoded by the zstd library itself.
@@ -140,10 +89,10 @@ fn sorted(records: &[Map<String, Value>]) -> Vec<String> {
 fn processing_into_a_folder_as_zstd_writes_zst_objects_that_restore_to_the_input() {
     // Given a response over two hours with unusual and undecryptable records
     let fx = Fixture::new();
-    let (input, truth) = fx.generate("response", 2000, "2023-03-18T14:50:00.000Z", "1");
+    let (input, truth) = fx.generate_named("response", 2000, "2023-03-18T14:50:00.000Z", "1");
     // When it is processed with COMPRESSION=zstd
     let out_dir = fx.path("out");
-    let summary = fx.process(&input, &out_dir, "zstd");
+    let summary = fx.process_as(&input, &out_dir, "zstd");
     // Then every object, data and quarantine, is a .json.zst that zstd decodes
     let files = files_under(&out_dir);
     assert!(
@@ -169,11 +118,11 @@ fn processing_into_a_folder_as_zstd_writes_zst_objects_that_restore_to_the_input
 fn a_folder_switched_from_gzip_to_zstd_midway_lands_each_record_once_and_compacts_to_one_object() {
     // Given an hour that received one response as gzip and another as zstd
     let fx = Fixture::new();
-    let (first, first_truth) = fx.generate("first", 600, "2023-03-18T15:01:00.000Z", "1");
-    let (second, second_truth) = fx.generate("second", 600, "2023-03-18T15:30:00.000Z", "2");
+    let (first, first_truth) = fx.generate_named("first", 600, "2023-03-18T15:01:00.000Z", "1");
+    let (second, second_truth) = fx.generate_named("second", 600, "2023-03-18T15:30:00.000Z", "2");
     let out_dir = fx.path("out");
-    fx.process(&first, &out_dir, "gzip");
-    fx.process(&second, &out_dir, "zstd");
+    fx.process_as(&first, &out_dir, "gzip");
+    fx.process_as(&second, &out_dir, "zstd");
     let hour = "data/2023/03/18/15/";
     let landed = files_under(&out_dir);
     let data: Vec<&String> = landed.iter().filter(|f| f.starts_with(hour)).collect();
@@ -185,7 +134,7 @@ fn a_folder_switched_from_gzip_to_zstd_midway_lands_each_record_once_and_compact
         (&first, &first_truth, "zstd"),
         (&second, &second_truth, "gzip"),
     ] {
-        let again = fx.process(input, &out_dir, compression);
+        let again = fx.process_as(input, &out_dir, compression);
         // Then nothing new lands: every record, good or quarantined, is found in the other
         // encoding's object
         assert_eq!(again["records_landed"], 0, "{again}");
