@@ -424,7 +424,7 @@ async fn prove<W: Write>(
         ))?;
     }
     account.line(format_args!(
-        "  restore them yourself: log-etl restore {data_dir}"
+        "  restore them yourself: cargo run -- restore {data_dir}"
     ))?;
     if !same {
         return Err(DemoError::Proof(

@@ -790,3 +790,47 @@ def test_the_arm64_build_decrypts_tokens_with_the_cpus_aes_and_sha256_instructio
     first = lines[0]
     assert first["message"] == "token decryption", first
     assert (first["aes_hardware"], first["sha256_hardware"]) == (True, True), first
+
+
+def test_the_backfill_function_lands_distributed_map_items_and_batches_each_record_once(world):
+    # Given three overlapping saved responses under saved/ (the same records from the same
+    # start: 40, 70 and 100 of them), the first gzip'd, as Distributed Map lists them
+    start = hour_start(5)
+    saved = {}
+    for records, key in ((40, "saved/r040.json.gz"), (70, "saved/r070.json"), (100, "saved/r100.json")):
+        body, truth = generate(world, seed=31, start=start, records=records)
+        body = gzip.compress(body) if key.endswith(".gz") else body
+        world.s3.put_object(Bucket=world.bucket, Key=key, Body=body)
+        saved[key] = (len(body), truth)
+    item = lambda key: {  # noqa: E731 (one listing item, as the S3 item reader gives it)
+        "Key": key, "Size": saved[key][0], "ETag": '"0"', "LastModified": "2024-05-01T00:00:00Z",
+    }
+    env_vars = {
+        "LogEtlBackfillFunction": {
+            "AWS_ENDPOINT_URL": world.endpoint,
+            "BUCKET_NAME": world.bucket,
+            "FERNET_SECRET_ID": world.secret_id,
+        }
+    }
+    with function("LogEtlBackfillFunction", env_vars) as fn:
+        # When the arm64 function is invoked with one item (ItemSelector adding the bucket)
+        one = fn.invoke(json.dumps(dict(item("saved/r040.json.gz"), Bucket=world.bucket)).encode())
+        # Then that response lands
+        assert not one.failed, f"{one.body!r}\n{fn.logs()}"
+        assert (one.payload["responses"], one.payload["records_landed"]) == (1, 40)
+        # When it is invoked with a batch of the other two (ItemBatcher)
+        batch = {
+            "Items": [item("saved/r070.json"), item("saved/r100.json")],
+            "BatchInput": {"Bucket": world.bucket},
+        }
+        many = fn.invoke(json.dumps(batch).encode())
+        # Then only the records the first did not hold land, and again, nothing
+        assert not many.failed, f"{many.body!r}\n{fn.logs()}"
+        assert (many.payload["responses"], many.payload["records_landed"]) == (2, 60)
+        again = fn.invoke(json.dumps(batch).encode())
+        assert not again.failed and again.payload["records_landed"] == 0
+        # And an item of another bucket is refused, typed
+        other = fn.invoke(json.dumps(dict(item("saved/r070.json"), Bucket="elsewhere")).encode())
+        assert other.failed and other.error_type == "BackfillEventError", other.body
+    # And the bucket holds every record once
+    assert canonical(world.restored()) == canonical(saved["saved/r100.json"][1])
