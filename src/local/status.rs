@@ -125,6 +125,8 @@ pub enum StatusError {
         #[source]
         source: io::Error,
     },
+    #[error("the temporary folder for downloaded objects could not be made")]
+    SpillFolder(#[source] io::Error),
 }
 
 /// Lists the data and quarantine prefixes of `settings.layout` in `store` (and, with
@@ -134,6 +136,10 @@ pub async fn status(
     settings: &ObjectSettings,
     options: &StatusOptions,
 ) -> Result<StoreStatus, StatusError> {
+    // A downloaded object waits in a private spill file past a small size, whatever its size.
+    let spill =
+        crate::batch::spool::spill_dir(&std::env::temp_dir()).map_err(StatusError::SpillFolder)?;
+    let settings = &settings.spilling_into(spill.path());
     let layout = &settings.layout;
     let in_range = |hour: Hour| {
         options
@@ -226,12 +232,16 @@ async fn quarantine_status(
         entry.objects += 1;
         entry.bytes += size;
         if options.records {
-            let bytes = store.get(&key).await.map_err(|source| StatusError::Read {
-                key: key.clone(),
-                source,
-            })?;
+            let reader =
+                store
+                    .open(&key, &settings.spool)
+                    .await
+                    .map_err(|source| StatusError::Read {
+                        key: key.clone(),
+                        source,
+                    })?;
             // A quarantine object that cannot be read counts the lines read before it stops.
-            let lines = encode::read_lines(&bytes[..], settings.read)
+            let lines = encode::read_lines(reader, settings.read)
                 .take_while(Result::is_ok)
                 .count() as u64;
             *entry.lines.get_or_insert(0) += lines;
