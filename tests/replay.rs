@@ -115,41 +115,23 @@ fn records_dated_before_the_window_land_from_a_folder_once_the_window_is_widened
     let (key, wrong) = (path("key"), path("wrong"));
     fs::write(&key, generate_key()).unwrap();
     fs::write(&wrong, generate_key()).unwrap();
-    let (response, truth, out) = (path("response.json"), path("truth.ndjson"), path("out"));
-    let generate = log_etl(
-        &[
-            "generate",
-            "--records",
-            "20",
-            "--start",
-            "1999-06-01T10:00:00.000Z",
-            "--out",
-            response.to_str().unwrap(),
-            "--truth",
-            truth.to_str().unwrap(),
-            "--key-file",
-            key.to_str().unwrap(),
-        ],
-        &[],
+    let out = path("out");
+    let key_arg = key.to_str().unwrap().to_owned();
+    let (response, truth) = common::generate_response(
+        |args: &[&str]| log_etl(args, &[]),
+        dir.path(),
+        "response",
+        20,
+        "1999-06-01T10:00:00.000Z",
+        &["--key-file", &key_arg],
     );
-    assert!(generate.status.success());
-    let truth: Vec<Map<String, Value>> = fs::read_to_string(&truth)
-        .unwrap()
-        .lines()
+    let truth: Vec<Map<String, Value>> = truth
+        .iter()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    let process = log_etl(
-        &[
-            "process",
-            "--input",
-            response.to_str().unwrap(),
-            "--dir",
-            out.to_str().unwrap(),
-            "--key-file",
-            wrong.to_str().unwrap(),
-        ],
-        &[],
-    );
+    let mut args = common::folder::process_args(&response, &out).to_vec();
+    args.extend(["--key-file", wrong.to_str().unwrap()]);
+    let process = log_etl(&args, &[]);
     // (no record verifies under the wrong key: the command says so with its own exit status,
     // after printing its summary)
     assert_eq!(process.status.code(), Some(3));
@@ -213,12 +195,9 @@ async fn the_replay_job_of_the_lambda_binary_lands_records_once_the_window_is_wi
         tempfile::NamedTempFile::new().unwrap(),
         tempfile::NamedTempFile::new().unwrap(),
     );
-    let mut function = Command::new(env!("CARGO_BIN_EXE_log-etl-lambda"))
+    let function = Command::new(env!("CARGO_BIN_EXE_log-etl-lambda"))
         .env_clear()
-        .env("AWS_LAMBDA_RUNTIME_API", runtime.addr.to_string())
-        .env("AWS_LAMBDA_FUNCTION_NAME", "log-etl-replay-test")
-        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
-        .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+        .envs(common::runtime_api::function_env(runtime.addr))
         .env("LOG_ETL_JOB", "replay")
         .env("EARLIEST_YEAR", "1990")
         .env("BUCKET_NAME", BUCKET)
@@ -229,12 +208,8 @@ async fn the_replay_job_of_the_lambda_binary_lands_records_once_the_window_is_wi
         .stdin(Stdio::null())
         .spawn()
         .expect("log-etl-lambda starts");
-    let answer = runtime.first_answer(Duration::from_secs(60)).await;
-    let _ = function.kill();
-    let _ = function.wait();
+    let answer = answer_then_stop(&runtime, function, Duration::from_secs(60), stderr.path()).await;
     // Then it answers with the replay's summary: every record landed
-    let logged = fs::read_to_string(stderr.path()).unwrap();
-    let answer = answer.unwrap_or_else(|| panic!("no answer from the function:\n{logged}"));
     assert_eq!(answer.kind, "response", "{:?}", answer.body);
     assert_eq!(answer.body["records_landed"], 100, "{:?}", answer.body);
     assert_eq!(answer.body["records_still_refused"], 0);
@@ -262,12 +237,9 @@ async fn a_replay_event_naming_hours_that_are_not_a_range_fails_typed() {
     )
     .await;
     let stderr = tempfile::NamedTempFile::new().unwrap();
-    let mut function = Command::new(env!("CARGO_BIN_EXE_log-etl-lambda"))
+    let function = Command::new(env!("CARGO_BIN_EXE_log-etl-lambda"))
         .env_clear()
-        .env("AWS_LAMBDA_RUNTIME_API", runtime.addr.to_string())
-        .env("AWS_LAMBDA_FUNCTION_NAME", "log-etl-replay-test")
-        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
-        .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+        .envs(common::runtime_api::function_env(runtime.addr))
         .env("LOG_ETL_JOB", "replay")
         .env("BUCKET_NAME", BUCKET)
         .env("FERNET_KEY", generate_key())
@@ -280,14 +252,25 @@ async fn a_replay_event_naming_hours_that_are_not_a_range_fails_typed() {
         .spawn()
         .expect("log-etl-lambda starts");
     // When it takes an event whose hours run backwards
-    let answer = runtime.first_answer(Duration::from_secs(30)).await;
-    let _ = function.kill();
-    let _ = function.wait();
+    let answer = answer_then_stop(&runtime, function, Duration::from_secs(30), stderr.path()).await;
     // Then it answers an error naming the event, not the store
-    let logged = fs::read_to_string(stderr.path()).unwrap();
-    let answer = answer.unwrap_or_else(|| panic!("no answer from the function:\n{logged}"));
     assert_eq!(answer.kind, "error", "{:?}", answer.body);
     assert_eq!(answer.body["errorType"], "EventError", "{:?}", answer.body);
     let message = answer.body["errorMessage"].as_str().unwrap();
     assert!(message.contains("is after"), "{message}");
+}
+
+/// The function's first answer (within `limit`), once the function is stopped; a test without
+/// one fails with the function's log.
+async fn answer_then_stop(
+    runtime: &RuntimeApi,
+    mut function: std::process::Child,
+    limit: Duration,
+    log: &Path,
+) -> common::runtime_api::Answer {
+    let answer = runtime.first_answer(limit).await;
+    let _ = function.kill();
+    let _ = function.wait();
+    let logged = fs::read_to_string(log).unwrap();
+    answer.unwrap_or_else(|| panic!("no answer from the function:\n{logged}"))
 }
