@@ -15,6 +15,7 @@ from pathlib import Path
 
 import compaction
 import day
+import zstd_gzip
 import large
 import offline
 import pass_memory
@@ -28,7 +29,7 @@ from report import render, render_facts, summary
 
 SECTIONS = {"offline": offline, "large": large, "pass": scheduled_pass,
             "pass-memory": pass_memory, "compaction": compaction, "unreadable": unreadable,
-            "day": day, "pipeline": pipeline}
+            "day": day, "pipeline": pipeline, "encodings": zstd_gzip}
 
 DESCRIPTION = """\
 Benchmarks log-etl against the Python script it replaces (bench/reference.py), both in the same
@@ -66,7 +67,9 @@ sections (all, the default, runs them in this order):
                log-etl restore of the day (--restore-runs, before and after interleaved), from
                the folders and from the same objects in moto
   pipeline     cargo bench --bench pipeline (the pure pipeline on one core: gzip levels, per-stage
-               costs, the Python reference on the same records), passed through"""
+               costs, the Python reference on the same records), passed through
+  encodings    cargo bench --bench encodings (gzip 6 and 9, zstd 3, 9, 12 and 19 on the same usual
+               records, one core: bytes per record, encode and read time), passed through"""
 
 EPILOG = """\
 Generated responses of the offline, large, pass-memory and compaction sections (about 540 bytes a

@@ -22,24 +22,25 @@ def run(args, launcher, scratch):
     if args.pipeline_records:
         argv += ["--", str(args.pipeline_records)]
     say(f"  $ {shlex.join(argv)}")
-    speedup = passed_through(argv, clean_env(LOG_ETL_PYTHON=PYTHON))
+    line = passed_through(argv, clean_env(LOG_ETL_PYTHON=PYTHON), marker="speed-up")
+    speedup = line.split()[-1] if line else None
     return Report({"speedup": speedup}, summaries=[SUMMARY] if speedup else [])
 
 
-def passed_through(argv, env):
-    """Runs `argv` in the project, its output printed as it comes, within TIMEOUT_S; the last
-    figure of its "speed-up" line, if it printed one."""
+def passed_through(argv, env, marker):
+    """Runs `argv` in the project, its output printed as it comes, within TIMEOUT_S; the last line
+    it printed that starts with `marker`, if any."""
     # A session of its own, so that the bound (a build included) stops cargo and what it ran.
     child = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True,
                              start_new_session=True)
     timer = threading.Timer(TIMEOUT_S, kill_group, (child.pid,))
     timer.start()
-    speedup = None
+    found = None
     try:
         for line in child.stdout:
             say("  | " + line.rstrip("\n"))
-            if line.strip().startswith("speed-up"):
-                speedup = line.split()[-1]
+            if line.strip().startswith(marker):
+                found = line.strip()
     except BaseException:
         kill_group(child.pid)
         raise
@@ -50,4 +51,4 @@ def passed_through(argv, env):
     if status != 0:
         raise BenchError(f"cargo bench exited with status {status}"
                          + (f" (stopped after {TIMEOUT_S} s)" if status < 0 else ""))
-    return speedup
+    return found
