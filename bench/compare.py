@@ -20,6 +20,7 @@ import large
 import offline
 import pass_memory
 import pipeline
+import scaling
 import scheduled_pass
 import unreadable
 from harness import BenchError, Launcher, built_at, command_output, cpu_model, git_revision, \
@@ -29,7 +30,7 @@ from report import render, render_facts, summary
 
 SECTIONS = {"offline": offline, "large": large, "pass": scheduled_pass,
             "pass-memory": pass_memory, "compaction": compaction, "unreadable": unreadable,
-            "day": day, "pipeline": pipeline, "encodings": zstd_gzip}
+            "day": day, "pipeline": pipeline, "encodings": zstd_gzip, "scaling": scaling}
 
 DESCRIPTION = """\
 Benchmarks log-etl against the Python script it replaces (bench/reference.py), both in the same
@@ -69,7 +70,10 @@ sections (all, the default, runs them in this order):
   pipeline     cargo bench --bench pipeline (the pure pipeline on one core: gzip levels, per-stage
                costs, the Python reference on the same records), passed through
   encodings    cargo bench --bench encodings (gzip 6 and 9, zstd 3, 9, 12 and 19 on the same usual
-               records, one core: bytes per record, encode and read time), passed through"""
+               records, one core: bytes per record, encode and read time), passed through
+  scaling      log-etl process of the usual 100,000-record response on every core and pinned to
+               one (taskset -c 0), 5 runs each, interleaved, and reference.py offline on the same
+               file (2 runs): process against the reference, and two cores against one"""
 
 EPILOG = """\
 Generated responses of the offline, large, pass-memory and compaction sections (about 540 bytes a
