@@ -244,7 +244,7 @@ async fn every_command_fails_typed_and_in_bounded_time_when_s3_never_answers() {
     let url = sim.url();
     // (command, its arguments, its settings, the start of its typed error)
     type Case<'a> = (&'a str, Vec<&'a str>, Vec<(&'a str, &'a str)>, &'a str);
-    let cases: [Case; 4] = [
+    let cases: [Case; 7] = [
         (
             "run",
             vec!["run"],
@@ -273,6 +273,24 @@ async fn every_command_fails_typed_and_in_bounded_time_when_s3_never_answers() {
             vec![],
             "error: restore failed: ",
         ),
+        (
+            "replay --bucket",
+            vec!["replay", "--bucket", BUCKET],
+            vec![("FERNET_KEY", &key)],
+            "error: writing objects failed: ListObjectsV2 ",
+        ),
+        (
+            "backfill --bucket",
+            vec!["backfill", "--prefix", "saved/", "--bucket", BUCKET],
+            vec![("FERNET_KEY", &saved_key)],
+            "error: backfill: listing the saved responses under ",
+        ),
+        (
+            "status --bucket",
+            vec!["status", "--bucket", BUCKET],
+            vec![],
+            "error: status: listing the objects failed: ",
+        ),
     ];
     for (name, args, extra, typed) in cases {
         // When the command runs against it
@@ -293,7 +311,7 @@ async fn every_command_fails_typed_and_in_bounded_time_when_s3_never_answers() {
     }
     // and the calls did reach the stalled endpoint
     assert!(
-        stalled.accepted() >= 4,
+        stalled.accepted() >= 7,
         "{} connections",
         stalled.accepted()
     );
