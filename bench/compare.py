@@ -14,6 +14,7 @@ import tempfile
 from pathlib import Path
 
 import compaction
+import cost
 import day
 import large
 import offline
@@ -28,7 +29,7 @@ from report import render, render_facts, summary
 
 SECTIONS = {"offline": offline, "large": large, "pass": scheduled_pass,
             "pass-memory": pass_memory, "compaction": compaction, "unreadable": unreadable,
-            "day": day, "pipeline": pipeline}
+            "day": day, "pipeline": pipeline, "cost": cost}
 
 DESCRIPTION = """\
 Benchmarks log-etl against the Python script it replaces (bench/reference.py), both in the same
@@ -66,7 +67,14 @@ sections (all, the default, runs them in this order):
                log-etl restore of the day (--restore-runs, before and after interleaved), from
                the folders and from the same objects in moto
   pipeline     cargo bench --bench pipeline (the pure pipeline on one core: gzip levels, per-stage
-               costs, the Python reference on the same records), passed through"""
+               costs, the Python reference on the same records), passed through
+  cost         what a month of one deployment costs on AWS: an hour of passes (log-etl run, cold
+               processes, against moto) at 100 and at 10,000 records a pass, and the
+               compaction of that hour (log-etl compact --bucket): S3 requests by type from
+               moto's request log, Secrets Manager calls, durations, log and landed bytes; with
+               the template's memory, alarms and dashboard and the code's metrics, priced from
+               bench/cost.py's PRICES; prints the README's table rows. Fails when the counts
+               disagree (records landed, LISTs, moto against the summaries)"""
 
 EPILOG = """\
 Generated responses of the offline, large, pass-memory and compaction sections (about 540 bytes a
