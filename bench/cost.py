@@ -78,6 +78,9 @@ PRICES = {
                          "5 KB rounding seen in the stored copy of aws.amazon.com/de/kinesis/"
                          "data-firehose/pricing/; the per-GB figure " + NOT_SEEN),
 }
+# Lambda gives a function CPU in proportion to its memory: one vCPU at 1,769 MB.
+ONE_VCPU_MB = 1769
+ONE_VCPU_SOURCE = "https://docs.aws.amazon.com/lambda/latest/dg/resource-model.html"
 # What the free tier would cover (not subtracted in the table).
 FREE_TIER = ("Lambda 1M requests and 400,000 GB-s a month; CloudWatch 10 custom metrics, 10 alarm "
              "metrics, 3 dashboards, 5 GB of logs; EventBridge Scheduler 14M invocations; S3 "
@@ -121,8 +124,9 @@ def run(args, launcher, scratch):
         for name, records, interval_ms in RATES:
             rates.append(measure_rate(launcher, servers, work, s3, env, log, key_file, name,
                                       records, interval_ms))
+        backfill = measure_backfill(launcher, work, s3, env, log, key_file, rates[-1])
     monthly = [month(r, template, metrics) for r in rates]
-    print_readme_rows(rates, monthly, template, metrics)
+    print_readme_rows(rates, monthly, template, metrics, backfill)
     return report(rates, monthly)
 
 
@@ -233,8 +237,9 @@ def check_pass(label, s, requests, records, k):
 
 def pass_log_bytes(env, url, records):
     """Bytes a pass of a new batch (into a prefix of its own) logs as the function logs them:
-    stderr of log-etl run with the Lambda's log settings, and the EMF line the function prints (its metric declaration, the summary's
-    figures and the metric values, as src/lambda/metrics.rs emf_line builds it)."""
+    stderr of log-etl run with the Lambda's log settings, and the EMF line the function prints
+    (its metric declaration, the summary's figures and the metric values, as
+    src/lambda/metrics.rs emf_line builds it)."""
     import subprocess  # a separate run: the Launcher keeps only stderr's tail
     out = subprocess.run(log_etl("run"), env=dict(env, LOG_API_URL=url, **LAMBDA_LOG_ENV),
                          capture_output=True, timeout=300, cwd=ROOT)
@@ -288,6 +293,46 @@ def compact_hour(launcher, env, log, s3, prefix, records):
     say(f"  compaction of the hour ({records:,} a pass): {merged['wall_ms']:.0f} ms, "
         f"{merged['requests']}; the next run {idle['wall_ms']:.0f} ms, {idle['requests']}")
     return {"merged": merged, "idle": idle, "bytes_per_record": size / (PASSES_PER_HOUR * records)}
+
+
+def measure_backfill(launcher, work, s3, env, log, key_file, rate):
+    """log-etl backfill --bucket of the hour of batches of `rate`, saved in the bucket, into a
+    prefix of its own: what the backfill function does with them, its requests and duration."""
+    saved = "cost/saved/"
+    batches = sorted((work / f"batches-{rate['records']}").glob("batch-*.json"))
+    for path in batches:
+        s3.upload_file(str(path), BUCKET, saved + path.name)
+    log.since_last()
+    label = "log-etl backfill --bucket"
+    m = launcher.run(log_etl("backfill", "--bucket", BUCKET, "--prefix", saved, "--key-file",
+                             key_file), prefixed(env, "cost/backfill"), label, timeout_s=900)
+    s = m.summary(label)
+    expected = len(batches) * rate["records"]
+    if (s["responses"], s["records_in"], s["records_landed"]) != (len(batches), expected,
+                                                                  expected):
+        raise BenchError(f"{label}: {json.dumps(s)}; expected {len(batches)} responses, "
+                         f"{expected} records landed")
+    requests = log.since_last()
+    say(f"  backfill of {len(batches)} saved responses ({expected:,} records): "
+        f"{m.wall_s * 1000:.0f} ms, {requests}")
+    return {"summary": s, "requests": requests, "wall_ms": m.wall_s * 1000, "records": expected}
+
+
+def print_backfill(b, template):
+    """The backfill function's cost per use, per million records (it scales with the records)."""
+    gb = template["functions"]["backfill"]["memory_mb"] / 1024
+    per_m = 1e6 / b["records"]
+    ms = math.ceil(b["summary"]["duration_ms"] or 1)
+    r = b["requests"]
+    gb_s = ms / 1000 * gb * per_m
+    usd = (gb_s * PRICES["lambda_gb_s"].usd
+           + (r["LIST"] + r["PUT"]) * per_m / 1000 * PRICES["s3_put_list"].usd
+           + r["GET"] * per_m / 1000 * PRICES["s3_get"].usd)
+    say(f"| Lambda backfill, per use (per million records; measured on {b['records']:,}) | "
+        f"{ms:,} ms x {gb:.2f} GB per {b['records']:,} records: {gb_s:,.1f} GB-s and "
+        f"{(r['LIST'] + r['PUT'] + r['GET']) * per_m:,.0f} S3 requests "
+        f"({r['LIST'] * per_m:,.0f} LIST, {r['GET'] * per_m:,.0f} GET, {r['PUT'] * per_m:,.0f} "
+        f"PUT) a million records: **{money(usd)}** |")
 
 
 # --- What the template and the code declare ---------------------------------------------------
@@ -379,9 +424,11 @@ def month(r, template, metrics):
          f"{merged['requests']['GET']} GET / {merged['requests']['DELETE']} DELETE)",
          hours * ((merged["requests"]["LIST"] + merged["requests"]["PUT"]) / 1000 * p["s3_put_list"]
                   + merged["requests"]["GET"] / 1000 * p["s3_get"])),
-        ("S3 storage after 1 month", f"{stored_1:,.3f} GB ({bytes_kept:.1f} B/record compacted)",
+        ("S3 storage after 1 month", f"{stored_1:,.3f} GB at its end ({bytes_kept:.1f} B/record "
+         "compacted)",
          stored_1 * p["s3_storage"]),
-        ("S3 storage after 12 months", f"{12 * stored_1:,.2f} GB", 12 * stored_1 * p["s3_storage"]),
+        ("S3 storage after 12 months", f"{12 * stored_1:,.2f} GB, its 12th month",
+         12 * stored_1 * p["s3_storage"]),
         ("Secrets Manager", f"1 secret + {secret_reads:,.0f} GetSecretValue",
          p["secret_month"] + secret_reads / 10_000 * p["secret_calls"]),
         ("CloudWatch alarms", f"{template['alarm_metrics']} alarm metrics ({template['alarms']} "
@@ -405,9 +452,12 @@ def month(r, template, metrics):
     total = sum(c for name, _, c in parts if name != "S3 storage after 12 months")
     firehose_gb = records_month * 5 * 1024 / GB
     ingest_lambda = parts[0][2] + parts[1][2]
-    return {"parts": parts, "total": total, "records_month": records_month,
-            "bytes_landed": bytes_landed, "bytes_kept": bytes_kept, "pass_ms": pass_ms,
-            "cold_ms": cold_ms,
+    # The local pass ran on a whole core; at its memory the function has a share of one.
+    slowdown = ONE_VCPU_MB / template["functions"]["pass"]["memory_mb"]
+    return {"parts": parts, "total": total, "slowdown": slowdown,
+            "cpu_bound_lambda": (parts[0][2] + parts[2][2]) * slowdown,
+            "records_month": records_month, "bytes_landed": bytes_landed,
+            "bytes_kept": bytes_kept, "pass_ms": pass_ms, "cold_ms": cold_ms,
             "compact_ms": compact_ms,
             "duration_ms": statistics.median(p_["summary"]["duration_ms"] for p_ in passes),
             "firehose": {"gb": firehose_gb, "ingest": firehose_gb * p["firehose_gb"],
@@ -418,9 +468,9 @@ def money(usd):
     return f"${usd:,.2f}" if usd >= 0.01 or usd == 0 else f"${usd:.4f}"
 
 
-def print_readme_rows(rates, monthly, template, metrics):
-    """The README's table: one row a part, a column for each rate; then the Firehose rows and
-    the price list."""
+def print_readme_rows(rates, monthly, template, metrics, backfill):
+    """The README's table: one row a part, a column for each rate, the backfill per use; then
+    Firehose's for the same volume, what was measured, and the price list."""
     say()
     say("  README rows (What it costs to run):")
     say()
@@ -432,19 +482,37 @@ def print_readme_rows(rates, monthly, template, metrics):
         say(f"| {name} | {cells} |")
     say("| **total a month** (storage after 1 month; no free tier) | "
         + " | ".join(f"**{money(m['total'])}**" for m in monthly) + " |")
-    fh = " | ".join(f"{m['firehose']['gb']:,.1f} GB billed: **{money(m['firehose']['ingest'])}**"
-                    f" + a poller Lambda (about this one's ingest Lambda, "
-                    f"{money(m['firehose']['poller'])}) + a Fernet transform Lambda"
-                    for m in monthly)
-    say(f"| Amazon Data Firehose, Direct PUT ingestion (each record rounded up to 5 KB) | {fh} |")
+    print_backfill(backfill, template)
     say()
+    say("  Amazon Data Firehose for the same volume:")
+    say()
+    say(f"| part | {head} |")
+    say("|---|" + "---|" * len(rates))
+    say("| Direct PUT ingestion (each record rounded up to 5 KB) | " + " | ".join(
+        f"{m['records_month']:,} x 5 KB = {m['firehose']['gb']:,.1f} GB: "
+        f"**{money(m['firehose']['ingest'])}**" for m in monthly) + " |")
+    say("| a poller Lambda (Firehose cannot pull from an HTTP API): about this ingest Lambda | "
+        + " | ".join(f"**{money(m['firehose']['poller'])}**" for m in monthly) + " |")
+    say("| a transform Lambda (Firehose cannot decrypt Fernet) | " + " | ".join(
+        "a request per buffer of records, its duration the decrypt and parse (not measured here)"
+        for _ in monthly) + " |")
+    say("| log-etl's data path for comparison (its Lambda and S3 request rows above) | "
+        + " | ".join(f"**{money(sum(c for _, _, c in m['parts'][:7]))}**" for m in monthly)
+        + " |")
+    say()
+    say(f"  If every millisecond were CPU-bound at the functions' share of a core "
+        f"({ONE_VCPU_MB} MB is one vCPU, {ONE_VCPU_SOURCE}): Lambda GB-s x"
+        f"{monthly[0]['slowdown']:.1f}: "
+        + ", ".join(f"{r['name']} {money(m['cpu_bound_lambda'])}" for r, m in zip(rates, monthly)))
     for r, m in zip(rates, monthly):
         c = r["compaction"]
         say(f"  {r['name']}: pass duration_ms (rounded up) mean {m['pass_ms']:.1f} ms, median "
-            f"{m['duration_ms']:.0f} ms; wall of the cold process median {m['cold_ms']:.0f} ms; {m['bytes_landed']:.1f} B/record as landed, "
+            f"{m['duration_ms']:.0f} ms; wall of the cold process median {m['cold_ms']:.0f} ms; "
+            f"{m['bytes_landed']:.1f} B/record as landed, "
             f"{m['bytes_kept']:.1f} compacted; log {r['log_bytes']['stderr']:,} B stderr + "
             f"{r['log_bytes']['emf']:,} B EMF a pass; compaction {m['compact_ms']} ms own, "
-            f"{c['merged']['wall_ms']:.0f} ms wall, {c['merged']['requests']}, the next run {c['idle']['wall_ms']:.0f} ms "
+            f"{c['merged']['wall_ms']:.0f} ms wall, {c['merged']['requests']}, the next run "
+            f"{c['idle']['wall_ms']:.0f} ms "
             f"{c['idle']['requests']}")
     fns = ", ".join(f"{job} {f['memory_mb']} MB" for job, f in template["functions"].items())
     say(f"  template: {fns}; {template['alarms']} alarms ({template['alarm_metrics']} metrics), "
