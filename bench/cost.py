@@ -450,11 +450,20 @@ def month(r, template, metrics):
          * athena(day_bytes * DAYS)),
     ]
     total = sum(c for name, _, c in parts if name != "S3 storage after 12 months")
+    # The always-free tier (FREE_TIER, S3's 12-month one left out): what it would take off.
+    gb_s = n * pass_ms / 1000 * ingest_gb + hours * compact_ms / 1000 * compact_gb
+    free = (min(gb_s, 400_000) * p["lambda_gb_s"]
+            + min(n + hours, 1_000_000) / 1e6 * p["lambda_requests"]
+            + min(len(metrics["pass"]) + len(metrics["compact"]), 10) * p["cw_metric"]
+            + min(template["alarm_metrics"], 10) * p["cw_alarm"]
+            + min(template["dashboards"], 3) * p["cw_dashboard"]
+            + min(n * log_bytes / GB, 5) * p["cw_logs"]
+            + min(n + hours, 14_000_000) / 1e6 * p["scheduler"])
     firehose_gb = records_month * 5 * 1024 / GB
     ingest_lambda = parts[0][2] + parts[1][2]
     # The local pass ran on a whole core; at its memory the function has a share of one.
     slowdown = ONE_VCPU_MB / template["functions"]["pass"]["memory_mb"]
-    return {"parts": parts, "total": total, "slowdown": slowdown,
+    return {"parts": parts, "total": total, "free": free, "slowdown": slowdown,
             "cpu_bound_lambda": (parts[0][2] + parts[2][2]) * slowdown,
             "records_month": records_month, "bytes_landed": bytes_landed,
             "bytes_kept": bytes_kept, "pass_ms": pass_ms, "cold_ms": cold_ms,
@@ -482,6 +491,9 @@ def print_readme_rows(rates, monthly, template, metrics, backfill):
         say(f"| {name} | {cells} |")
     say("| **total a month** (storage after 1 month; no free tier) | "
         + " | ".join(f"**{money(m['total'])}**" for m in monthly) + " |")
+    say("| the same with the always-free tier (Lambda, CloudWatch, Scheduler; not S3's first "
+        "year) | " + " | ".join(f"{money(m['total'] - m['free'])} ({money(m['free'])} off)"
+                                for m in monthly) + " |")
     print_backfill(backfill, template)
     say()
     say("  Amazon Data Firehose for the same volume:")
