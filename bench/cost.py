@@ -42,7 +42,7 @@ NOT_SEEN = "as listed on the page (not found in the stored copy read)"
 PRICES = {
     "lambda_gb_s": Price(0.0000133334, "GB-second, arm64 (first 7.5 billion a month)",
                          "https://aws.amazon.com/lambda/pricing/", READ,
-                         NOT_SEEN + "; the stored copy gives 1 ms rounding and the free tier"),
+                         NOT_SEEN + "; the stored copy gives the rounding up to 1 ms"),
     "lambda_requests": Price(0.20, "million requests", "https://aws.amazon.com/lambda/pricing/",
                              READ, NOT_SEEN),
     "s3_storage": Price(0.023, "GB-month, S3 Standard (first 50 TB)",
