@@ -14,8 +14,8 @@ import tempfile
 from pathlib import Path
 
 import compaction
+import cost
 import day
-import zstd_gzip
 import large
 import offline
 import pass_memory
@@ -23,6 +23,7 @@ import pipeline
 import scaling
 import scheduled_pass
 import unreadable
+import zstd_gzip
 from harness import BenchError, Launcher, built_at, command_output, cpu_model, git_revision, \
     load_average, mem_total_gib, say
 from logetl import BUILT, DATA, PYTHON, ROOT, SOURCES, log_etl, use_copy
@@ -30,7 +31,8 @@ from report import render, render_facts, summary
 
 SECTIONS = {"offline": offline, "large": large, "pass": scheduled_pass,
             "pass-memory": pass_memory, "compaction": compaction, "unreadable": unreadable,
-            "day": day, "pipeline": pipeline, "encodings": zstd_gzip, "scaling": scaling}
+            "day": day, "pipeline": pipeline, "encodings": zstd_gzip, "scaling": scaling,
+            "cost": cost}
 
 DESCRIPTION = """\
 Benchmarks log-etl against the Python script it replaces (bench/reference.py), both in the same
@@ -73,7 +75,14 @@ sections (all, the default, runs them in this order):
                records, one core: bytes per record, encode and read time), passed through
   scaling      log-etl process of the usual 100,000-record response on every core and pinned to
                one (taskset -c 0), 5 runs each, interleaved, and reference.py offline on the same
-               file (2 runs): process against the reference, and two cores against one"""
+               file (2 runs): process against the reference, and two cores against one
+  cost         what a month of one deployment costs on AWS: an hour of passes (log-etl run, cold
+               processes, against moto) at 100 and at 10,000 records a pass, and the
+               compaction of that hour (log-etl compact --bucket): S3 requests by type from
+               moto's request log, Secrets Manager calls, durations, log and landed bytes; with
+               the template's memory, alarms and dashboard and the code's metrics, priced from
+               bench/cost.py's PRICES; prints the README's table rows. Fails when the counts
+               disagree (records landed, LISTs, moto against the summaries)"""
 
 EPILOG = """\
 Generated responses of the offline, large, pass-memory and compaction sections (about 540 bytes a

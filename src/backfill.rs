@@ -104,6 +104,10 @@ pub struct BackfillSummary {
     /// The hours (UTC, `YYYY-MM-DDTHH`) the saved responses had records for, each once, in order.
     pub hours: Vec<String>,
     pub duration_ms: u64,
+    /// Records the responses refused, by reason, for the command line's summary; not in the
+    /// JSON the state machine and scripts read.
+    #[serde(skip)]
+    pub refused_by_reason: std::collections::BTreeMap<&'static str, u64>,
 }
 
 impl BackfillSummary {
@@ -121,6 +125,9 @@ impl BackfillSummary {
         self.hours.extend(w.hours.iter().cloned());
         self.hours.sort_unstable();
         self.hours.dedup();
+        for (label, n) in &run.refused_by_reason {
+            *self.refused_by_reason.entry(label).or_default() += n;
+        }
     }
 }
 

@@ -314,6 +314,7 @@ impl Pipeline {
             no_record_verified: output.stats.no_record_verified(),
             written,
             duration_ms: started.elapsed().as_millis() as u64,
+            refused_by_reason: output.stats.refused_by_reason.clone(),
             ..RunSummary::default()
         })
     }
@@ -340,4 +341,8 @@ pub struct RunSummary {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fetch_attempts: Option<u32>,
     pub duration_ms: u64,
+    /// Records the batch refused, by reason (`BatchStats::refused_by_reason`), for the command
+    /// line's summary; not in the JSON line, which scripts parse.
+    #[serde(skip)]
+    pub refused_by_reason: std::collections::BTreeMap<&'static str, u64>,
 }

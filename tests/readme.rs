@@ -46,3 +46,61 @@ fn the_configuration_table_lists_every_setting_with_its_default() {
         }
     }
 }
+
+/// The README's section `title` (up to the next `## ` heading).
+fn section(title: &str) -> &'static str {
+    let start = README
+        .find(&format!("\n## {title}\n"))
+        .unwrap_or_else(|| panic!("the README has a section {title:?}"));
+    let body = &README[start + title.len() + 5..];
+    &body[..body.find("\n## ").unwrap_or(body.len())]
+}
+
+#[test]
+fn the_cost_section_follows_performance_and_prices_each_part_from_the_bench() {
+    // Given the README's sections in order
+    let performance = README
+        .find("\n## Performance\n")
+        .expect("a Performance section");
+    let cost = README
+        .find("\n## What it costs to run\n")
+        .expect("a cost section");
+    let next = README[performance + 1..]
+        .find("\n## ")
+        .map(|at| at + performance + 1);
+    // Then the cost section comes right after Performance
+    assert_eq!(next, Some(cost));
+    // and names every part it prices, the command that measures them and where prices come from
+    let text = section("What it costs to run");
+    for part in [
+        "Lambda ingest: GB-s",
+        "Lambda compaction: GB-s",
+        "requests",
+        "S3 PUT + LIST",
+        "S3 GET",
+        "S3 compaction",
+        "S3 storage after 1 month",
+        "S3 storage after 12 months",
+        "Secrets Manager",
+        "CloudWatch alarms",
+        "CloudWatch dashboard",
+        "CloudWatch custom metrics",
+        "CloudWatch log ingestion",
+        "EventBridge Scheduler",
+        "Athena",
+        "Firehose",
+        "backfill",
+        "free tier",
+        "`scripts/bench cost`",
+        "https://aws.amazon.com/lambda/pricing/",
+        "https://aws.amazon.com/s3/pricing/",
+        "https://aws.amazon.com/firehose/pricing/",
+    ] {
+        assert!(
+            text.contains(part),
+            "the cost section does not name {part:?}"
+        );
+    }
+    // and its two rates, the source's and a hundred times that
+    assert!(text.contains("100 records a pass") && text.contains("10,000 records a pass"));
+}

@@ -248,3 +248,190 @@ fn a_terminal_gets_no_info_lines_unless_asked_with_v() {
     assert!(logged.contains("INFO"), "{logged}");
     assert!(logged.contains("1 hour(s) merged"), "{logged}");
 }
+
+/// The keys of `process`'s JSON line, in order, as scripts read it: a new figure for people must
+/// not add one.
+const PROCESS_JSON_KEYS: [&str; 19] = [
+    "records_in",
+    "bytes_in",
+    "records_undecryptable",
+    "no_record_verified",
+    "records_landed",
+    "records_already_present",
+    "duplicates_dropped",
+    "records_quarantined",
+    "quarantined_already_present",
+    "objects_written",
+    "objects_already_present",
+    "bytes_uncompressed",
+    "bytes_out",
+    "hours",
+    "lists",
+    "objects_read",
+    "existing_read_ms",
+    "objects_unreadable",
+    "duration_ms",
+];
+
+/// Whether `element`'s token opens under `key`.
+fn opens(key: &str, element: &Value) -> bool {
+    let ring = log_etl::record::fernet::KeyRing::parse(key).unwrap();
+    ring.decrypt(element["data"].as_str().unwrap()).is_ok()
+}
+
+/// A response of the saved records whose tokens open under its key, then `stranger` records
+/// under another key, then the elements `not_json` as written (not JSON); its path.
+fn mixed_response(saved: &Saved, stranger: usize, not_json: &[&str]) -> PathBuf {
+    let other = Saved::new(stranger as u32 * 2, "2023-03-18T14:52:00.000Z");
+    let elements = |path: &Path| -> Vec<Value> {
+        serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+    };
+    // The generator's own undecryptable tokens are left out: only the stranger's count.
+    let mut parts: Vec<String> = elements(&saved.response)
+        .iter()
+        .filter(|v| opens(&saved.key, v))
+        .map(Value::to_string)
+        .collect();
+    let strangers: Vec<String> = elements(&other.response)
+        .iter()
+        .filter(|v| opens(&other.key, v))
+        .take(stranger)
+        .map(Value::to_string)
+        .collect();
+    assert_eq!(strangers.len(), stranger);
+    parts.extend(strangers);
+    parts.extend(not_json.iter().map(|s| (*s).to_owned()));
+    let path = saved.path("mixed.json");
+    std::fs::write(&path, format!("[{}]", parts.join(",\n"))).unwrap();
+    path
+}
+
+#[test]
+fn a_terminal_summary_counts_the_quarantined_records_by_reason() {
+    // Given a response of good records, 6 under another key and 2 elements that are not JSON
+    let saved = Saved::new(50, "2023-03-18T14:50:00.000Z");
+    let mixed = mixed_response(&saved, 6, &["NaN", "[1, Infinity]"]);
+    // When it is processed on a terminal
+    let seen = in_terminal(
+        &format!(
+            "{} process --input {} --dir {}",
+            binary(),
+            mixed.display(),
+            saved.path("out").display()
+        ),
+        &saved.env(),
+    );
+    // Then the quarantine line gives the count, and each reason with its count, most first
+    let line = seen
+        .lines()
+        .find(|l| l.trim_start().starts_with("quarantined"))
+        .unwrap_or_else(|| panic!("no quarantine line: {seen}"));
+    assert!(
+        line.contains(
+            "quarantined 8 record(s), 0 already in quarantine; by reason: \
+             decrypt: no key matched 6, shape: element not JSON 2"
+        ),
+        "{line}"
+    );
+    // When the same response is processed again into the same folder
+    let again = in_terminal(
+        &format!(
+            "{} process --input {} --dir {}",
+            binary(),
+            mixed.display(),
+            saved.path("out").display()
+        ),
+        &saved.env(),
+    );
+    // Then the reasons count the records refused again, already in quarantine
+    assert!(
+        again.contains(
+            "quarantined 0 record(s), 8 already in quarantine; by reason: \
+             decrypt: no key matched 6, shape: element not JSON 2"
+        ),
+        "{again}"
+    );
+}
+
+#[test]
+fn the_json_line_carries_no_reason_counts_and_keeps_its_keys() {
+    // Given the same kind of response: records under another key and elements not JSON
+    let saved = Saved::new(50, "2023-03-18T14:50:00.000Z");
+    let mixed = mixed_response(&saved, 6, &["NaN", "[1, Infinity]"]);
+    // When it is processed into a pipe, and on a terminal with --json
+    let piped = log_etl(
+        &[
+            "process",
+            "--input",
+            mixed.to_str().unwrap(),
+            "--dir",
+            saved.path("a").to_str().unwrap(),
+        ],
+        &saved.env(),
+    );
+    assert!(piped.status.success());
+    let on_terminal = in_terminal(
+        &format!(
+            "{} --json --quiet process --input {} --dir {}",
+            binary(),
+            mixed.display(),
+            saved.path("b").display()
+        ),
+        &saved.env(),
+    );
+    // Then each is one JSON line with today's keys in today's order, and no reason in it
+    for printed in [String::from_utf8(piped.stdout).unwrap(), on_terminal] {
+        let lines: Vec<&str> = printed
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect();
+        assert_eq!(lines.len(), 1, "{printed}");
+        let summary: serde_json::Map<String, Value> = serde_json::from_str(lines[0]).unwrap();
+        let keys: Vec<&str> = summary.keys().map(String::as_str).collect();
+        assert_eq!(keys, PROCESS_JSON_KEYS, "{printed}");
+        assert_eq!(summary["records_quarantined"], 8);
+        assert!(!lines[0].contains("no key matched"), "{printed}");
+        assert!(!lines[0].contains("by reason"), "{printed}");
+    }
+}
+
+#[test]
+fn backfill_and_demo_on_a_terminal_count_the_quarantined_records_by_reason() {
+    // Given a folder holding the mixed response under saved/
+    let saved = Saved::new(50, "2023-03-18T14:50:00.000Z");
+    let mixed = mixed_response(&saved, 6, &["NaN", "[1, Infinity]"]);
+    let root = saved.path("root");
+    std::fs::create_dir_all(root.join("saved")).unwrap();
+    std::fs::copy(&mixed, root.join("saved/response.json")).unwrap();
+    // When it is backfilled on a terminal
+    let seen = in_terminal(
+        &format!(
+            "{} backfill --dir {} --prefix saved/",
+            binary(),
+            root.display()
+        ),
+        &saved.env(),
+    );
+    // Then the summary is for people, with the reasons counted
+    assert!(seen.contains("Finished") && !seen.contains("{\""), "{seen}");
+    assert!(
+        seen.contains(
+            "quarantined 8 record(s), 0 already in quarantine; by reason: \
+             decrypt: no key matched 6, shape: element not JSON 2"
+        ),
+        "{seen}"
+    );
+    // When the demo runs a few passes (its simulator mixes in tokens that do not decrypt)
+    let demo = in_terminal(
+        &format!(
+            "{} demo --passes 3 --out-dir {}",
+            binary(),
+            saved.path("demo").display()
+        ),
+        &[],
+    );
+    // Then its passes name the reason of what they quarantined
+    assert!(demo.contains("quarantined; "), "{demo}");
+    assert!(demo.contains("by reason: decrypt: "), "{demo}");
+}

@@ -23,6 +23,8 @@ pub mod spool;
 pub use object::{EncodeError, EncodedObject, ObjectBuilder, ObjectKind, ObjectSettings};
 pub use response::{Element, ResponseError};
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::value::RawValue;
@@ -55,7 +57,7 @@ impl BatchSettings {
 }
 
 /// Counts over a batch, before anything is written.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct BatchStats {
     /// Source records seen.
     pub records_in: u64,
@@ -70,7 +72,14 @@ pub struct BatchStats {
     pub records_undecryptable: u64,
     /// Records whose token verified under one of the keys (landed, or refused at a later stage).
     pub records_verified: u64,
+    /// Records sent to quarantine, by [`RecordError::label`] (and [`NOT_JSON_LABEL`]): a small
+    /// fixed set of labels, for the command line's summary; not in the JSON summary.
+    #[serde(skip)]
+    pub refused_by_reason: BTreeMap<&'static str, u64>,
 }
+
+/// The label an element of the response that is not JSON is counted under.
+pub const NOT_JSON_LABEL: &str = "shape: element not JSON";
 
 impl BatchStats {
     /// Records reached the keys and not one verified: the key is wrong or was rotated.
@@ -145,6 +154,11 @@ impl<'a> Batch<'a> {
         self.stats.records_in += 1;
         self.stats.bytes_in += bytes.len() as u64;
         self.stats.records_refused += 1;
+        *self
+            .stats
+            .refused_by_reason
+            .entry(NOT_JSON_LABEL)
+            .or_default() += 1;
         self.quarantine
             .push(&quarantine::not_json_line(bytes, reason), Stamp::default())
     }
@@ -174,6 +188,7 @@ impl<'a> Batch<'a> {
             Ok(rec) => self.add_line(rec.placement.hour, rec.placement.stamp, &rec.line),
             Err(err) => {
                 self.stats.records_refused += 1;
+                *self.stats.refused_by_reason.entry(err.label()).or_default() += 1;
                 self.quarantine
                     .push(&quarantine::line(raw, &err), Stamp::default())
             }
@@ -466,5 +481,37 @@ mod tests {
             ]
         );
         assert_eq!(out.stats.records_placed, 7);
+    }
+
+    #[test]
+    fn refused_records_are_counted_by_their_reason() {
+        // Given two records under another key, one of the wrong shape, one that lands, and an
+        // element that is not JSON
+        let ring = KeyRing::parse(&generate_key()).unwrap();
+        let stranger = KeyRing::parse(&generate_key()).unwrap();
+        let settings = settings();
+        let mut batch = Batch::new(&ring, &settings, run_time());
+        for raw in [
+            raw_record(&stranger, "2023-03-18T15:08:02.284Z", 1),
+            raw_record(&stranger, "2023-03-18T15:08:02.584Z", 2),
+            RawValue::from_string(r#"{"data": 7}"#.into()).unwrap(),
+            raw_record(&ring, "2023-03-18T15:08:02.884Z", 3),
+        ] {
+            batch.push(Element::Json(&raw)).unwrap();
+        }
+        batch.push_not_json(b"[NaN]", "not JSON").unwrap();
+        // When the batch is finished
+        let out = batch.finish().unwrap();
+        // Then each reason is counted once per record it refused, and they add up
+        let counts: Vec<_> = out.stats.refused_by_reason.clone().into_iter().collect();
+        assert_eq!(
+            counts,
+            [
+                ("decrypt: no key matched", 2),
+                (NOT_JSON_LABEL, 1),
+                ("shape: no string data field", 1)
+            ]
+        );
+        assert_eq!(out.stats.records_refused, 4);
     }
 }

@@ -159,13 +159,14 @@ pub async fn run_demo(
             .map_err(DemoError::Pass)?;
         already_present += summary.written.records_already_present;
         account.line(format_args!(
-            "  pass {pass:>2}: {} records, {} landed in {} hour(s), {} already there, {} quarantined; {} object(s) written",
+            "  pass {pass:>2}: {} records, {} landed in {} hour(s), {} already there, {} quarantined; {} object(s) written{}",
             summary.records_in,
             summary.written.records_landed,
             summary.written.hours.len(),
             summary.written.records_already_present,
             summary.written.records_quarantined,
-            summary.written.objects_written
+            summary.written.objects_written,
+            super::describe_reasons(&summary.refused_by_reason)
         ))?;
     }
     let truth = sim.ground_truth();

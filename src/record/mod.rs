@@ -77,6 +77,37 @@ impl RecordError {
             RecordError::Place(_) => "place",
         }
     }
+
+    /// A short label of what failed (`stage: what`), for counting refused records by reason: one
+    /// of a small fixed set, never an offset, a length or anything of the record itself.
+    pub fn label(&self) -> &'static str {
+        match self {
+            RecordError::Shape => "shape: no string data field",
+            RecordError::TooLarge { .. } => "shape: over the record limit",
+            RecordError::Decrypt(err) => match err {
+                DecryptError::NotBase64 => "decrypt: not base64",
+                DecryptError::TooShort { .. } => "decrypt: too short",
+                DecryptError::BadVersion { .. } => "decrypt: bad version",
+                DecryptError::NoKeyMatched { .. } => "decrypt: no key matched",
+                DecryptError::BadLength => "decrypt: bad ciphertext length",
+                DecryptError::BadPadding => "decrypt: bad padding",
+            },
+            RecordError::Parse(err) => match err {
+                ParseError::NotUtf8 { .. } => "parse: not UTF-8",
+                ParseError::Syntax(_) => "parse: not a dict literal or JSON object",
+                ParseError::TooDeep { .. } => "parse: nested too deep",
+                ParseError::StringTooLong { .. } => "parse: string too long",
+                ParseError::NotADict => "parse: not a dict",
+                ParseError::ReservedMarker => "parse: reserved marker",
+            },
+            RecordError::Place(err) => match err {
+                PlaceError::Missing => "place: no inDate",
+                PlaceError::NotAString => "place: inDate not a string",
+                PlaceError::Unparseable => "place: inDate without a time zone or unreadable",
+                PlaceError::OutOfRange { .. } => "place: inDate outside the table's hours",
+            },
+        }
+    }
 }
 
 /// A record ready to be written: where it goes and its NDJSON line (without the newline).
@@ -214,5 +245,32 @@ mod tests {
             process_record(&raw, &ring, &limits, &HourWindow::unbounded()),
             Err(RecordError::TooLarge { max: 64, .. })
         ));
+    }
+
+    #[test]
+    fn a_failure_is_labelled_by_its_stage_and_kind_alone() {
+        // Given records refused at each stage, two of them for the same kind of failure with
+        // different details (a token of another key; tokens too short by different lengths)
+        let ring = fresh_ring();
+        let limits = RecordLimits::default();
+        let cases = [
+            (r#"{"nodata": 1}"#.to_owned(), "shape: no string data field"),
+            (
+                source(&fresh_ring().encrypt(b"{}")),
+                "decrypt: no key matched",
+            ),
+            (source("gAAAAAAA"), "decrypt: too short"),
+            (source("gAAAAABhYWFhYWFh"), "decrypt: too short"),
+            (source(&ring.encrypt(b"[1, 2]")), "parse: not a dict"),
+            (source(&ring.encrypt(b"{'a': 1}")), "place: no inDate"),
+        ];
+        for (raw, label) in cases {
+            // When each is processed
+            let window = limits.window(chrono::Utc::now());
+            let err = process_record(&raw, &ring, &limits, &window).unwrap_err();
+            // Then its label is the stage and the kind, and starts with the stage it names
+            assert_eq!(err.label(), label, "{raw}: {err}");
+            assert!(err.label().starts_with(err.stage()), "{err}");
+        }
     }
 }

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
+use log_etl::local::describe_reasons;
 use log_etl::pipeline::{Pipeline, RunSummary};
 
 use super::{
@@ -58,8 +59,11 @@ pub fn describe_run(what: &str, s: &RunSummary) -> String {
         w.duplicates_dropped
     );
     text += &format!(
-        "{:>12} {} record(s), {} already in quarantine\n",
-        "quarantined", w.records_quarantined, w.quarantined_already_present
+        "{:>12} {} record(s), {} already in quarantine{}\n",
+        "quarantined",
+        w.records_quarantined,
+        w.quarantined_already_present,
+        describe_reasons(&s.refused_by_reason)
     );
     text += &format!(
         "{:>12} {} written ({}), {} already present",
