@@ -16,6 +16,7 @@ from pathlib import Path
 import compaction
 import day
 import large
+import memory
 import offline
 import pass_memory
 import pipeline
@@ -28,7 +29,7 @@ from report import render, render_facts, summary
 
 SECTIONS = {"offline": offline, "large": large, "pass": scheduled_pass,
             "pass-memory": pass_memory, "compaction": compaction, "unreadable": unreadable,
-            "day": day, "pipeline": pipeline}
+            "day": day, "pipeline": pipeline, "memory": memory}
 
 DESCRIPTION = """\
 Benchmarks log-etl against the Python script it replaces (bench/reference.py), both in the same
@@ -66,7 +67,11 @@ sections (all, the default, runs them in this order):
                log-etl restore of the day (--restore-runs, before and after interleaved), from
                the folders and from the same objects in moto
   pipeline     cargo bench --bench pipeline (the pure pipeline on one core: gzip levels, per-stage
-               costs, the Python reference on the same records), passed through"""
+               costs, the Python reference on the same records), passed through
+  memory       log-etl process of --records and 3x --records records sorted over many hours,
+               --records in one hour and --records shuffled over many hours (--log-etl-runs
+               each, worst peak RSS against 64 MiB, median time); LOG_ETL_BENCH_BASELINE=BINARY
+               runs an earlier build on the same inputs, interleaved"""
 
 EPILOG = """\
 Generated responses of the offline, large, pass-memory and compaction sections (about 540 bytes a
