@@ -11,9 +11,11 @@
 //! arenas at most keep the worker threads from each growing an arena of their own (a worker's
 //! allocations are small and short-lived; the contention is not measurable here).
 //!
-//! Chosen over a replacement allocator crate: it needs no C build for the arm64 Lambda
-//! (cargo-lambda with zig), adds nothing to the binaries, and measured the same bound (the
-//! same run peaks at 28 MiB with these values, see the README's Performance).
+//! With these settings that run peaks at 28–36 MiB (worst of 5, `scripts/bench memory`, on a
+//! loaded machine) against 41–68 MiB before. Chosen over a replacement allocator crate
+//! (mimalloc, jemalloc: C libraries built for the arm64 Lambda by cargo-lambda with zig): it
+//! needs no build of its own, adds nothing to the binaries, and already brings resident memory
+//! down to the live heap; a crate was not measured.
 
 /// Blocks of this size and more get a mapping of their own, unmapped when freed; and free
 /// memory at the top of the heap past this size is given back.
