@@ -17,6 +17,7 @@ import compaction
 import cost
 import day
 import large
+import memory
 import offline
 import pass_memory
 import pipeline
@@ -32,7 +33,7 @@ from report import render, render_facts, summary
 SECTIONS = {"offline": offline, "large": large, "pass": scheduled_pass,
             "pass-memory": pass_memory, "compaction": compaction, "unreadable": unreadable,
             "day": day, "pipeline": pipeline, "encodings": zstd_gzip, "scaling": scaling,
-            "cost": cost}
+            "memory": memory, "cost": cost}
 
 DESCRIPTION = """\
 Benchmarks log-etl against the Python script it replaces (bench/reference.py), both in the same
@@ -76,6 +77,10 @@ sections (all, the default, runs them in this order):
   scaling      log-etl process of the usual 100,000-record response on every core and pinned to
                one (taskset -c 0), 5 runs each, interleaved, and reference.py offline on the same
                file (2 runs): process against the reference, and two cores against one
+  memory       log-etl process of --records and 3x --records records sorted over many hours,
+               --records in one hour and --records shuffled over many hours (--log-etl-runs
+               each, worst peak RSS against 64 MiB, median time); LOG_ETL_BENCH_BASELINE=BINARY
+               runs an earlier build on the same inputs, interleaved
   cost         what a month of one deployment costs on AWS: an hour of passes (log-etl run, cold
                processes, against moto) at 100 and at 10,000 records a pass, and the
                compaction of that hour (log-etl compact --bucket): S3 requests by type from

@@ -8,8 +8,14 @@
 //! the hour before it (a batch read again after the hour turned), and written before the data.
 //! Two writers racing for the same hour may still both write a record; the compaction of closed
 //! hours drops such copies.
+//!
+//! An hour a run writes as many objects (a backfill of one hour) costs one read of each object
+//! the hour held before the run, per object written, not a read of every object the run wrote
+//! before it: an object its batch knows shares no record with the batch's other objects of the
+//! hour ([`EncodedObject::distinct_in_batch`]) is compared only with the objects this run did
+//! not write. Any other object is compared with everything the hour holds.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
 use futures_util::stream::{self, StreamExt};
@@ -83,6 +89,7 @@ pub async fn write_new_records(
         store,
         settings,
         existing: HashMap::new(),
+        ours: HashSet::new(),
         report: WriteReport::default(),
     };
     let (quarantine, data): (Vec<_>, Vec<_>) = output
@@ -106,6 +113,8 @@ struct Writer<'a> {
     settings: &'a ObjectSettings,
     /// Keys of the objects each folder holds, listed once per run and kept up to date.
     existing: HashMap<String, Vec<String>>,
+    /// Keys of the objects this run wrote (or found already written with the same content).
+    ours: HashSet<String>,
     report: WriteReport,
 }
 
@@ -127,7 +136,8 @@ impl Writer<'_> {
             self.list_once(folder).await?;
         }
         self.report.existing_read_ms += started.elapsed().as_millis() as u64;
-        if self.existing_keys(&folders).is_empty() && object.distinct {
+        let skip_ours = object.distinct_in_batch;
+        if self.keys_to_compare(&folders, skip_ours).is_empty() && object.distinct {
             // Nothing to compare with: the object lands as it is.
             return self.put(object, object.records, &folders[0]).await;
         }
@@ -146,7 +156,7 @@ impl Writer<'_> {
             }
             let whole = std::mem::take(&mut first_part) && lines.peek().is_none();
             let started = Instant::now();
-            self.strike_all_present(&folders, &mut part, object.kind)
+            self.strike_all_present(&folders, &mut part, object.kind, skip_ours)
                 .await?;
             self.report.existing_read_ms += started.elapsed().as_millis() as u64;
             let kept = part.keep.iter().filter(|k| **k).count() as u64;
@@ -172,27 +182,31 @@ impl Writer<'_> {
         Ok(())
     }
 
-    /// The objects the listed `folders` hold.
-    fn existing_keys(&self, folders: &[String]) -> Vec<String> {
+    /// The objects the listed `folders` hold, less those this run wrote when `skip_ours`.
+    fn keys_to_compare(&self, folders: &[String], skip_ours: bool) -> Vec<String> {
         folders
             .iter()
-            .flat_map(|folder| self.existing.get(folder).into_iter().flatten().cloned())
+            .flat_map(|folder| self.existing.get(folder).into_iter().flatten())
+            .filter(|key| !(skip_ours && self.ours.contains(*key)))
+            .cloned()
             .collect()
     }
 
-    /// Marks the lines of `part` that the objects of `folders` already hold. An object gone
-    /// between the listing and the read was merged by a compaction, whose merged object exists
-    /// before its inputs are deleted: the folders are listed again and the new objects read too.
+    /// Marks the lines of `part` that the objects of `folders` already hold (those this run did
+    /// not write, when `skip_ours`). An object gone between the listing and the read was merged
+    /// by a compaction, whose merged object exists before its inputs are deleted: the folders
+    /// are listed again and the new objects read too.
     async fn strike_all_present(
         &mut self,
         folders: &[String],
         part: &mut Part,
         kind: ObjectKind,
+        skip_ours: bool,
     ) -> Result<(), WriteError> {
         let mut read: Vec<String> = Vec::new();
         for _ in 0..RELISTS {
             let keys: Vec<String> = self
-                .existing_keys(folders)
+                .keys_to_compare(folders, skip_ours)
                 .into_iter()
                 .filter(|key| !read.contains(key))
                 .collect();
@@ -290,6 +304,7 @@ impl Writer<'_> {
             && !keys.contains(&object.key)
         {
             keys.push(object.key.clone());
+            self.ours.insert(object.key.clone());
         }
         Ok(())
     }
@@ -449,6 +464,7 @@ mod tests {
             store,
             settings,
             existing: HashMap::from([("data/h/".to_owned(), keys)]),
+            ours: HashSet::new(),
             report: WriteReport::default(),
         }
     }
@@ -465,7 +481,7 @@ mod tests {
         let mut part = Part::new();
         part.add(br#"{"a":1}"#.to_vec(), data(), &mut writer.report);
         writer
-            .strike_all_present(&["data/h/".to_owned()], &mut part, data())
+            .strike_all_present(&["data/h/".to_owned()], &mut part, data(), false)
             .await
             .unwrap();
         // Then the folder was listed again and the record found present
@@ -494,7 +510,7 @@ mod tests {
         part.add(br#"{"a":1}"#.to_vec(), data(), &mut writer.report);
         part.add(br#"{"b":2}"#.to_vec(), data(), &mut writer.report);
         writer
-            .strike_all_present(&["data/h/".to_owned()], &mut part, data())
+            .strike_all_present(&["data/h/".to_owned()], &mut part, data(), false)
             .await
             .unwrap();
         // Then a is present, b is still to land, and the broken object is counted, not lost

@@ -19,9 +19,11 @@
 //! | [`restore`] | reading landed objects back as the original records |
 //! | [`lambda`] | the Lambda handlers and their metrics |
 //! | [`local`] | tools the Lambda never uses: simulator, synthetic records, what a store holds (status), demo |
+//! | [`allocator`] | the memory allocator's set-up: freed memory goes back to the system |
 //! | [`logging`] | log set-up and one-line error chains |
 //! | [`progress`] | counters of how far long work has got, for a progress display |
 
+pub mod allocator;
 pub mod aws;
 pub mod backfill;
 pub mod batch;

@@ -511,3 +511,61 @@ fn spill_files_of_a_running_process_are_its_owners_alone() {
         assert_eq!(mode(&out_dir.join(&file)), 0o644, "{file}");
     }
 }
+
+#[test]
+fn a_shuffled_response_over_more_hours_than_may_be_open_lands_each_hour_in_one_object() {
+    // Given a response of 1,200 records 70 s apart (about 23 hours, more than the 16 kept open),
+    // written shuffled, twice with the same seed
+    let fx = Fixture::new();
+    let generate = |name| {
+        let run = |args: &[&str]| log_etl(args, &[("FERNET_KEY", &fx.key)]);
+        let shuffled = ["--shuffle", "--interval-ms", "70000"];
+        common::generate_response(
+            run,
+            fx.dir.path(),
+            name,
+            1200,
+            "2023-03-18T00:00:00.000Z",
+            &shuffled,
+        )
+    };
+    let ((input, truth), (again, truth_again)) = (generate("first"), generate("second"));
+    assert_eq!(truth, truth_again, "the same seed gives the same order");
+    let truth: Vec<Map<String, Value>> = truth
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let in_dates: Vec<&Value> = truth.iter().map(|r| &r["inDate"]).collect();
+    let mut sorted = in_dates.clone();
+    sorted.sort_by_key(|v| v.as_str().unwrap().to_owned());
+    assert_ne!(in_dates, sorted, "the records are not in time order");
+    // When it is processed into a folder
+    let out_dir = fx.path("out");
+    let (summary, out) = fx.process(&input, &out_dir);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Then every record lands once, each hour in one object, and no spill file is left
+    assert_eq!(summary["records_landed"], 1200);
+    let hours = summary["hours"].as_array().unwrap().len();
+    assert!(hours > 16, "{hours} hours");
+    let objects = files_under(&out_dir);
+    assert_eq!(objects.len(), hours, "{objects:?}");
+    assert_eq!(summary["objects_written"], hours as u64);
+    assert!(spill_files(&out_dir).is_empty());
+    let restored = common::restore_path(&out_dir);
+    assert_eq!(restored.len(), 1200);
+    // and the second response (the same records under other tokens) gives the same objects
+    let (summary, _) = fx.process(&again, &fx.path("again"));
+    assert_eq!(summary["objects_written"], hours as u64);
+    assert_eq!(files_under(&fx.path("again")), objects);
+    for name in &objects {
+        assert_eq!(
+            fs::read(out_dir.join(name)).unwrap(),
+            fs::read(fx.path("again").join(name)).unwrap(),
+            "{name}"
+        );
+    }
+}

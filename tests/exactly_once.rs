@@ -1,8 +1,9 @@
 //! Exactly once per record, whatever batches it arrives in: scheduled passes over a rolling,
 //! re-ordering source, the same batch read again in another order or with more records,
 //! repeated `process` runs into one folder and one bucket, a backfill over what the schedule
-//! landed, an hour that comes back after it left the open window, and quarantine read again
-//! after the hour turned. Each is restored and compared with what was served, record for record.
+//! landed, an hour that comes back after it was closed, an hour written as many objects by one
+//! run, and quarantine read again after the hour turned. Each is restored and compared with what
+//! was served, record for record.
 
 use crate::common;
 
@@ -252,9 +253,11 @@ async fn a_backfill_over_what_the_schedule_landed_adds_only_the_new_records() {
 }
 
 #[test]
-fn an_hour_that_comes_back_after_leaving_the_open_window_is_not_written_twice() {
+fn an_hour_that_comes_back_after_it_was_closed_is_not_written_twice() {
     // Given a saved response of one record in each of 17 hours (one more than are kept open),
-    // then the first hour's record again and a new record in that hour
+    // then records of the second hour for as long as an open hour may stay idle, a record of an
+    // 18th hour (for which the idle first hour is closed), and then the first hour's record
+    // again and a new record in that hour
     let key = log_etl::record::fernet::generate_key();
     let ring = KeyRing::parse(&key).unwrap();
     let mut synth = Synth::new(SynthOptions::default());
@@ -262,6 +265,14 @@ fn an_hour_that_comes_back_after_leaving_the_open_window_is_not_written_twice() 
     let mut items: Vec<SourceItem> = (0..17)
         .map(|h| synth.item(&ring, first + chrono::Duration::hours(h)))
         .collect();
+    let idle = log_etl::batch::DEFAULT_IDLE_AFTER_RECORDS;
+    let second_hour = first + chrono::Duration::hours(1);
+    items.extend(
+        (0..idle as i64)
+            .map(|i| synth.item(&ring, second_hour + chrono::Duration::milliseconds(i))),
+    );
+    items.push(synth.item(&ring, first + chrono::Duration::hours(17)));
+    let again = items.len();
     items.push(item_of(&ring, items[0].truth.as_ref().unwrap()));
     items.push(synth.item(&ring, first + chrono::Duration::minutes(30)));
     let dir = tempfile::tempdir().unwrap();
@@ -285,12 +296,91 @@ fn an_hour_that_comes_back_after_leaving_the_open_window_is_not_written_twice() 
         String::from_utf8_lossy(&out.stderr)
     );
     let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
-    // Then the first hour got a second object with the new record only
-    assert_eq!(summary["records_landed"], 18);
+    // Then the first hour got a second object, and the record given again is found in the
+    // first: every record lands once
+    assert_eq!(summary["records_landed"], items.len() as u64 - 1);
     assert_eq!(summary["records_already_present"], 1);
+    let first_hour = out_dir.join("data/2023/03/18/00");
+    assert_eq!(fs::read_dir(&first_hour).unwrap().count(), 2);
     let restored = common::restore_path(&out_dir);
     let mut served: Vec<Map<String, Value>> =
         items.iter().map(|i| i.truth.clone().unwrap()).collect();
-    served.remove(17);
+    served.remove(again);
+    assert_eq!(sorted_json(&restored), sorted_json(&served));
+}
+
+/// One hour's batch of `items` in objects of at most `per_object` records, written into the
+/// folder store at `root`; what the writing did.
+async fn write_in_objects_of(
+    root: &Path,
+    ring: &KeyRing,
+    items: &[SourceItem],
+    per_object: u64,
+) -> log_etl::exactly_once::WriteReport {
+    use log_etl::batch::layout::{ObjectLayout, PartitionStyle};
+    use log_etl::batch::{BatchSettings, ObjectSettings, encode_batch};
+    let layout = ObjectLayout::new("data", "quarantine", PartitionStyle::Flat).unwrap();
+    let mut settings = BatchSettings::new(
+        ObjectSettings::new(layout),
+        log_etl::record::RecordLimits::default(),
+    );
+    settings.max_records_per_object = per_object;
+    let records: Vec<Box<serde_json::value::RawValue>> = (items.iter())
+        .map(|i| serde_json::value::RawValue::from_string(i.source.clone()).unwrap())
+        .collect();
+    let output = encode_batch(&records, ring, &settings, Utc::now()).unwrap();
+    let store = log_etl::store::Store::Folder(log_etl::store::FolderStore::new(root));
+    log_etl::exactly_once::write_new_records(&output, &store, &settings.objects)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn an_hour_written_as_many_objects_reads_only_the_objects_it_held_before() {
+    // Given an hour holding one object of 2 records from an earlier run
+    let ring = KeyRing::parse(&log_etl::record::fernet::generate_key()).unwrap();
+    let start = Utc.with_ymd_and_hms(2023, 3, 18, 15, 0, 0).unwrap();
+    let items = Synth::new(SynthOptions::default()).batch(&ring, start, 12);
+    let dir = tempfile::tempdir().unwrap();
+    let earlier = write_in_objects_of(dir.path(), &ring, &items[..2], 100).await;
+    assert_eq!((earlier.objects_written, earlier.objects_read), (1, 0));
+    // When a batch of the 12 records (the 2 among them, encrypted anew) is written in objects
+    // of 3 records
+    let again: Vec<SourceItem> = (items.iter())
+        .map(|i| item_of(&ring, i.truth.as_ref().unwrap()))
+        .collect();
+    let report = write_in_objects_of(dir.path(), &ring, &again, 3).await;
+    // Then each of its 4 objects was compared with the object the hour held before only, not
+    // with the ones this run wrote, and the 2 records were still found there
+    assert_eq!(report.objects_read, 4);
+    assert_eq!(report.records_landed, 10);
+    assert_eq!(report.records_already_present, 2);
+    // and the hour holds every record once
+    let restored = common::restore_path(dir.path());
+    let served: Vec<Map<String, Value>> = items.iter().map(|i| i.truth.clone().unwrap()).collect();
+    assert_eq!(sorted_json(&restored), sorted_json(&served));
+}
+
+#[tokio::test]
+async fn a_record_given_twice_in_two_objects_of_one_hour_lands_once() {
+    // Given an empty hour and a batch of 7 records whose last is the first again (encrypted
+    // anew), in objects of 3 records: the first and the last object share a record
+    let ring = KeyRing::parse(&log_etl::record::fernet::generate_key()).unwrap();
+    let start = Utc.with_ymd_and_hms(2023, 3, 18, 15, 0, 0).unwrap();
+    let mut items = Synth::new(SynthOptions::default()).batch(&ring, start, 6);
+    items.push(item_of(&ring, items[0].truth.as_ref().unwrap()));
+    let dir = tempfile::tempdir().unwrap();
+    // When it is written
+    let report = write_in_objects_of(dir.path(), &ring, &items, 3).await;
+    // Then the record lands once: the second of the two objects that share it read the first
+    // (the one object this run read), the third was written unread
+    assert_eq!(report.records_landed, 6);
+    assert_eq!(report.records_already_present, 1);
+    assert_eq!(report.objects_read, 1);
+    let restored = common::restore_path(dir.path());
+    let served: Vec<Map<String, Value>> = items[..6]
+        .iter()
+        .map(|i| i.truth.clone().unwrap())
+        .collect();
     assert_eq!(sorted_json(&restored), sorted_json(&served));
 }

@@ -1,20 +1,41 @@
 //! A batch of source records into the objects to write: one gzip'd NDJSON object per UTC hour,
 //! plus one quarantine object for the records that could not be processed.
 //!
-//! Records are pushed one at a time, so a batch of any size is encoded in bounded memory: at most
-//! [`BatchSettings::max_open_hours`] hours are open at once (the least recently used one is closed
-//! when another is needed), an object is closed at [`BatchSettings::max_records_per_object`]
-//! records, and bodies past the spool's memory limit live in temporary files. All of it is
-//! deterministic: the same records in the same order give the same objects, byte for byte.
+//! Records are pushed one at a time, and a batch of any size, in any order, is encoded in
+//! memory bounded by its structure, not by its input:
+//! - at most [`BatchSettings::max_open_hours`] hours are open at once, each an object being
+//!   encoded of at most [`BatchSettings::max_records_per_object`] records (its compressor,
+//!   buffers of 64 KiB, a body of at most 256 KiB before it moves to a spill file, and 8 bytes
+//!   of line hash per record: about 1.5 MiB at 100,000 records);
+//! - a record of an hour that is not open takes the place of the least recently used open hour
+//!   only when that one has had no record for [`BatchSettings::idle_after_records`] records (it
+//!   is closed: a sorted input closes each hour once it is done). While every open hour is in
+//!   use (a shuffled input), the record goes to the *overflow*, a spill file, and so do all
+//!   later records of its hour, and of any hour closed that way: at [`Batch::finish`] the
+//!   overflow is read back, split by hour into at most 16 spill files a pass, and encoded
+//!   `max_open_hours` hours at a time, so every hour still ends in few objects (one for the
+//!   records it had while open, then one per `max_records_per_object` of its overflow);
+//! - the quarantine is one more object, closed at `max_records_per_object` lines too;
+//! - finished objects wait with their bodies and sorted line hashes in spill files: what stays
+//!   in memory is their key and counts (a few hundred bytes each; an hour makes one object per
+//!   100,000 records, plus one if it was closed while records of it were still to come), and the
+//!   set of hours closed or overflowed (a few dozen bytes an hour).
+//!
+//! At the end, the sorted line hashes of the objects of each hour are merged: objects that
+//! share no hash with another object of the batch are marked
+//! [`EncodedObject::distinct_in_batch`], and exactly-once compares those only with what the hour
+//! held before the run. All of it is deterministic: the same records in the same order give
+//! the same objects, byte for byte.
 //!
 //! Beside it: the one builder of objects and their settings ([`object`]), the quarantine line
 //! ([`quarantine`]), the object names ([`layout`]), the gzip encoding ([`encode`]) and its bodies
-//! ([`spool`]), reading a response's array ([`response`]), and encoding a saved response on every
-//! core ([`parallel`]).
+//! ([`spool`]), the overflow and the line hashes kept on the side (`overflow`), reading a
+//! response's array ([`response`]), and encoding a saved response on every core ([`parallel`]).
 
 pub mod encode;
 pub mod layout;
 pub mod object;
+mod overflow;
 pub(crate) mod parallel;
 pub mod quarantine;
 pub(crate) mod response;
@@ -29,6 +50,8 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::value::RawValue;
 
+use crate::batch::spool::{Body, Spool};
+
 use crate::record::fernet::{DecryptError, KeyRing};
 use crate::record::hour::{Hour, HourWindow, Stamp};
 use crate::record::{self, PlacedLine, RecordError, RecordLimits};
@@ -38,11 +61,24 @@ use crate::record::{self, PlacedLine, RecordError, RecordLimits};
 pub struct BatchSettings {
     pub objects: ObjectSettings,
     pub limits: RecordLimits,
-    /// Hours encoded at the same time before the least recently used one is closed.
+    /// Hours encoded at the same time; past it, records go to the overflow (see the module).
     pub max_open_hours: usize,
     /// Records in one object before it is closed and the hour continues in a new one.
     pub max_records_per_object: u64,
+    /// Records without one of an open hour before that hour may be closed to open another.
+    pub idle_after_records: u64,
 }
+
+/// Default of [`BatchSettings::idle_after_records`]: more than an hour of the source's records
+/// (12,000), so a sorted input closes an hour once it is done and sends nothing to the overflow,
+/// and far more than the gaps of a shuffled input over many hours (an open hour of 80 gets a
+/// record every 80 or so), whose open hours therefore stay open.
+pub const DEFAULT_IDLE_AFTER_RECORDS: u64 = 16_384;
+
+/// Objects of one hour whose line hashes are merged at once, at most (one open file each): an
+/// hour of more (over 25,000,000 records) is compared object by object by exactly-once, as
+/// every object not made by a batch is.
+const MAX_MERGED_OBJECTS: usize = 256;
 
 impl BatchSettings {
     /// A batch of `objects` under `limits`, with the default bounds on open hours and objects.
@@ -52,6 +88,7 @@ impl BatchSettings {
             limits,
             max_open_hours: 16,
             max_records_per_object: 100_000,
+            idle_after_records: DEFAULT_IDLE_AFTER_RECORDS,
         }
     }
 }
@@ -101,13 +138,25 @@ struct OpenHour {
     last_used: u64,
 }
 
+/// A finished object and the sorted hashes of its lines (a spill file), until the batch ends.
+struct Closed {
+    object: EncodedObject,
+    hashes: Body,
+}
+
 /// A batch being built.
 pub struct Batch<'a> {
     ring: &'a KeyRing,
     settings: &'a BatchSettings,
     open: Vec<OpenHour>,
-    closed: Vec<EncodedObject>,
+    closed: Vec<Closed>,
+    /// Hours that may not open again, and whether the overflow holds records of them: an hour
+    /// closed to make room (false until a record of it comes back), or one whose records went
+    /// to the overflow (true). All of an hour's records after it is here go to the overflow.
+    sealed: BTreeMap<Hour, bool>,
+    overflow: Option<Spool>,
     quarantine: ObjectBuilder,
+    quarantine_kind: ObjectKind,
     stats: BatchStats,
     tick: u64,
     /// The hours records may land in.
@@ -119,12 +168,16 @@ impl<'a> Batch<'a> {
     /// quarantine object's folder.
     pub fn new(ring: &'a KeyRing, settings: &'a BatchSettings, run_time: DateTime<Utc>) -> Self {
         let run_hour = Hour::of(run_time);
+        let quarantine_kind = ObjectKind::Quarantine { run_hour };
         Self {
             ring,
             settings,
             open: Vec::new(),
             closed: Vec::new(),
-            quarantine: ObjectBuilder::new(ObjectKind::Quarantine { run_hour }, &settings.objects),
+            sealed: BTreeMap::new(),
+            overflow: None,
+            quarantine: ObjectBuilder::new(quarantine_kind, &settings.objects),
+            quarantine_kind,
             stats: BatchStats::default(),
             tick: 0,
             window: settings.limits.window(run_time),
@@ -159,8 +212,7 @@ impl<'a> Batch<'a> {
             .refused_by_reason
             .entry(NOT_JSON_LABEL)
             .or_default() += 1;
-        self.quarantine
-            .push(&quarantine::not_json_line(bytes, reason), Stamp::default())
+        self.quarantine_line(&quarantine::not_json_line(bytes, reason))
     }
 
     /// Adds one source record already run through [`record::process_record`] (possibly on
@@ -189,70 +241,202 @@ impl<'a> Batch<'a> {
             Err(err) => {
                 self.stats.records_refused += 1;
                 *self.stats.refused_by_reason.entry(err.label()).or_default() += 1;
-                self.quarantine
-                    .push(&quarantine::line(raw, &err), Stamp::default())
+                self.quarantine_line(&quarantine::line(raw, &err))
             }
         }
     }
 
-    fn add_line(&mut self, hour: Hour, stamp: Stamp, line: &[u8]) -> Result<(), EncodeError> {
-        self.tick += 1;
-        let index = self.open_index(hour)?;
-        let group = &mut self.open[index];
-        group.last_used = self.tick;
-        group.object.push(line, stamp)?;
-        self.stats.records_placed += 1;
-        if group.object.lines() >= self.settings.max_records_per_object {
-            let full = self.open.swap_remove(index);
+    fn quarantine_line(&mut self, line: &[u8]) -> Result<(), EncodeError> {
+        self.quarantine.push(line, Stamp::default())?;
+        if self.quarantine.lines() >= self.settings.max_records_per_object {
+            let fresh = ObjectBuilder::new(self.quarantine_kind, &self.settings.objects);
+            let full = std::mem::replace(&mut self.quarantine, fresh);
             self.close(full)?;
         }
         Ok(())
     }
 
-    /// Index of the open object for `hour`, opening one (and closing the least recently used
-    /// one if too many are open) when needed.
-    fn open_index(&mut self, hour: Hour) -> Result<usize, EncodeError> {
+    fn add_line(&mut self, hour: Hour, stamp: Stamp, line: &[u8]) -> Result<(), EncodeError> {
+        self.tick += 1;
+        self.stats.records_placed += 1;
+        let Some(index) = self.open_index(hour)? else {
+            let overflow = self
+                .overflow
+                .get_or_insert_with(|| Spool::new(&self.settings.objects.spool));
+            return overflow::write_entry(overflow, hour, stamp, line).map_err(EncodeError::Body);
+        };
+        let group = &mut self.open[index];
+        group.last_used = self.tick;
+        group.object.push(line, stamp)?;
+        if group.object.lines() >= self.settings.max_records_per_object {
+            let fresh = ObjectBuilder::new(ObjectKind::Data { hour }, &self.settings.objects);
+            let full = std::mem::replace(&mut group.object, fresh);
+            self.close(full)?;
+        }
+        Ok(())
+    }
+
+    /// Index of the open object for `hour`, opening one when needed (and closing the least
+    /// recently used open hour if too many are open and it is idle); `None` when the record
+    /// goes to the overflow.
+    fn open_index(&mut self, hour: Hour) -> Result<Option<usize>, EncodeError> {
         if let Some(i) = self.open.iter().position(|g| g.hour == hour) {
-            return Ok(i);
+            return Ok(Some(i));
+        }
+        if let Some(overflowed) = self.sealed.get_mut(&hour) {
+            *overflowed = true;
+            return Ok(None);
         }
         if self.open.len() >= self.settings.max_open_hours.max(1) {
             let lru = (0..self.open.len())
                 .min_by_key(|&i| self.open[i].last_used)
                 .expect("at least one open hour");
+            if self.tick - self.open[lru].last_used < self.settings.idle_after_records {
+                self.sealed.insert(hour, true);
+                return Ok(None);
+            }
             let evicted = self.open.swap_remove(lru);
-            self.close(evicted)?;
+            self.sealed.insert(evicted.hour, false);
+            self.close(evicted.object)?;
         }
         self.open.push(OpenHour {
             hour,
             object: ObjectBuilder::new(ObjectKind::Data { hour }, &self.settings.objects),
             last_used: self.tick,
         });
-        Ok(self.open.len() - 1)
+        Ok(Some(self.open.len() - 1))
     }
 
-    fn close(&mut self, group: OpenHour) -> Result<(), EncodeError> {
-        if let Some(object) = group.object.finish(&self.settings.objects)? {
-            self.closed.push(object);
+    fn close(&mut self, object: ObjectBuilder) -> Result<(), EncodeError> {
+        if let Some((object, hashes)) = object.finish_with_hashes(&self.settings.objects)? {
+            let hashes = overflow::hash_list(&hashes, &self.settings.objects.spool)
+                .map_err(EncodeError::Body)?;
+            self.closed.push(Closed { object, hashes });
         }
         Ok(())
     }
 
-    /// Closes every object. The quarantine object goes under the run's hour, named by the digest
-    /// of its content, so a retried run names it alike.
+    /// Closes every object: the open hours, then the overflow's hours, then the quarantine,
+    /// which goes under the run's hour, named by the digest of its content, so a retried run
+    /// names it alike.
     pub fn finish(mut self) -> Result<BatchOutput, EncodeError> {
         let mut open = std::mem::take(&mut self.open);
         open.sort_by_key(|g| g.hour);
         for group in open {
-            self.close(group)?;
+            self.close(group.object)?;
         }
-        let mut objects = std::mem::take(&mut self.closed);
+        if let Some(overflow) = self.overflow.take() {
+            let body = overflow.finish_scratch().map_err(EncodeError::Body)?;
+            let hours: Vec<Hour> = (self.sealed.iter())
+                .filter_map(|(&hour, &overflowed)| overflowed.then_some(hour))
+                .collect();
+            self.encode_overflow(body, &hours)?;
+        }
+        let quarantine = std::mem::replace(
+            &mut self.quarantine,
+            ObjectBuilder::new(self.quarantine_kind, &self.settings.objects),
+        );
+        self.close(quarantine)?;
+        mark_distinct_in_batch(&mut self.closed)?;
+        let (mut objects, mut quarantine): (Vec<_>, Vec<_>) = (self.closed.into_iter())
+            .map(|closed| closed.object)
+            .partition(|o| o.kind.data_hour().is_some());
         objects.sort_by(|a, b| a.key.cmp(&b.key));
-        objects.extend(self.quarantine.finish(&self.settings.objects)?);
+        quarantine.sort_by(|a, b| a.key.cmp(&b.key));
+        objects.extend(quarantine);
         Ok(BatchOutput {
             objects,
             stats: self.stats,
         })
     }
+
+    /// Encodes the overflow `body`, which holds records of `hours` (sorted) only. At most
+    /// `max_open_hours` hours are encoded at once: more are first split, in one pass, into at
+    /// most [`OVERFLOW_FANOUT`] spill files of consecutive hours, each then encoded alike.
+    fn encode_overflow(&mut self, body: Body, hours: &[Hour]) -> Result<(), EncodeError> {
+        let at_once = self.settings.max_open_hours.max(1);
+        if hours.len() <= at_once {
+            return self.encode_hours(body, hours);
+        }
+        let per_part = hours.len().div_ceil(at_once).div_ceil(OVERFLOW_FANOUT) * at_once;
+        let parts: Vec<&[Hour]> = hours.chunks(per_part).collect();
+        let policy = overflow::straight_to_file(&self.settings.objects.spool);
+        let mut spools: Vec<Spool> = parts.iter().map(|_| Spool::new(&policy)).collect();
+        let mut entries = overflow::Entries::new(body.reader().map_err(EncodeError::Body)?);
+        while let Some((hour, stamp, line)) = entries.next_entry().map_err(EncodeError::Body)? {
+            let at = hours.binary_search(&hour).map_err(|_| stray_hour())?;
+            overflow::write_entry(&mut spools[at / per_part], hour, stamp, line)
+                .map_err(EncodeError::Body)?;
+        }
+        drop(entries);
+        drop(body);
+        for (part, spool) in parts.into_iter().zip(spools) {
+            let body = spool.finish_scratch().map_err(EncodeError::Body)?;
+            self.encode_overflow(body, part)?;
+        }
+        Ok(())
+    }
+
+    /// Encodes the overflow `body` of at most `max_open_hours` `hours` (sorted), in source
+    /// order, an object per `max_records_per_object` records of each hour.
+    fn encode_hours(&mut self, body: Body, hours: &[Hour]) -> Result<(), EncodeError> {
+        let mut builders: Vec<Option<ObjectBuilder>> = hours.iter().map(|_| None).collect();
+        let mut entries = overflow::Entries::new(body.reader().map_err(EncodeError::Body)?);
+        while let Some((hour, stamp, line)) = entries.next_entry().map_err(EncodeError::Body)? {
+            let at = hours.binary_search(&hour).map_err(|_| stray_hour())?;
+            let objects = &self.settings.objects;
+            let builder = builders[at]
+                .get_or_insert_with(|| ObjectBuilder::new(ObjectKind::Data { hour }, objects));
+            builder.push(line, stamp)?;
+            if builder.lines() >= self.settings.max_records_per_object {
+                let full = builders[at].take().expect("just pushed to");
+                self.close(full)?;
+            }
+        }
+        for builder in builders.into_iter().flatten() {
+            self.close(builder)?;
+        }
+        Ok(())
+    }
+}
+
+/// Spill files an overflow of many hours is split into in one pass, at most.
+const OVERFLOW_FANOUT: usize = 16;
+
+/// An overflow entry of an hour the batch did not send there: the spill file was changed.
+fn stray_hour() -> EncodeError {
+    EncodeError::Body(std::io::Error::new(
+        std::io::ErrorKind::InvalidData,
+        "the overflow holds a record of an hour it was not given",
+    ))
+}
+
+/// Marks the objects that share no line hash with another object of their kind (their hour,
+/// or the quarantine) as [`EncodedObject::distinct_in_batch`], by merging the sorted hashes of
+/// each kind's objects.
+fn mark_distinct_in_batch(closed: &mut [Closed]) -> Result<(), EncodeError> {
+    let mut order: Vec<(ObjectKind, usize)> = (closed.iter().enumerate())
+        .map(|(i, c)| (c.object.kind, i))
+        .collect();
+    order.sort();
+    let groups: Vec<Vec<usize>> = (order.chunk_by(|a, b| a.0 == b.0))
+        .map(|group| group.iter().map(|&(_, i)| i).collect())
+        .collect();
+    for group in groups {
+        if group.len() == 1 {
+            closed[group[0]].object.distinct_in_batch = true;
+            continue;
+        }
+        if group.len() > MAX_MERGED_OBJECTS {
+            continue;
+        }
+        let lists: Vec<&Body> = group.iter().map(|&i| &closed[i].hashes).collect();
+        let shared = overflow::shared_hashes(&lists).map_err(EncodeError::Body)?;
+        for (&i, shared) in group.iter().zip(shared) {
+            closed[i].object.distinct_in_batch = !shared;
+        }
+    }
+    Ok(())
 }
 
 /// Builds a whole in-memory batch at once (the Lambda's 100 records).
@@ -441,15 +625,36 @@ mod tests {
         );
     }
 
+    /// `records` of (inDate, record id), encoded under `settings`.
+    fn encode_dates(
+        ring: &KeyRing,
+        settings: &BatchSettings,
+        dates: &[(String, u32)],
+    ) -> BatchOutput {
+        let records: Vec<_> = dates
+            .iter()
+            .map(|(d, id)| raw_record(ring, d, *id))
+            .collect();
+        encode_batch(&records, ring, settings, run_time()).unwrap()
+    }
+
+    /// Hour folder and record count of each object.
+    fn per_object(out: &BatchOutput) -> Vec<(String, u64)> {
+        (out.objects.iter())
+            .map(|o| (o.key[..19].to_owned(), o.records))
+            .collect()
+    }
+
     #[test]
-    fn open_hours_and_object_size_are_bounded() {
-        // Given at most 2 open hours and 3 records per object
+    fn an_idle_open_hour_is_closed_for_another_and_its_later_records_overflow() {
+        // Given at most 2 open hours, 3 records per object, and an hour idle after 1 record
         let ring = KeyRing::parse(&generate_key()).unwrap();
         let mut s = settings();
         s.max_open_hours = 2;
         s.max_records_per_object = 3;
+        s.idle_after_records = 1;
         // When hours 10, 11, 12 alternate and 10 comes back later
-        let dates = [
+        let dates: Vec<(String, u32)> = [
             "2023-03-18T10:00:00.000Z",
             "2023-03-18T11:00:00.000Z",
             "2023-03-18T12:00:00.000Z",
@@ -457,21 +662,16 @@ mod tests {
             "2023-03-18T12:00:01.000Z",
             "2023-03-18T12:00:02.000Z",
             "2023-03-18T12:00:03.000Z",
-        ];
-        let records: Vec<_> = dates
-            .iter()
-            .enumerate()
-            .map(|(i, d)| raw_record(&ring, d, i as u32))
-            .collect();
-        let out = encode_batch(&records, &ring, &s, run_time()).unwrap();
-        // Then every record lands once, in more objects than hours
-        let per_object: Vec<(String, u64)> = out
-            .objects
-            .iter()
-            .map(|o| (o.key[..19].to_owned(), o.records))
-            .collect();
+        ]
+        .iter()
+        .enumerate()
+        .map(|(i, d)| (d.to_string(), i as u32))
+        .collect();
+        let out = encode_dates(&ring, &s, &dates);
+        // Then 10 was closed for 12, its record that came back is in an object of its own,
+        // and 12 was split at 3 records
         assert_eq!(
-            per_object,
+            per_object(&out),
             [
                 ("data/2023/03/18/10/".to_owned(), 1),
                 ("data/2023/03/18/10/".to_owned(), 1),
@@ -481,6 +681,143 @@ mod tests {
             ]
         );
         assert_eq!(out.stats.records_placed, 7);
+        // and every object is known to share no record with another of its hour
+        assert!(out.objects.iter().all(|o| o.distinct_in_batch));
+    }
+
+    #[test]
+    fn while_every_open_hour_is_in_use_another_hour_goes_whole_to_the_overflow() {
+        // Given at most 2 open hours, each in use (the default idle bound)
+        let ring = KeyRing::parse(&generate_key()).unwrap();
+        let mut s = settings();
+        s.max_open_hours = 2;
+        s.max_records_per_object = 3;
+        let dates: Vec<(String, u32)> = [
+            "2023-03-18T10:00:00.000Z",
+            "2023-03-18T11:00:00.000Z",
+            "2023-03-18T12:00:00.000Z",
+            "2023-03-18T10:00:01.000Z",
+            "2023-03-18T12:00:01.000Z",
+            "2023-03-18T12:00:02.000Z",
+            "2023-03-18T12:00:03.000Z",
+        ]
+        .iter()
+        .enumerate()
+        .map(|(i, d)| (d.to_string(), i as u32))
+        .collect();
+        // When the batch is encoded
+        let out = encode_dates(&ring, &s, &dates);
+        // Then 10 and 11 stay open, and 12, read back from the overflow, is split at 3 records
+        assert_eq!(
+            per_object(&out),
+            [
+                ("data/2023/03/18/10/".to_owned(), 2),
+                ("data/2023/03/18/11/".to_owned(), 1),
+                ("data/2023/03/18/12/".to_owned(), 3),
+                ("data/2023/03/18/12/".to_owned(), 1),
+            ]
+        );
+        // and 12's first object starts at its first record: source order is kept in the hour
+        assert!(out.objects[2].key.contains("/12/0000000_0002000_"));
+    }
+
+    /// 20 records in each of `hours` hours, shuffled by a fixed seed.
+    fn shuffled_hours(hours: u32) -> Vec<(String, u32)> {
+        let mut dates: Vec<(String, u32)> = (0..hours * 20)
+            .map(|i| {
+                let (day, hour) = (10 + i % hours / 24, i % hours % 24);
+                let date = format!("2023-03-{day:02}T{hour:02}:{:02}:00.000Z", i / hours);
+                (date, i)
+            })
+            .collect();
+        fastrand::Rng::with_seed(7).shuffle(&mut dates);
+        dates
+    }
+
+    #[test]
+    fn a_shuffled_batch_over_more_hours_than_may_be_open_lands_each_hour_in_one_object() {
+        // Given 20 records in each of 30 hours, shuffled, with at most 4 hours open
+        let ring = KeyRing::parse(&generate_key()).unwrap();
+        let mut s = settings();
+        s.max_open_hours = 4;
+        let dates = shuffled_hours(30);
+        // When the batch is encoded twice
+        let a = encode_dates(&ring, &s, &dates);
+        let b = encode_dates(&ring, &s, &dates);
+        // Then each hour is one object of its 20 records, each record once
+        assert_eq!(a.objects.len(), 30);
+        assert!(a.objects.iter().all(|o| o.records == 20 && o.distinct));
+        let mut lines: Vec<String> = a
+            .objects
+            .iter()
+            .flat_map(|o| gunzip(o).lines().map(str::to_owned).collect::<Vec<_>>())
+            .collect();
+        lines.sort();
+        lines.dedup();
+        assert_eq!(lines.len(), 600);
+        assert!(a.objects.iter().all(|o| o.distinct_in_batch));
+        // and the same records in the same order give the same keys and bytes
+        let bytes = |out: &BatchOutput| -> Vec<(String, Vec<u8>)> {
+            (out.objects.iter())
+                .map(|o| (o.key.clone(), o.body.to_vec().unwrap()))
+                .collect()
+        };
+        assert_eq!(bytes(&a), bytes(&b));
+    }
+
+    #[test]
+    fn the_overflow_is_a_private_spill_file_removed_when_the_batch_ends() {
+        // Given a batch spilling into a private folder, fed a shuffled input over 12 hours with
+        // at most 2 open
+        let ring = KeyRing::parse(&generate_key()).unwrap();
+        let parent = tempfile::tempdir().unwrap();
+        let spill = spool::spill_dir(parent.path()).unwrap();
+        let mut s = settings();
+        s.max_open_hours = 2;
+        s.objects.spool = spool::SpoolPolicy::spill_to(spill.path().to_owned(), 1);
+        let records: Vec<_> = (shuffled_hours(12).iter())
+            .map(|(d, id)| raw_record(&ring, d, *id))
+            .collect();
+        let mut batch = Batch::new(&ring, &s, run_time());
+        for raw in &records {
+            batch.push(Element::Json(raw)).unwrap();
+        }
+        // When the records are in, then the overflow is a file of the owner's alone
+        let files = |dir: &std::path::Path| -> Vec<u32> {
+            use std::os::unix::fs::PermissionsExt;
+            (std::fs::read_dir(dir).unwrap())
+                .map(|e| e.unwrap().metadata().unwrap().permissions().mode() & 0o777)
+                .collect()
+        };
+        assert!(batch.overflow.is_some());
+        assert!(!files(spill.path()).is_empty());
+        assert!(files(spill.path()).iter().all(|&mode| mode == 0o600));
+        // and when the batch ends, only the 12 objects' bodies are left, then nothing
+        let out = batch.finish().unwrap();
+        assert_eq!(out.objects.len(), 12);
+        assert_eq!(files(spill.path()).len(), 12);
+        drop(out);
+        assert!(files(spill.path()).is_empty());
+    }
+
+    #[test]
+    fn objects_of_one_hour_sharing_a_record_are_not_distinct_in_the_batch() {
+        // Given one hour of 7 records at 3 an object, the first record given again as the last
+        let ring = KeyRing::parse(&generate_key()).unwrap();
+        let mut s = settings();
+        s.max_records_per_object = 3;
+        let mut dates: Vec<(String, u32)> = (0..6)
+            .map(|i| (format!("2023-03-18T10:00:0{i}.000Z"), i))
+            .collect();
+        dates.push(dates[0].clone());
+        // When the batch is encoded
+        let out = encode_dates(&ring, &s, &dates);
+        // Then the first and last objects share it and say so, the middle one does not (in key
+        // order: the last object, of the first record alone, is named first)
+        let flags: Vec<(u64, bool)> = (out.objects.iter())
+            .map(|o| (o.records, o.distinct_in_batch))
+            .collect();
+        assert_eq!(flags, [(1, false), (3, false), (3, true)]);
     }
 
     #[test]

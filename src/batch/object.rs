@@ -2,8 +2,6 @@
 //! writer of objects (a batch, exactly-once's parts, a compaction's merge) goes through
 //! [`ObjectBuilder`], so an object's key, extension, encoding and body are made in one place.
 
-use std::collections::HashSet;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::io;
 use std::path::Path;
 
@@ -51,7 +49,7 @@ impl ObjectSettings {
 }
 
 /// What an object holds. Every decision that depends on it is a method here.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum ObjectKind {
     /// Compact records of one UTC hour.
     Data { hour: Hour },
@@ -118,6 +116,12 @@ pub struct EncodedObject {
     /// object may hold a record twice: the writer compares its lines, content against content,
     /// before anything lands.
     pub distinct: bool,
+    /// No line of the object has the identity hash of a line in another object of the same
+    /// kind (hour) made by the same batch: the writer compares it only with the objects the
+    /// hour held before the run, not with the ones the run wrote. Only a batch can know it
+    /// ([`crate::batch::Batch::finish`]); every other object says false, and is compared with
+    /// everything.
+    pub distinct_in_batch: bool,
 }
 
 /// Why an object could not be encoded (its body is written to memory or a spill file).
@@ -171,55 +175,53 @@ impl ObjectBuilder {
 
     /// The finished object, named by its kind, stamps and digest; `None` if it holds no line.
     pub fn finish(self, settings: &ObjectSettings) -> Result<Option<EncodedObject>, EncodeError> {
+        Ok(self.finish_with_hashes(settings)?.map(|(object, _)| object))
+    }
+
+    /// The finished object, and the identity hashes of its lines, sorted and each once (what a
+    /// batch compares its objects of one hour by).
+    pub fn finish_with_hashes(
+        self,
+        settings: &ObjectSettings,
+    ) -> Result<Option<(EncodedObject, Vec<u64>)>, EncodeError> {
         let Some(first) = self.first else {
             return Ok(None);
         };
         let encoded = self.writer.finish().map_err(EncodeError::Body)?;
-        Ok(Some(EncodedObject {
+        let (hashes, repeated) = self.hashes.sorted();
+        let object = EncodedObject {
             key: self.kind.key(settings, first, self.last, &encoded.digest),
             kind: self.kind,
             encoding: settings.encoding,
             body: encoded.body,
             records: encoded.lines,
             uncompressed: encoded.uncompressed,
-            distinct: !self.hashes.repeated,
-        }))
+            distinct: !repeated,
+            distinct_in_batch: false,
+        };
+        Ok(Some((object, hashes)))
     }
 }
 
-/// Hashes of lines' identities, to tell whether an object may hold a record twice.
+/// Hashes of lines' identities, to tell whether an object may hold a record twice. A list
+/// sorted once at the end rather than a set: 8 bytes a line, and no table to grow and rehash.
 #[derive(Default)]
 struct LineHashes {
-    seen: HashSet<u64, BuildHasherDefault<Prehashed>>,
-    repeated: bool,
+    hashes: Vec<u64>,
 }
 
 impl LineHashes {
     fn add(&mut self, identity: &[u8]) {
-        if !self.seen.insert(xxhash_rust::xxh3::xxh3_64(identity)) {
-            self.repeated = true;
-        }
-    }
-}
-
-/// Hasher for keys that already are hashes (xxh3 of a line): uses them as they are.
-#[derive(Default)]
-pub(crate) struct Prehashed(u64);
-
-impl Hasher for Prehashed {
-    fn finish(&self) -> u64 {
-        self.0
+        self.hashes.push(xxhash_rust::xxh3::xxh3_64(identity));
     }
 
-    fn write(&mut self, bytes: &[u8]) {
-        // Only `u64` keys are hashed here; this path is for completeness.
-        for &b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(b);
-        }
-    }
-
-    fn write_u64(&mut self, value: u64) {
-        self.0 = value;
+    /// The hashes sorted, each once, and whether any was repeated.
+    fn sorted(mut self) -> (Vec<u64>, bool) {
+        self.hashes.sort_unstable();
+        let before = self.hashes.len();
+        self.hashes.dedup();
+        let repeated = self.hashes.len() != before;
+        (self.hashes, repeated)
     }
 }
 

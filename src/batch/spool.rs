@@ -259,7 +259,17 @@ impl Spool {
 
     /// Flushes and hands over the body. With a spill folder every finished body is a file, so
     /// bodies waiting to be written hold no memory however many there are.
-    pub fn finish(mut self) -> io::Result<Body> {
+    pub fn finish(self) -> io::Result<Body> {
+        self.finish_synced(true)
+    }
+
+    /// As [`Spool::finish`], without waiting for the file to reach the disk: for what only this
+    /// process reads back (a batch's overflow and line hashes), never for an object's body.
+    pub fn finish_scratch(self) -> io::Result<Body> {
+        self.finish_synced(false)
+    }
+
+    fn finish_synced(mut self, sync: bool) -> io::Result<Body> {
         self.spill()?;
         match self.state {
             State::Memory(bytes) => Ok(Body::Memory(bytes)),
@@ -267,7 +277,9 @@ impl Spool {
                 let file = writer
                     .into_inner()
                     .map_err(io::IntoInnerError::into_error)?;
-                file.sync_data()?;
+                if sync {
+                    file.sync_data()?;
+                }
                 Ok(Body::File {
                     path,
                     len: self.len,

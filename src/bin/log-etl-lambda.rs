@@ -9,8 +9,16 @@ use log_etl::logging::error_chain;
 use log_etl::pipeline::Pipeline;
 use log_etl::store::Store;
 
-#[tokio::main(flavor = "current_thread")]
-async fn main() -> Result<(), lambda_runtime::Error> {
+fn main() -> Result<(), lambda_runtime::Error> {
+    // Before any thread starts (the runtime's included): freed memory goes back to the system.
+    log_etl::allocator::return_freed_memory();
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(serve())
+}
+
+async fn serve() -> Result<(), lambda_runtime::Error> {
     log_etl::logging::init();
     let hardware = log_etl::record::fernet::hardware();
     tracing::info!(

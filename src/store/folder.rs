@@ -255,6 +255,7 @@ mod tests {
             records: 1,
             uncompressed: bytes.len() as u64,
             distinct: true,
+            distinct_in_batch: false,
         }
     }
 

@@ -49,6 +49,8 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // Before any thread starts: freed memory goes back to the system (see the module).
+    log_etl::allocator::return_freed_memory();
     let cli = Cli::parse();
     let manners = cmd::Manners {
         json: cli.json,
