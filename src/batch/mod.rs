@@ -21,7 +21,7 @@ pub(crate) mod response;
 pub mod spool;
 
 pub use object::{EncodeError, EncodedObject, ObjectBuilder, ObjectKind, ObjectSettings};
-pub use response::{Element, ResponseError};
+pub use response::{Element, ResponseError, SourceJson};
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -29,7 +29,7 @@ use serde_json::value::RawValue;
 
 use crate::record::fernet::{DecryptError, KeyRing};
 use crate::record::hour::{Hour, HourWindow, Stamp};
-use crate::record::{self, PlacedLine, RecordError, RecordLimits};
+use crate::record::{self, Placed, PlacedLine, RecordError, RecordLimits};
 
 /// Everything that shapes a batch's output, fixed for a run.
 #[derive(Debug, Clone)]
@@ -134,7 +134,8 @@ impl<'a> Batch<'a> {
                     &self.settings.limits,
                     &self.window,
                 );
-                self.push_processed(raw, outcome)
+                let outcome = outcome.as_ref().map(PlacedLine::as_placed);
+                self.push_processed(&raw.into(), outcome.map_err(Clone::clone))
             }
             Element::NotJson { bytes, reason } => self.push_not_json(bytes, reason),
         }
@@ -153,8 +154,8 @@ impl<'a> Batch<'a> {
     /// another thread). Records must come in source order for the output to be deterministic.
     pub fn push_processed(
         &mut self,
-        raw: &RawValue,
-        outcome: Result<PlacedLine, RecordError>,
+        raw: &SourceJson<'_>,
+        outcome: Result<Placed<'_>, RecordError>,
     ) -> Result<(), EncodeError> {
         self.stats.records_in += 1;
         self.stats.bytes_in += raw.get().len() as u64;
@@ -171,7 +172,7 @@ impl<'a> Batch<'a> {
             Err(_) => {}
         }
         match outcome {
-            Ok(rec) => self.add_line(rec.placement.hour, rec.placement.stamp, &rec.line),
+            Ok(rec) => self.add_line(rec.placement.hour, rec.placement.stamp, rec.line),
             Err(err) => {
                 self.stats.records_refused += 1;
                 self.quarantine

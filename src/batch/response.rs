@@ -65,6 +65,40 @@ impl Element<'_> {
     }
 }
 
+/// A source record as received: the text of an element already read as one JSON value. It
+/// borrows its text, so a record kept in a worker's buffer needs no copy of its own; the
+/// [`RawValue`] it dereferences to is read again from the text only when it is asked for (a
+/// record being quarantined), while its [`SourceJson::get`] and length cost nothing.
+#[derive(Debug, Clone, Copy)]
+pub struct SourceJson<'a>(&'a str);
+
+impl<'a> SourceJson<'a> {
+    /// The record's JSON text, as received.
+    pub fn get(&self) -> &'a str {
+        self.0
+    }
+
+    /// Text that was a [`RawValue`]'s (read as one JSON value by [`for_each_element`]).
+    pub(crate) fn read_before(text: &'a str) -> Self {
+        Self(text)
+    }
+}
+
+impl<'a> From<&'a RawValue> for SourceJson<'a> {
+    fn from(raw: &'a RawValue) -> Self {
+        Self(raw.get())
+    }
+}
+
+impl std::ops::Deref for SourceJson<'_> {
+    type Target = RawValue;
+
+    fn deref(&self) -> &RawValue {
+        // Every SourceJson is made from a RawValue's text: reading it again cannot fail.
+        serde_json::from_str(self.0).expect("the text was read as one JSON value before")
+    }
+}
+
 /// Why reading a response's elements stopped: the response itself, or the handler of an
 /// element (its own error, passed through).
 #[derive(Debug)]
