@@ -416,6 +416,51 @@ mod tests {
     }
 
     #[test]
+    fn a_chunk_of_usual_records_allocates_nothing_per_record() {
+        use crate::record::transcode::counting::allocations;
+        // Given a response of usual records, and a chunk already used once (as the encoder hands
+        // chunks back to the reader)
+        let ring = KeyRing::parse(&generate_key()).unwrap();
+        let start = Utc.with_ymd_and_hms(2023, 3, 18, 15, 40, 0).unwrap();
+        let body = response_body(&Synth::new(SynthOptions::default()).batch(&ring, start, 600));
+        let settings = settings();
+        let window = HourWindow::unbounded();
+        let (mut scratch, mut line) = (RecordScratch::default(), Vec::new());
+        let (spare_tx, spare_rx) = channel();
+        let mut chunker = Chunker::new(spare_rx);
+        let mut batch = Batch::new(&ring, &settings, start);
+        let mut per_round = Vec::new();
+        for round in 0..3 {
+            // When a chunk of 200 records is cut, processed and encoded
+            let mut seen = 0;
+            let (count, ()) = allocations(|| {
+                response::for_each_element(body.as_bytes(), ResponseLimits::none(), |element| {
+                    seen += 1;
+                    if (round * 200..(round + 1) * 200).contains(&seen) {
+                        assert!(chunker.add(element).is_none());
+                    }
+                    Ok::<(), ()>(())
+                })
+                .unwrap();
+            });
+            let mut chunk = chunker.rest().unwrap();
+            let (processing, ()) = allocations(|| {
+                chunk.process(&ring, &settings.limits, &window, &mut scratch, &mut line)
+            });
+            let (encoding, ()) = allocations(|| chunk.encode(&mut batch).unwrap());
+            per_round.push((count, processing, encoding));
+            spare_tx.send(chunk.recycled().unwrap()).unwrap();
+        }
+        // Then, once the buffers have grown, the workers' part allocates nothing, and the
+        // reader's (of 600 elements) and the encoder's far less than once per record (the
+        // reader's own buffer, the gzip and the hash set growing now and then)
+        let (reading, processing, encoding) = per_round[2];
+        assert!(reading < 10, "{per_round:?}");
+        assert_eq!(processing, 0, "{per_round:?}");
+        assert!(encoding < 20, "{per_round:?}");
+    }
+
+    #[test]
     fn chunks_close_by_bytes_as_well_as_by_count() {
         // Given elements of 100 KiB
         let big = RawValue::from_string(format!("\"{}\"", "x".repeat(100 << 10))).unwrap();

@@ -152,6 +152,7 @@ pub fn for_each_element<R: Read, E>(
         reader,
         max_element: limits.max_element,
         buf: Vec::with_capacity(CHUNK),
+        open: Vec::new(),
         pos: 0,
         offset: 0,
         eof: false,
@@ -205,6 +206,8 @@ struct Chunks<R> {
     reader: R,
     max_element: usize,
     buf: Vec<u8>,
+    /// The brackets open in the element being read (kept, so no element allocates its own).
+    open: Vec<u8>,
     pos: usize,
     /// Bytes of the input before `buf[0]`.
     offset: u64,
@@ -263,7 +266,19 @@ impl<R: Read> Chunks<R> {
         }
         let start = self.pos;
         // Open brackets of the element so far, to catch `[{]`.
-        let mut open: Vec<u8> = Vec::new();
+        let mut open = std::mem::take(&mut self.open);
+        open.clear();
+        let found = self.element_from(start, &mut open);
+        self.open = open;
+        found
+    }
+
+    /// [`Chunks::element`] from `start`, with `open` (empty) for the brackets.
+    fn element_from(
+        &mut self,
+        start: usize,
+        open: &mut Vec<u8>,
+    ) -> Result<(usize, usize), ResponseError> {
         let (mut i, mut in_string) = (start, false);
         loop {
             if i >= self.buf.len() {

@@ -272,6 +272,53 @@ mod tests {
     }
 
     #[test]
+    fn a_usual_record_allocates_nothing_once_the_buffers_have_grown() {
+        use crate::local::synth::{Synth, SynthOptions};
+        use crate::record::transcode::counting::allocations;
+        // Given usual generated records and one thread's buffers, grown on the first record
+        let ring = fresh_ring();
+        let start = chrono::DateTime::from_timestamp(1_679_152_082, 0).unwrap();
+        let items = Synth::new(SynthOptions::default()).batch(&ring, start, 300);
+        let limits = RecordLimits::default();
+        let window = HourWindow::unbounded();
+        let mut scratch = RecordScratch::default();
+        let mut line = Vec::with_capacity(1024);
+        process_record_into(
+            &items[0].source,
+            &ring,
+            &limits,
+            &window,
+            &mut scratch,
+            &mut line,
+        )
+        .unwrap();
+        // When the others are processed
+        let (count, landed) = allocations(|| {
+            items[1..]
+                .iter()
+                .filter(|item| {
+                    process_record_into(
+                        &item.source,
+                        &ring,
+                        &limits,
+                        &window,
+                        &mut scratch,
+                        &mut line,
+                    )
+                    .is_ok()
+                })
+                .count()
+        });
+        // Then every one lands and not one allocation is made
+        assert_eq!(landed, items.len() - 1);
+        assert_eq!(count, 0, "allocations for {landed} usual records");
+        // while the allocating entry point is seen to allocate (the count counts)
+        let (count, _) =
+            allocations(|| process_record(&items[1].source, &ring, &limits, &window).unwrap());
+        assert!(count >= 1);
+    }
+
+    #[test]
     fn each_failure_names_its_stage() {
         let ring = fresh_ring();
         let limits = RecordLimits::default();

@@ -343,6 +343,61 @@ impl Reader<'_> {
     }
 }
 
+/// Counts the allocations each thread makes (the lib's unit tests only), so that a test can
+/// show that the usual record allocates nothing.
+#[cfg(test)]
+pub(crate) mod counting {
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::cell::Cell;
+
+    struct Counting;
+
+    thread_local! {
+        static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
+    }
+
+    fn count() {
+        let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
+    }
+
+    // SAFETY: every call is passed on to the system allocator unchanged; counting touches only
+    // a thread-local integer, which needs no allocation and has no destructor.
+    unsafe impl GlobalAlloc for Counting {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            count();
+            // SAFETY: the caller's contract, passed on.
+            unsafe { System.alloc(layout) }
+        }
+
+        unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+            count();
+            // SAFETY: the caller's contract, passed on.
+            unsafe { System.alloc_zeroed(layout) }
+        }
+
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            // SAFETY: the caller's contract, passed on.
+            unsafe { System.dealloc(ptr, layout) }
+        }
+
+        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+            count();
+            // SAFETY: the caller's contract, passed on.
+            unsafe { System.realloc(ptr, layout, new_size) }
+        }
+    }
+
+    #[global_allocator]
+    static COUNTING: Counting = Counting;
+
+    /// Allocations (and reallocations) this thread makes while running `f`.
+    pub(crate) fn allocations<T>(f: impl FnOnce() -> T) -> (u64, T) {
+        let before = ALLOCATIONS.with(Cell::get);
+        let value = f();
+        (ALLOCATIONS.with(Cell::get) - before, value)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
