@@ -318,6 +318,9 @@ impl Reader<'_> {
     /// A quoted string of plain bytes only: the span of its content.
     fn string_span(&mut self) -> Option<(usize, usize)> {
         let quote = self.peek()?;
+        if !matches!(quote, b'\'' | b'"') {
+            return None;
+        }
         let start = self.pos + 1;
         let mut at = start;
         loop {
