@@ -69,18 +69,6 @@ struct Reader<'a> {
     max_string: usize,
 }
 
-/// Printable ASCII that JSON writes as it is, minus the quotes, the backslash and `$`.
-const fn plain_bytes() -> [bool; 256] {
-    let mut table = [false; 256];
-    let mut b = 0x20;
-    while b < 0x7f {
-        table[b] = !matches!(b as u8, b'"' | b'\'' | b'\\' | b'$');
-        b += 1;
-    }
-    table
-}
-static PLAIN: [bool; 256] = plain_bytes();
-
 impl Reader<'_> {
     fn peek(&self) -> Option<u8> {
         self.src.get(self.pos).copied()
@@ -322,21 +310,17 @@ impl Reader<'_> {
             return None;
         }
         let start = self.pos + 1;
-        let mut at = start;
-        loop {
-            let b = *self.src.get(at)?;
-            if b == quote {
-                break;
-            }
-            // `'` is plain inside double quotes; every other stop byte sends the text back.
-            if !(PLAIN[usize::from(b)] || (b == b'\'' && quote == b'"')) {
-                return None;
-            }
-            at += 1;
-        }
-        (at - start <= self.max_string).then_some(())?;
-        self.pos = at + 1;
-        Some((start, at))
+        let end = start + memchr::memchr(quote, &self.src[start..])?;
+        let content = &self.src[start..end];
+        // The content holds no `quote`; a `'` inside double quotes is plain, and every other
+        // stop byte (an escape, a `"`, a control or non-ASCII byte, `$`) sends the text back.
+        // Checked without an early exit, so that the check runs on whole vectors of bytes.
+        let plain = content.iter().fold(true, |plain, &b| {
+            plain & (0x20..0x7f).contains(&b) & (b != b'"') & (b != b'\\') & (b != b'$')
+        });
+        (plain && content.len() <= self.max_string).then_some(())?;
+        self.pos = end + 1;
+        Some((start, end))
     }
 
     fn push_string(&mut self, (start, end): (usize, usize)) {
