@@ -212,14 +212,16 @@ impl<'a> Replayer<'a> {
             return Ok(());
         };
         match record::process_record(raw.get(), self.ring, &self.limits, &self.window) {
-            Ok(placed) => self.batch.push_processed(raw, Ok(placed)),
+            Ok(placed) => self
+                .batch
+                .push_processed(&raw.into(), Ok(placed.as_placed())),
             Err(err) => {
                 let reason = err.to_string();
                 self.refused(err.stage(), &reason);
                 if (err.stage(), reason.as_str()) == (held.stage.as_str(), held.reason.as_str()) {
                     return Ok(());
                 }
-                self.batch.push_processed(raw, Err(err))
+                self.batch.push_processed(&raw.into(), Err(err))
             }
         }
     }

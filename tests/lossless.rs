@@ -10,7 +10,7 @@ use proptest::prelude::*;
 use serde_json::{Map, Number, Value, json};
 
 /// Any JSON value, numbers given as text (so big integers and float spellings appear too).
-fn any_json() -> impl Strategy<Value = Value> {
+pub(crate) fn any_json() -> impl Strategy<Value = Value> {
     let number = prop_oneof![
         any::<i64>().prop_map(|n| n.to_string()),
         any::<u64>().prop_map(|n| n.to_string()),
@@ -41,7 +41,7 @@ fn any_json() -> impl Strategy<Value = Value> {
     })
 }
 
-fn hex(len: usize, upper: bool) -> BoxedStrategy<String> {
+pub(crate) fn hex(len: usize, upper: bool) -> BoxedStrategy<String> {
     let pattern = if upper {
         format!("[0-9A-F]{{{len}}}")
     } else {
@@ -58,7 +58,7 @@ fn compact_looking_user_id() -> impl Strategy<Value = String> {
         .prop_map(|(a, b)| format!("{}{}", URL_SAFE_NO_PAD.encode(a), URL_SAFE_NO_PAD.encode(b)))
 }
 
-fn user_id() -> impl Strategy<Value = Value> {
+pub(crate) fn user_id() -> impl Strategy<Value = Value> {
     prop_oneof![
         4 => hex(64, false).prop_map(Value::String),
         1 => Just(Value::Null),
@@ -71,7 +71,7 @@ fn user_id() -> impl Strategy<Value = Value> {
     ]
 }
 
-fn method() -> impl Strategy<Value = Value> {
+pub(crate) fn method() -> impl Strategy<Value = Value> {
     let names: Vec<&str> = METHOD_CODES.iter().map(|(n, _)| *n).collect();
     prop_oneof![
         4 => prop::sample::select(names).prop_map(|n| json!(n)),
@@ -83,7 +83,7 @@ fn method() -> impl Strategy<Value = Value> {
     ]
 }
 
-fn in_date() -> impl Strategy<Value = Value> {
+pub(crate) fn in_date() -> impl Strategy<Value = Value> {
     prop_oneof![
         4 => "20[0-9]{2}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\\.[0-9]{3}Z".prop_map(Value::String),
         1 => "[0-9]{15}".prop_map(Value::String),
@@ -96,7 +96,7 @@ fn in_date() -> impl Strategy<Value = Value> {
 }
 
 /// A record: the three fields (each maybe absent), in a random position among other fields.
-fn record() -> impl Strategy<Value = Map<String, Value>> {
+pub(crate) fn record() -> impl Strategy<Value = Map<String, Value>> {
     (
         prop::option::weighted(0.9, user_id()),
         prop::option::weighted(0.9, method()),

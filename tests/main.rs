@@ -24,5 +24,6 @@ mod replay;
 mod status;
 mod template;
 mod terminal;
+mod transcode;
 mod unreadable;
 mod zstd;

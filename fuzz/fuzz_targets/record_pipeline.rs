@@ -2,7 +2,9 @@
 //! fixed test key) and as a raw source record, through `process_record`, then through a
 //! `Batch` into gzip'd objects that are read back with `restore_object`.
 //!
-//! Checked: `process_record` lands exactly the records `parse_payload` and `hour::place`
+//! Checked: the one-pass path (the transcoder, or the tree when it hands a text back) gives
+//! exactly the tree path's line and placement, or its error, for the input as a plaintext and
+//! as a source record; `process_record` lands exactly the records `parse_payload` and `hour::place`
 //! accept inside the run's hour window, in the hour `place` gives, and refuses the rest at the
 //! stage that refused them; every landed record comes back from the data objects unchanged; an
 //! object that says its records are distinct holds each once; every other record is in the
@@ -23,7 +25,10 @@ use log_etl::record::fernet::KeyRing;
 use log_etl::batch::layout::{ObjectLayout, PartitionStyle};
 use log_etl::record::payload::parse_payload;
 use log_etl::record::pyrepr;
-use log_etl::record::{RecordLimits, process_record};
+use log_etl::record::transcode::TranscodeScratch;
+use log_etl::record::{
+    RecordLimits, plaintext_by_transcoder, plaintext_by_tree, process_record, process_record_tree,
+};
 use log_etl::batch::encode::ReadLimits;
 use log_etl::restore::restore_object;
 use serde_json::value::RawValue;
@@ -99,9 +104,28 @@ fn as_line(record: &Map<String, Value>) -> String {
     serde_json::to_string(record).expect("a JSON map always serialises")
 }
 
+/// The transcoder against the tree on one plaintext: the same line and placement, or the
+/// same error.
+fn assert_transcoder_matches_tree(plaintext: &[u8], limits: &RecordLimits) {
+    let tree = plaintext_by_tree(plaintext, limits, &WINDOW).map(|p| (p.placement, p.line));
+    let mut line = Vec::new();
+    let fast =
+        plaintext_by_transcoder(plaintext, limits, &WINDOW, &mut TranscodeScratch::default(), &mut line)
+            .map(|placement| (placement, line));
+    assert_eq!(fast, tree, "the transcoder differs from the tree");
+}
+
 fuzz_target!(|data: &[u8]| {
     let limits = SETTINGS.limits;
     let mut sources: Vec<Source> = Vec::new();
+
+    // The transcoder against the tree, on the input as a plaintext and as a source record.
+    assert_transcoder_matches_tree(data, &limits);
+    if let Ok(text) = std::str::from_utf8(data) {
+        let fast = process_record(text, &KEYS, &limits, &WINDOW);
+        let tree = process_record_tree(text, &KEYS, &limits, &WINDOW);
+        assert_eq!(fast, tree, "process_record differs from the tree path");
+    }
 
     // The input as a plaintext.
     let raw = source_record(data);
@@ -134,6 +158,7 @@ fuzz_target!(|data: &[u8]| {
             record.insert(Field::InDate.name().to_owned(), IN_DATE.into());
         }
         let repr = pyrepr::to_repr(&Value::Object(record.clone()));
+        assert_transcoder_matches_tree(repr.as_bytes(), &limits);
         let repr = source_record(repr.as_bytes());
         sources.push(Source::made(repr, Some(record.clone())));
         let json = source_record(as_line(&record).as_bytes());

@@ -42,7 +42,7 @@ pub(crate) mod response;
 pub mod spool;
 
 pub use object::{EncodeError, EncodedObject, ObjectBuilder, ObjectKind, ObjectSettings};
-pub use response::{Element, ResponseError};
+pub use response::{Element, ResponseError, SourceJson};
 
 use std::collections::BTreeMap;
 
@@ -54,7 +54,7 @@ use crate::batch::spool::{Body, Spool};
 
 use crate::record::fernet::{DecryptError, KeyRing};
 use crate::record::hour::{Hour, HourWindow, Stamp};
-use crate::record::{self, PlacedLine, RecordError, RecordLimits};
+use crate::record::{self, Placed, PlacedLine, RecordError, RecordLimits};
 
 /// Everything that shapes a batch's output, fixed for a run.
 #[derive(Debug, Clone)]
@@ -196,7 +196,8 @@ impl<'a> Batch<'a> {
                     &self.settings.limits,
                     &self.window,
                 );
-                self.push_processed(raw, outcome)
+                let outcome = outcome.as_ref().map(PlacedLine::as_placed);
+                self.push_processed(&raw.into(), outcome.map_err(Clone::clone))
             }
             Element::NotJson { bytes, reason } => self.push_not_json(bytes, reason),
         }
@@ -219,8 +220,8 @@ impl<'a> Batch<'a> {
     /// another thread). Records must come in source order for the output to be deterministic.
     pub fn push_processed(
         &mut self,
-        raw: &RawValue,
-        outcome: Result<PlacedLine, RecordError>,
+        raw: &SourceJson<'_>,
+        outcome: Result<Placed<'_>, RecordError>,
     ) -> Result<(), EncodeError> {
         self.stats.records_in += 1;
         self.stats.bytes_in += raw.get().len() as u64;
@@ -237,7 +238,7 @@ impl<'a> Batch<'a> {
             Err(_) => {}
         }
         match outcome {
-            Ok(rec) => self.add_line(rec.placement.hour, rec.placement.stamp, &rec.line),
+            Ok(rec) => self.add_line(rec.placement.hour, rec.placement.stamp, rec.line),
             Err(err) => {
                 self.stats.records_refused += 1;
                 *self.stats.refused_by_reason.entry(err.label()).or_default() += 1;

@@ -8,19 +8,24 @@
 //! not yet encoded (queued, in a worker, or waiting for its turn) stay within
 //! [`IN_FLIGHT_BYTES`]. A slow chunk therefore stops the reading instead of letting the others
 //! pile up behind it; a single element larger than the whole allowance goes alone.
+//!
+//! Nothing is allocated per record: a chunk's elements lie end to end in one buffer, a worker
+//! writes the chunk's lines end to end into another, with buffers of its own reused from record
+//! to record, and the encoder hands a chunk's buffers back to the reader for the next one.
 
 use std::collections::BTreeMap;
 use std::io::Read;
-use std::sync::mpsc::{Receiver, sync_channel};
+use std::ops::Range;
+use std::sync::mpsc::{Receiver, Sender, channel, sync_channel};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use chrono::{DateTime, Utc};
-use serde_json::value::RawValue;
 
-use crate::batch::response::{self, Element, ResponseError, ResponseLimits, Stop};
+use crate::batch::response::{self, Element, ResponseError, ResponseLimits, SourceJson, Stop};
 use crate::batch::{Batch, BatchOutput, BatchSettings, EncodeError};
 use crate::record::fernet::KeyRing;
-use crate::record::{self, PlacedLine, RecordError};
+use crate::record::hour::{HourWindow, Placement};
+use crate::record::{self, Placed, RecordError, RecordLimits, RecordScratch};
 
 /// Records handed to a worker at a time, at most.
 pub const CHUNK_RECORDS: usize = 1024;
@@ -31,21 +36,95 @@ pub const CHUNK_BYTES: usize = 256 << 10;
 /// of two per byte against this allowance.
 pub const IN_FLIGHT_BYTES: usize = 16 << 20;
 
-/// An element of the array, owned while it is in flight.
-enum Owned {
-    Json(Box<RawValue>),
+/// One element of a chunk: where its JSON text ends in the chunk's buffer, or an element that
+/// is not JSON (rare: its bytes are kept on their own).
+enum Slot {
+    Json { end: usize },
     NotJson { bytes: Vec<u8>, reason: String },
 }
 
-/// A chunk of source records, numbered in source order, and its weight against the allowance.
+/// The outcome of one record of a chunk: its placement and where its line lies in the chunk's
+/// lines, or why it was refused.
+type Outcome = Result<(Placement, Range<usize>), RecordError>;
+
+/// A chunk of source records, numbered in source order, and its weight against the allowance;
+/// a worker adds their outcomes.
+#[derive(Default)]
 struct Chunk {
     seq: u64,
-    records: Vec<Owned>,
+    /// The JSON text of the chunk's elements, end to end.
+    text: String,
+    slots: Vec<Slot>,
     weight: usize,
+    /// The compact lines of the records that landed, end to end (filled by a worker).
+    lines: Vec<u8>,
+    /// One outcome per JSON element, in order (filled by a worker).
+    outcomes: Vec<Outcome>,
 }
 
-/// A chunk and the outcome of each record of it (`None` for an element that is not JSON).
-type Processed = (Chunk, Vec<Option<Result<PlacedLine, RecordError>>>);
+impl Chunk {
+    /// Empties the chunk for reuse, keeping its buffers (unless an outsized element grew them).
+    fn recycled(mut self) -> Option<Self> {
+        if self.text.capacity() > 2 * CHUNK_BYTES || self.lines.capacity() > 2 * CHUNK_BYTES {
+            return None;
+        }
+        self.text.clear();
+        self.slots.clear();
+        self.lines.clear();
+        self.outcomes.clear();
+        self.weight = 0;
+        Some(self)
+    }
+
+    /// Runs every JSON element through the record stages, its line into the chunk's lines.
+    fn process(
+        &mut self,
+        ring: &KeyRing,
+        limits: &RecordLimits,
+        window: &HourWindow,
+        scratch: &mut RecordScratch,
+        line: &mut Vec<u8>,
+    ) {
+        let mut start = 0;
+        for slot in &self.slots {
+            let Slot::Json { end } = *slot else { continue };
+            let raw = &self.text[start..end];
+            start = end;
+            let outcome = record::process_record_into(raw, ring, limits, window, scratch, line)
+                .map(|placement| {
+                    let at = self.lines.len();
+                    self.lines.extend_from_slice(line);
+                    (placement, at..self.lines.len())
+                });
+            self.outcomes.push(outcome);
+        }
+    }
+
+    /// Pushes every element, with its outcome, into `batch` in order.
+    fn encode(&self, batch: &mut Batch<'_>) -> Result<(), EncodeError> {
+        let mut outcomes = self.outcomes.iter();
+        let mut start = 0;
+        for slot in &self.slots {
+            match slot {
+                Slot::Json { end } => {
+                    let raw = SourceJson::read_before(&self.text[start..*end]);
+                    start = *end;
+                    let outcome = outcomes.next().expect("every record has its outcome");
+                    let outcome = match outcome {
+                        Ok((placement, at)) => Ok(Placed {
+                            placement: *placement,
+                            line: &self.lines[at.clone()],
+                        }),
+                        Err(err) => Err(err.clone()),
+                    };
+                    batch.push_processed(&raw, outcome)?;
+                }
+                Slot::NotJson { bytes, reason } => batch.push_not_json(bytes, reason)?,
+            }
+        }
+        Ok(())
+    }
+}
 
 /// Why a saved response could not be encoded: the response, or writing an object.
 #[derive(Debug)]
@@ -74,30 +153,23 @@ pub fn encode_parallel(
     std::thread::scope(|scope| {
         let (work_tx, work_rx) = sync_channel::<Chunk>(workers * 2);
         let work_rx = Arc::new(Mutex::new(work_rx));
-        let (done_tx, done_rx) = sync_channel::<Processed>(workers * 2);
+        let (done_tx, done_rx) = sync_channel::<Chunk>(workers * 2);
+        // Emptied chunks go back to the reader; their number is bounded by the chunks in flight.
+        let (spare_tx, spare_rx) = channel::<Chunk>();
         for _ in 0..workers {
             let (work_rx, done_tx) = (work_rx.clone(), done_tx.clone());
+            let window = &window;
             scope.spawn(move || {
+                let mut scratch = RecordScratch::default();
+                let mut line = Vec::new();
                 loop {
                     let next = work_rx
                         .lock()
                         .map_err(|_| ())
                         .and_then(|rx| rx.recv().map_err(|_| ()));
-                    let Ok(chunk) = next else { break };
-                    let results = chunk
-                        .records
-                        .iter()
-                        .map(|element| match element {
-                            Owned::Json(raw) => Some(record::process_record(
-                                raw.get(),
-                                ring,
-                                &settings.limits,
-                                &window,
-                            )),
-                            Owned::NotJson { .. } => None,
-                        })
-                        .collect();
-                    if done_tx.send((chunk, results)).is_err() {
+                    let Ok(mut chunk) = next else { break };
+                    chunk.process(ring, &settings.limits, window, &mut scratch, &mut line);
+                    if done_tx.send(chunk).is_err() {
                         break;
                     }
                 }
@@ -105,13 +177,13 @@ pub fn encode_parallel(
         }
         drop((work_rx, done_tx));
         let collector = scope.spawn(|| {
-            let collected = collect(done_rx, ring, settings, run_time, &budget);
+            let collected = collect(done_rx, spare_tx, ring, settings, run_time, &budget);
             // Whatever happened, the reader must not wait for room that will never come.
             budget.close();
             collected
         });
 
-        let mut chunker = Chunker::default();
+        let mut chunker = Chunker::new(spare_rx);
         let send = |chunk: Chunk| -> Result<(), EncoderStopped> {
             budget.take(chunk.weight)?;
             work_tx.send(chunk).map_err(|_| EncoderStopped)
@@ -140,47 +212,63 @@ pub fn encode_parallel(
     })
 }
 
-/// Cuts the records into chunks by count and by bytes.
-#[derive(Default)]
+/// Cuts the records into chunks by count and by bytes, into emptied chunks when there are.
 struct Chunker {
-    records: Vec<Owned>,
+    chunk: Chunk,
     bytes: usize,
     seq: u64,
+    spares: Receiver<Chunk>,
 }
 
 impl Chunker {
+    fn new(spares: Receiver<Chunk>) -> Self {
+        Self {
+            chunk: Chunk::default(),
+            bytes: 0,
+            seq: 0,
+            spares,
+        }
+    }
+
     /// Adds an element; returns the chunk it completes, if it does.
     fn add(&mut self, element: Element<'_>) -> Option<Chunk> {
         self.bytes += element.len();
-        self.records.push(match element {
-            Element::Json(raw) => Owned::Json(raw.to_owned()),
-            Element::NotJson { bytes, reason } => Owned::NotJson {
+        let chunk = &mut self.chunk;
+        match element {
+            Element::Json(raw) => {
+                chunk.text.push_str(raw.get());
+                chunk.slots.push(Slot::Json {
+                    end: chunk.text.len(),
+                });
+            }
+            Element::NotJson { bytes, reason } => chunk.slots.push(Slot::NotJson {
                 bytes: bytes.to_vec(),
                 reason: reason.to_owned(),
-            },
-        });
-        (self.records.len() >= CHUNK_RECORDS || self.bytes >= CHUNK_BYTES).then(|| self.cut())
+            }),
+        }
+        (chunk.slots.len() >= CHUNK_RECORDS || self.bytes >= CHUNK_BYTES).then(|| self.cut())
     }
 
     /// The last, partial chunk, if any.
     fn rest(&mut self) -> Option<Chunk> {
-        (!self.records.is_empty()).then(|| self.cut())
+        (!self.chunk.slots.is_empty()).then(|| self.cut())
     }
 
     fn cut(&mut self) -> Chunk {
-        let chunk = Chunk {
-            seq: self.seq,
-            records: std::mem::take(&mut self.records),
-            weight: std::mem::take(&mut self.bytes).saturating_mul(2),
-        };
+        let next = self.spares.try_recv().unwrap_or_default();
+        let mut chunk = std::mem::replace(&mut self.chunk, next);
+        chunk.seq = self.seq;
+        chunk.weight = std::mem::take(&mut self.bytes).saturating_mul(2);
         self.seq += 1;
         chunk
     }
 }
 
-/// Puts processed chunks back in source order, encodes them, and gives their weight back.
+/// Puts processed chunks back in source order, encodes them, gives their weight back and hands
+/// their emptied buffers to the reader.
 fn collect(
-    done: Receiver<Processed>,
+    done: Receiver<Chunk>,
+    spares: Sender<Chunk>,
     ring: &KeyRing,
     settings: &BatchSettings,
     run_time: DateTime<Utc>,
@@ -189,18 +277,16 @@ fn collect(
     let mut batch = Batch::new(ring, settings, run_time);
     let mut waiting = BTreeMap::new();
     let mut next = 0;
-    for (chunk, results) in done {
-        waiting.insert(chunk.seq, (chunk, results));
-        while let Some((chunk, results)) = waiting.remove(&next) {
-            for (element, outcome) in chunk.records.iter().zip(results) {
-                match (element, outcome) {
-                    (Owned::Json(raw), Some(outcome)) => batch.push_processed(raw, outcome)?,
-                    (Owned::NotJson { bytes, reason }, _) => batch.push_not_json(bytes, reason)?,
-                    (Owned::Json(_), None) => unreachable!("every record has its outcome"),
-                }
-            }
+    for chunk in done {
+        waiting.insert(chunk.seq, chunk);
+        while let Some(chunk) = waiting.remove(&next) {
+            chunk.encode(&mut batch)?;
             budget.give_back(chunk.weight);
             next += 1;
+            // The reader may be gone already; the chunk is then simply dropped.
+            if let Some(spare) = chunk.recycled() {
+                let _ = spares.send(spare);
+            }
         }
     }
     batch.finish()
@@ -271,6 +357,7 @@ mod tests {
     use crate::local::synth::{Synth, SynthOptions, response_body};
     use crate::record::fernet::generate_key;
     use chrono::TimeZone;
+    use serde_json::value::RawValue;
 
     fn objects(output: &BatchOutput) -> Vec<(String, Vec<u8>)> {
         output
@@ -329,15 +416,61 @@ mod tests {
     }
 
     #[test]
+    fn a_chunk_of_usual_records_allocates_nothing_per_record() {
+        use crate::record::transcode::counting::allocations;
+        // Given a response of usual records, and a chunk already used once (as the encoder hands
+        // chunks back to the reader)
+        let ring = KeyRing::parse(&generate_key()).unwrap();
+        let start = Utc.with_ymd_and_hms(2023, 3, 18, 15, 40, 0).unwrap();
+        let body = response_body(&Synth::new(SynthOptions::default()).batch(&ring, start, 600));
+        let settings = settings();
+        let window = HourWindow::unbounded();
+        let (mut scratch, mut line) = (RecordScratch::default(), Vec::new());
+        let (spare_tx, spare_rx) = channel();
+        let mut chunker = Chunker::new(spare_rx);
+        let mut batch = Batch::new(&ring, &settings, start);
+        let mut per_round = Vec::new();
+        for round in 0..3 {
+            // When a chunk of 200 records is cut, processed and encoded
+            let mut seen = 0;
+            let (count, ()) = allocations(|| {
+                response::for_each_element(body.as_bytes(), ResponseLimits::none(), |element| {
+                    seen += 1;
+                    if (round * 200..(round + 1) * 200).contains(&seen) {
+                        assert!(chunker.add(element).is_none());
+                    }
+                    Ok::<(), ()>(())
+                })
+                .unwrap();
+            });
+            let mut chunk = chunker.rest().unwrap();
+            let (processing, ()) = allocations(|| {
+                chunk.process(&ring, &settings.limits, &window, &mut scratch, &mut line)
+            });
+            let (encoding, ()) = allocations(|| chunk.encode(&mut batch).unwrap());
+            per_round.push((count, processing, encoding));
+            spare_tx.send(chunk.recycled().unwrap()).unwrap();
+        }
+        // Then, once the buffers have grown, the workers' part allocates nothing, and the
+        // reader's (of 600 elements) and the encoder's far less than once per record (the
+        // reader's own buffer, the gzip and the hash set growing now and then)
+        let (reading, processing, encoding) = per_round[2];
+        assert!(reading < 10, "{per_round:?}");
+        assert_eq!(processing, 0, "{per_round:?}");
+        assert!(encoding < 20, "{per_round:?}");
+    }
+
+    #[test]
     fn chunks_close_by_bytes_as_well_as_by_count() {
         // Given elements of 100 KiB
         let big = RawValue::from_string(format!("\"{}\"", "x".repeat(100 << 10))).unwrap();
-        let mut chunker = Chunker::default();
+        let (_spare_tx, spare_rx) = channel();
+        let mut chunker = Chunker::new(spare_rx);
         // Then a chunk closes at its third element, past 256 KiB, weighing twice its bytes
         assert!(chunker.add(Element::Json(&big)).is_none());
         assert!(chunker.add(Element::Json(&big)).is_none());
         let chunk = chunker.add(Element::Json(&big)).expect("a full chunk");
-        assert_eq!(chunk.records.len(), 3);
+        assert_eq!(chunk.slots.len(), 3);
         assert_eq!(chunk.weight, 2 * 3 * big.get().len());
         assert!(chunker.rest().is_none());
     }

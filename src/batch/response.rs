@@ -65,6 +65,40 @@ impl Element<'_> {
     }
 }
 
+/// A source record as received: the text of an element already read as one JSON value. It
+/// borrows its text, so a record kept in a worker's buffer needs no copy of its own; the
+/// [`RawValue`] it dereferences to is read again from the text only when it is asked for (a
+/// record being quarantined), while its [`SourceJson::get`] and length cost nothing.
+#[derive(Debug, Clone, Copy)]
+pub struct SourceJson<'a>(&'a str);
+
+impl<'a> SourceJson<'a> {
+    /// The record's JSON text, as received.
+    pub fn get(&self) -> &'a str {
+        self.0
+    }
+
+    /// Text that was a [`RawValue`]'s (read as one JSON value by [`for_each_element`]).
+    pub(crate) fn read_before(text: &'a str) -> Self {
+        Self(text)
+    }
+}
+
+impl<'a> From<&'a RawValue> for SourceJson<'a> {
+    fn from(raw: &'a RawValue) -> Self {
+        Self(raw.get())
+    }
+}
+
+impl std::ops::Deref for SourceJson<'_> {
+    type Target = RawValue;
+
+    fn deref(&self) -> &RawValue {
+        // Every SourceJson is made from a RawValue's text: reading it again cannot fail.
+        serde_json::from_str(self.0).expect("the text was read as one JSON value before")
+    }
+}
+
 /// Why reading a response's elements stopped: the response itself, or the handler of an
 /// element (its own error, passed through).
 #[derive(Debug)]
@@ -118,6 +152,7 @@ pub fn for_each_element<R: Read, E>(
         reader,
         max_element: limits.max_element,
         buf: Vec::with_capacity(CHUNK),
+        open: Vec::new(),
         pos: 0,
         offset: 0,
         eof: false,
@@ -171,6 +206,8 @@ struct Chunks<R> {
     reader: R,
     max_element: usize,
     buf: Vec<u8>,
+    /// The brackets open in the element being read (kept, so no element allocates its own).
+    open: Vec<u8>,
     pos: usize,
     /// Bytes of the input before `buf[0]`.
     offset: u64,
@@ -229,7 +266,19 @@ impl<R: Read> Chunks<R> {
         }
         let start = self.pos;
         // Open brackets of the element so far, to catch `[{]`.
-        let mut open: Vec<u8> = Vec::new();
+        let mut open = std::mem::take(&mut self.open);
+        open.clear();
+        let found = self.element_from(start, &mut open);
+        self.open = open;
+        found
+    }
+
+    /// [`Chunks::element`] from `start`, with `open` (empty) for the brackets.
+    fn element_from(
+        &mut self,
+        start: usize,
+        open: &mut Vec<u8>,
+    ) -> Result<(usize, usize), ResponseError> {
         let (mut i, mut in_string) = (start, false);
         loop {
             if i >= self.buf.len() {

@@ -114,7 +114,21 @@ impl KeyRing {
 
     /// Decrypts a token with the first key whose HMAC verifies it.
     pub fn decrypt(&self, token: &str) -> Result<Vec<u8>, DecryptError> {
-        let data = decode_token(token)?;
+        let mut buffers = TokenBuffers::default();
+        self.decrypt_into(token, &mut buffers)?;
+        Ok(buffers.plain)
+    }
+
+    /// [`KeyRing::decrypt`] into reused buffers: the plaintext is `buffers.plain` (also
+    /// returned). Allocates nothing once the buffers have grown to the tokens' size (a token in
+    /// another form than Fernet writes it takes Python's slower reading, which allocates).
+    pub fn decrypt_into<'b>(
+        &self,
+        token: &str,
+        buffers: &'b mut TokenBuffers,
+    ) -> Result<&'b [u8], DecryptError> {
+        decode_token_into(token, &mut buffers.token)?;
+        let data = &buffers.token[..];
         match data.first() {
             Some(&FERNET_VERSION) => {}
             Some(&found) => return Err(DecryptError::BadVersion { found }),
@@ -139,9 +153,15 @@ impl KeyRing {
         let iv: [u8; AES_BLOCK] = signed[9..HEADER]
             .try_into()
             .map_err(|_| DecryptError::TooShort { len: data.len() })?;
-        cbc::Decryptor::<Aes128>::new(&key.encryption.into(), &iv.into())
-            .decrypt_padded_vec::<Pkcs7>(ciphertext)
-            .map_err(|_| DecryptError::BadPadding)
+        let plain = &mut buffers.plain;
+        plain.clear();
+        plain.extend_from_slice(ciphertext);
+        let len = cbc::Decryptor::<Aes128>::new(&key.encryption.into(), &iv.into())
+            .decrypt_padded::<Pkcs7>(plain)
+            .map_err(|_| DecryptError::BadPadding)?
+            .len();
+        plain.truncate(len);
+        Ok(&plain[..])
     }
 
     /// Encrypts with the newest key (the simulator and tests; the pipeline only decrypts).
@@ -214,12 +234,31 @@ pub fn generate_key() -> String {
     Fernet::generate_key()
 }
 
-/// The bytes of a token. Tokens as Fernet writes them (URL-safe, padded, nothing else) take the
-/// fast decoder; anything else is read as Python reads it, so both accept the same tokens.
-fn decode_token(token: &str) -> Result<Vec<u8>, DecryptError> {
-    URL_SAFE
-        .decode(token)
-        .or_else(|_| decode_like_python(token))
+/// The buffers [`KeyRing::decrypt_into`] reuses from token to token.
+#[derive(Default)]
+pub struct TokenBuffers {
+    /// The token's bytes, base64 decoded.
+    token: Vec<u8>,
+    /// The last plaintext decrypted.
+    pub plain: Vec<u8>,
+}
+
+impl fmt::Debug for TokenBuffers {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never print a plaintext.
+        write!(f, "TokenBuffers({} bytes)", self.plain.capacity())
+    }
+}
+
+/// The bytes of a token into `out`. Tokens as Fernet writes them (URL-safe, padded, nothing
+/// else) take the fast decoder; anything else is read as Python reads it, so both accept the
+/// same tokens.
+fn decode_token_into(token: &str, out: &mut Vec<u8>) -> Result<(), DecryptError> {
+    out.clear();
+    if URL_SAFE.decode_vec(token, out).is_err() {
+        *out = decode_like_python(token)?;
+    }
+    Ok(())
 }
 
 /// Python's `base64.urlsafe_b64decode` on a `str`: ASCII only; `-`/`_` and `+`/`/` both read as

@@ -109,6 +109,122 @@ impl Field {
     }
 }
 
+/// How the transcoder writes one string value of a field: the same decision as
+/// [`Field::shorten`] on `Value::String(text)`, without building a [`Value`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StrForm {
+    /// The compact form was written to the output (as JSON: a string, or a method's number).
+    Compact,
+    /// Not canonical, but a compact form look-alike: written as `{"~": text}`.
+    Escaped,
+    /// Written as it is.
+    AsIs,
+}
+
+impl Field {
+    /// Writes a string value of this field as JSON into `out` when it is canonical (its
+    /// compact form); otherwise writes nothing and says how it must be written. `text` must be
+    /// ASCII that JSON writes without escapes.
+    pub(crate) fn write_short_str(self, text: &[u8], out: &mut Vec<u8>) -> StrForm {
+        match self {
+            Field::UserId => {
+                if write_short_user_id(text, out) {
+                    StrForm::Compact
+                } else if std::str::from_utf8(text).is_ok_and(|t| expand_user_id(t).is_some()) {
+                    StrForm::Escaped
+                } else {
+                    StrForm::AsIs
+                }
+            }
+            Field::Method => match METHOD_CODES
+                .iter()
+                .find(|(name, _)| name.as_bytes() == text)
+            {
+                Some(&(_, code)) => {
+                    push_decimal(code, out);
+                    StrForm::Compact
+                }
+                None => StrForm::AsIs,
+            },
+            Field::InDate => {
+                if fits_in_date_shape(text) {
+                    out.push(b'"');
+                    out.extend(IN_DATE_DIGITS.iter().map(|&i| text[i]));
+                    out.push(b'"');
+                    StrForm::Compact
+                } else if text.len() == IN_DATE_DIGITS.len() && text.iter().all(u8::is_ascii_digit)
+                {
+                    StrForm::Escaped
+                } else {
+                    StrForm::AsIs
+                }
+            }
+        }
+    }
+
+    /// Whether an integer value of this field, written `digits` (canonical decimal, maybe
+    /// negative), is a compact form and so must be escaped: [`Field::shorten`]'s decision.
+    pub(crate) fn is_compact_integer(self, digits: &[u8]) -> bool {
+        // Canonical digits (no sign, no leading zero) name the same number only as that text.
+        let canonical = !digits.is_empty()
+            && digits.len() <= 19
+            && digits.iter().all(u8::is_ascii_digit)
+            && (digits[0] != b'0' || digits.len() == 1);
+        let value = || {
+            digits
+                .iter()
+                .fold(0u64, |n, &d| n * 10 + u64::from(d - b'0'))
+        };
+        self == Field::Method && canonical && METHOD_CODES.iter().any(|&(_, c)| c == value())
+    }
+}
+
+fn push_decimal(n: u64, out: &mut Vec<u8>) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut n = n;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
+}
+
+/// [`shorten_user_id`] writing its JSON string into `out`; false (nothing written) if `text`
+/// is not 64 lowercase hex digits.
+fn write_short_user_id(text: &[u8], out: &mut Vec<u8>) -> bool {
+    if text.len() != 64 {
+        return false;
+    }
+    let mut bytes = [0u8; 32];
+    for (byte, pair) in bytes.iter_mut().zip(text.chunks_exact(2)) {
+        let nibble = |c: u8| match c {
+            b'0'..=b'9' => Some(c - b'0'),
+            b'a'..=b'f' => Some(c - b'a' + 10),
+            _ => None,
+        };
+        match (nibble(pair[0]), nibble(pair[1])) {
+            (Some(hi), Some(lo)) => *byte = hi << 4 | lo,
+            _ => return false,
+        }
+    }
+    let mut encoded = [0u8; 44];
+    for (half, dest) in bytes.chunks_exact(16).zip(encoded.chunks_exact_mut(22)) {
+        let written = URL_SAFE_NO_PAD
+            .encode_slice(half, dest)
+            .expect("16 bytes are 22 base64 characters");
+        debug_assert_eq!(written, 22);
+    }
+    out.push(b'"');
+    out.extend_from_slice(&encoded);
+    out.push(b'"');
+    true
+}
+
 /// Shortens the three fields of a record in place; all other fields and the key order are kept.
 pub fn shorten(record: &mut Map<String, Value>) {
     for field in Field::ALL {
@@ -182,14 +298,15 @@ const IN_DATE_SHAPE: &[u8; 24] = b"20##-##-##T##:##:##.###Z";
 
 fn shorten_in_date(text: &str) -> Option<String> {
     let bytes = text.as_bytes();
-    if bytes.len() != IN_DATE_SHAPE.len() {
-        return None;
-    }
-    let fits = bytes.iter().zip(IN_DATE_SHAPE).all(|(b, s)| match s {
-        b'#' => b.is_ascii_digit(),
-        _ => b == s,
-    });
-    fits.then(|| IN_DATE_DIGITS.iter().map(|&i| bytes[i] as char).collect())
+    fits_in_date_shape(bytes).then(|| IN_DATE_DIGITS.iter().map(|&i| bytes[i] as char).collect())
+}
+
+fn fits_in_date_shape(bytes: &[u8]) -> bool {
+    bytes.len() == IN_DATE_SHAPE.len()
+        && bytes.iter().zip(IN_DATE_SHAPE).all(|(b, s)| match s {
+            b'#' => b.is_ascii_digit(),
+            _ => b == s,
+        })
 }
 
 fn expand_in_date(text: &str) -> Option<String> {

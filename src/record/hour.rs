@@ -207,11 +207,20 @@ pub fn place(in_date: Option<&Value>) -> Result<Placement, PlaceError> {
 
 /// The instant an `inDate` names, read as [`place`] reads it.
 pub fn instant(in_date: Option<&Value>) -> Result<DateTime<Utc>, PlaceError> {
-    let text = match in_date {
-        None => return Err(PlaceError::Missing),
-        Some(Value::String(text)) => text,
-        Some(_) => return Err(PlaceError::NotAString),
-    };
+    match in_date {
+        None => Err(PlaceError::Missing),
+        Some(Value::String(text)) => instant_of_str(text),
+        Some(_) => Err(PlaceError::NotAString),
+    }
+}
+
+/// Places a record by an `inDate` that is a string, read as [`place`] reads it (the
+/// transcoder's entry point, which has the text but no [`Value`]).
+pub fn place_str(text: &str) -> Result<Placement, PlaceError> {
+    instant_of_str(text).map(Placement::of)
+}
+
+fn instant_of_str(text: &str) -> Result<DateTime<Utc>, PlaceError> {
     parse_server_format(text)
         .or_else(|| {
             DateTime::parse_from_rfc3339(text)

@@ -1,22 +1,25 @@
-//! One source record through the pure stages: decrypt ([`fernet`]), parse ([`payload`], over
-//! [`pyrepr`]), place in an hour ([`hour`]) and compact its fields ([`fields`]). Pure: no clock,
-//! no environment, no I/O.
+//! One source record through the pure stages: decrypt ([`fernet`]), then parse, place in an hour
+//! ([`hour`]) and compact its fields ([`fields`]), in one pass for the usual plaintext
+//! ([`transcode`]) or through a tree for any other ([`payload`], over [`pyrepr`]). Pure: no
+//! clock, no environment, no I/O.
 
 pub mod fernet;
 pub mod fields;
 pub mod hour;
 pub mod payload;
 pub mod pyrepr;
+pub mod transcode;
 
 use std::borrow::Cow;
 
 use serde::Deserialize;
 
-use fernet::{DecryptError, KeyRing};
+use fernet::{DecryptError, KeyRing, TokenBuffers};
 use fields::Field;
 use hour::{HourWindow, PlaceError, Placement};
 use payload::ParseError;
 use pyrepr::ParseLimits;
+use transcode::TranscodeScratch;
 
 /// Default of [`RecordLimits::max_record_bytes`] (`MAX_RECORD_BYTES`).
 pub const DEFAULT_MAX_RECORD_BYTES: u64 = 1 << 20;
@@ -117,6 +120,31 @@ pub struct PlacedLine {
     pub line: Vec<u8>,
 }
 
+impl PlacedLine {
+    /// The same record, its line borrowed.
+    pub fn as_placed(&self) -> Placed<'_> {
+        Placed {
+            placement: self.placement,
+            line: &self.line,
+        }
+    }
+}
+
+/// A record ready to be written, its line (without the newline) borrowed from a reused buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Placed<'a> {
+    pub placement: Placement,
+    pub line: &'a [u8],
+}
+
+/// The buffers one thread reuses from record to record, so that the usual record allocates
+/// nothing: the token's bytes, its plaintext and the transcoder's own.
+#[derive(Debug, Default)]
+pub struct RecordScratch {
+    token: TokenBuffers,
+    transcode: TranscodeScratch,
+}
+
 #[derive(Deserialize)]
 struct Envelope<'a> {
     #[serde(borrow)]
@@ -149,6 +177,54 @@ pub fn process_record(
     limits: &RecordLimits,
     window: &HourWindow,
 ) -> Result<PlacedLine, RecordError> {
+    let mut line = Vec::new();
+    let placement = process_record_into(
+        raw,
+        ring,
+        limits,
+        window,
+        &mut RecordScratch::default(),
+        &mut line,
+    )?;
+    Ok(PlacedLine { placement, line })
+}
+
+/// [`process_record`] writing the line into `line` (cleared first), with buffers reused from
+/// record to record: the usual record allocates nothing. The usual plaintext is transcoded in
+/// one pass; any other takes the tree, so the result (line or error) is always the tree's.
+pub fn process_record_into(
+    raw: &str,
+    ring: &KeyRing,
+    limits: &RecordLimits,
+    window: &HourWindow,
+    scratch: &mut RecordScratch,
+    line: &mut Vec<u8>,
+) -> Result<Placement, RecordError> {
+    let plaintext = decrypt_record(raw, ring, limits, &mut scratch.token)?;
+    plaintext_by_transcoder(plaintext, limits, window, &mut scratch.transcode, line)
+}
+
+/// The reference path, a tree for every record: decrypt, [`payload::parse_payload`],
+/// [`hour::place`], [`fields::shorten`] and serde_json. The transcoder's results are checked
+/// against it (tests, fuzzing, the benchmark).
+pub fn process_record_tree(
+    raw: &str,
+    ring: &KeyRing,
+    limits: &RecordLimits,
+    window: &HourWindow,
+) -> Result<PlacedLine, RecordError> {
+    let mut buffers = TokenBuffers::default();
+    let plaintext = decrypt_record(raw, ring, limits, &mut buffers)?;
+    plaintext_by_tree(plaintext, limits, window)
+}
+
+/// The plaintext of a source record within the limits, decrypted into `buffers`.
+fn decrypt_record<'b>(
+    raw: &str,
+    ring: &KeyRing,
+    limits: &RecordLimits,
+    buffers: &'b mut TokenBuffers,
+) -> Result<&'b [u8], RecordError> {
     if raw.len() > limits.max_record_bytes {
         return Err(RecordError::TooLarge {
             len: raw.len(),
@@ -156,12 +232,39 @@ pub fn process_record(
         });
     }
     let envelope: Envelope<'_> = serde_json::from_str(raw).map_err(|_| RecordError::Shape)?;
-    let plaintext = ring.decrypt(&envelope.data)?;
-    let mut record = payload::parse_payload(&plaintext, limits.parse)?;
+    Ok(ring.decrypt_into(&envelope.data, buffers)?)
+}
+
+/// A decrypted plaintext through the tree: parse, place (inside `window`), compact, serialise.
+pub fn plaintext_by_tree(
+    plaintext: &[u8],
+    limits: &RecordLimits,
+    window: &HourWindow,
+) -> Result<PlacedLine, RecordError> {
+    let mut record = payload::parse_payload(plaintext, limits.parse)?;
     let placement = window.admit(hour::place(record.get(Field::InDate.name()))?)?;
     fields::shorten(&mut record);
     let line = serde_json::to_vec(&record).expect("a JSON map always serialises");
     Ok(PlacedLine { placement, line })
+}
+
+/// A decrypted plaintext through the transcoder when it takes it, else the tree: what
+/// [`process_record_into`] does after decrypting (the differential tests and fuzzing compare
+/// it with [`plaintext_by_tree`]).
+pub fn plaintext_by_transcoder(
+    plaintext: &[u8],
+    limits: &RecordLimits,
+    window: &HourWindow,
+    scratch: &mut TranscodeScratch,
+    line: &mut Vec<u8>,
+) -> Result<Placement, RecordError> {
+    if let Some(placement) = transcode::transcode(plaintext, limits.parse, window, scratch, line) {
+        return Ok(placement);
+    }
+    let tree = plaintext_by_tree(plaintext, limits, window)?;
+    line.clear();
+    line.extend_from_slice(&tree.line);
+    Ok(tree.placement)
 }
 
 #[cfg(test)]
@@ -197,6 +300,53 @@ mod tests {
             String::from_utf8(out.line).unwrap(),
             r#"{"user_id":null,"method":1,"inDate":"230318150802284"}"#
         );
+    }
+
+    #[test]
+    fn a_usual_record_allocates_nothing_once_the_buffers_have_grown() {
+        use crate::local::synth::{Synth, SynthOptions};
+        use crate::record::transcode::counting::allocations;
+        // Given usual generated records and one thread's buffers, grown on the first record
+        let ring = fresh_ring();
+        let start = chrono::DateTime::from_timestamp(1_679_152_082, 0).unwrap();
+        let items = Synth::new(SynthOptions::default()).batch(&ring, start, 300);
+        let limits = RecordLimits::default();
+        let window = HourWindow::unbounded();
+        let mut scratch = RecordScratch::default();
+        let mut line = Vec::with_capacity(1024);
+        process_record_into(
+            &items[0].source,
+            &ring,
+            &limits,
+            &window,
+            &mut scratch,
+            &mut line,
+        )
+        .unwrap();
+        // When the others are processed
+        let (count, landed) = allocations(|| {
+            items[1..]
+                .iter()
+                .filter(|item| {
+                    process_record_into(
+                        &item.source,
+                        &ring,
+                        &limits,
+                        &window,
+                        &mut scratch,
+                        &mut line,
+                    )
+                    .is_ok()
+                })
+                .count()
+        });
+        // Then every one lands and not one allocation is made
+        assert_eq!(landed, items.len() - 1);
+        assert_eq!(count, 0, "allocations for {landed} usual records");
+        // while the allocating entry point is seen to allocate (the count counts)
+        let (count, _) =
+            allocations(|| process_record(&items[1].source, &ring, &limits, &window).unwrap());
+        assert!(count >= 1);
     }
 
     #[test]
