@@ -200,8 +200,12 @@ impl Pipeline {
         let started = Instant::now();
         let ring = self.keys.current().await?;
         let spill = self.spill_dir()?;
-        let settings = self.spilling_into(spill.path());
+        let mut settings = self.spilling_into(spill.path());
         let workers = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
+        // With more than one core, compression leaves the thread that keeps records in order.
+        if workers > 1 {
+            settings.objects = settings.objects.compressing_apart();
+        }
         // Read through a buffer of its own, so the count costs one add per 256 KiB.
         let input = std::io::BufReader::with_capacity(256 * 1024, self.progress.reading(input));
         let output = parallel::encode_parallel(

@@ -4,6 +4,8 @@
 use std::fmt;
 use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
 use std::str::FromStr;
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::thread::JoinHandle;
 
 use flate2::read::MultiGzDecoder;
 use flate2::write::GzEncoder;
@@ -103,11 +105,154 @@ pub const DIGEST_HEX_LEN: usize = 16;
 
 /// Writes lines into one gzip or zstd body and digests the uncompressed content as it goes.
 pub struct ObjectWriter {
+    sink: Sink,
+    lines: u64,
+    uncompressed: u64,
+}
+
+/// Where the lines are compressed and digested.
+enum Sink {
+    /// On the caller's thread (boxed: the compressor's state is most of the writer).
+    Here(Box<Encoder>),
+    /// On a thread of the writer's own (see [`ObjectWriter::compressing_apart`]).
+    Apart(Apart),
+}
+
+/// The compressor of a body and the digest of its content, fed line by line.
+struct Encoder {
     /// Buffered so the compressor and its checksum see large chunks, not one call per line.
     body: BufWriter<Compressor>,
     digest: Sha256,
-    lines: u64,
-    uncompressed: u64,
+}
+
+impl Encoder {
+    fn new(encoding: ObjectEncoding, level: u32, spool: &SpoolPolicy) -> Self {
+        let spool = Spool::new(spool);
+        let body = match encoding {
+            ObjectEncoding::GzipNdjson => Compressor::Gzip(
+                GzBuilder::new()
+                    .mtime(0)
+                    .operating_system(255)
+                    .write(spool, Compression::new(level)),
+            ),
+            ObjectEncoding::ZstdNdjson => Compressor::zstd(spool, level),
+        };
+        Self {
+            body: BufWriter::with_capacity(64 * 1024, body),
+            digest: Sha256::new(),
+        }
+    }
+
+    fn write_line(&mut self, line: &[u8]) -> io::Result<()> {
+        self.digest.update(line);
+        self.digest.update(b"\n");
+        self.body.write_all(line)?;
+        self.body.write_all(b"\n")
+    }
+
+    fn finish(self) -> io::Result<(Body, String)> {
+        let body = self
+            .body
+            .into_inner()
+            .map_err(io::IntoInnerError::into_error)?
+            .finish()?
+            .finish()?;
+        Ok((body, short_digest(&self.digest.finalize())))
+    }
+}
+
+/// Lines gathered into blocks of about [`BLOCK_BYTES`], handed in order to the thread that
+/// compresses them; at most [`BLOCKS_IN_FLIGHT`] wait for it, so the writer holds a bounded
+/// number of bytes however far ahead its caller is. Emptied blocks come back to be filled again.
+struct Apart {
+    block: Vec<u8>,
+    blocks: Option<SyncSender<Vec<u8>>>,
+    spent: Receiver<Vec<u8>>,
+    thread: Option<JoinHandle<io::Result<(Body, String)>>>,
+}
+
+/// Bytes of lines handed to a compressor thread at a time.
+const BLOCK_BYTES: usize = 64 * 1024;
+/// Blocks waiting for a compressor thread, at most.
+const BLOCKS_IN_FLIGHT: usize = 2;
+
+impl Apart {
+    fn start(encoding: ObjectEncoding, level: u32, spool: &SpoolPolicy) -> io::Result<Self> {
+        let mut encoder = Encoder::new(encoding, level, spool);
+        let (blocks, received) = sync_channel::<Vec<u8>>(BLOCKS_IN_FLIGHT);
+        let (give_back, spent) = sync_channel::<Vec<u8>>(BLOCKS_IN_FLIGHT + 1);
+        let thread = std::thread::Builder::new()
+            .name("log-etl-compress".to_owned())
+            .spawn(move || {
+                for mut block in received {
+                    // Line by line, as on the caller's thread: the same calls give the same bytes.
+                    for line in block.split_inclusive(|&b| b == b'\n') {
+                        encoder.write_line(&line[..line.len() - 1])?;
+                    }
+                    block.clear();
+                    let _ = give_back.try_send(block);
+                }
+                encoder.finish()
+            })?;
+        Ok(Self {
+            block: Vec::with_capacity(BLOCK_BYTES + 1024),
+            blocks: Some(blocks),
+            spent,
+            thread: Some(thread),
+        })
+    }
+
+    fn write_line(&mut self, line: &[u8]) -> io::Result<()> {
+        self.block.extend_from_slice(line);
+        self.block.push(b'\n');
+        if self.block.len() >= BLOCK_BYTES {
+            self.hand_over()?;
+        }
+        Ok(())
+    }
+
+    /// Sends the block being filled to the thread; if the thread has stopped, its error.
+    fn hand_over(&mut self) -> io::Result<()> {
+        let next = self
+            .spent
+            .try_recv()
+            .unwrap_or_else(|_| Vec::with_capacity(BLOCK_BYTES + 1024));
+        let full = std::mem::replace(&mut self.block, next);
+        let sent = self.blocks.as_ref().map(|blocks| blocks.send(full));
+        match sent {
+            Some(Ok(())) => Ok(()),
+            _ => Err(self.join().err().unwrap_or_else(|| {
+                io::Error::other("the compressor thread stopped before its body was finished")
+            })),
+        }
+    }
+
+    fn join(&mut self) -> io::Result<(Body, String)> {
+        self.blocks = None;
+        match self.thread.take() {
+            Some(thread) => thread
+                .join()
+                .unwrap_or_else(|_| Err(io::Error::other("the compressor thread panicked"))),
+            None => Err(io::Error::other("the compressor thread already ended")),
+        }
+    }
+
+    fn finish(mut self) -> io::Result<(Body, String)> {
+        if !self.block.is_empty() {
+            self.hand_over()?;
+        }
+        self.join()
+    }
+}
+
+impl Drop for Apart {
+    fn drop(&mut self) {
+        // An abandoned writer: the thread ends once its channel closes; its body is dropped.
+        self.blocks = None;
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 /// A finished body with what is known about its content.
@@ -130,19 +275,24 @@ impl ObjectWriter {
     /// the gzip header carries no time, name or OS; the zstd frame's parameters are pinned
     /// ([`Compressor::zstd`]).
     pub fn encoding(encoding: ObjectEncoding, level: u32, spool: &SpoolPolicy) -> Self {
-        let spool = Spool::new(spool);
-        let body = match encoding {
-            ObjectEncoding::GzipNdjson => Compressor::Gzip(
-                GzBuilder::new()
-                    .mtime(0)
-                    .operating_system(255)
-                    .write(spool, Compression::new(level)),
-            ),
-            ObjectEncoding::ZstdNdjson => Compressor::zstd(spool, level),
-        };
+        Self::with_sink(Sink::Here(Box::new(Encoder::new(encoding, level, spool))))
+    }
+
+    /// The same writer, compressing and digesting on a thread of its own, so that the caller
+    /// (the one thread that puts records in order) goes on while a block is compressed. The
+    /// bytes are those of [`ObjectWriter::encoding`]: the thread makes the same calls in the
+    /// same order.
+    pub fn compressing_apart(
+        encoding: ObjectEncoding,
+        level: u32,
+        spool: &SpoolPolicy,
+    ) -> io::Result<Self> {
+        Apart::start(encoding, level, spool).map(|apart| Self::with_sink(Sink::Apart(apart)))
+    }
+
+    fn with_sink(sink: Sink) -> Self {
         Self {
-            body: BufWriter::with_capacity(64 * 1024, body),
-            digest: Sha256::new(),
+            sink,
             lines: 0,
             uncompressed: 0,
         }
@@ -150,10 +300,10 @@ impl ObjectWriter {
 
     /// Appends one line; `line` must not contain a newline.
     pub fn write_line(&mut self, line: &[u8]) -> io::Result<()> {
-        self.digest.update(line);
-        self.digest.update(b"\n");
-        self.body.write_all(line)?;
-        self.body.write_all(b"\n")?;
+        match &mut self.sink {
+            Sink::Here(encoder) => encoder.write_line(line)?,
+            Sink::Apart(apart) => apart.write_line(line)?,
+        }
         self.lines += 1;
         self.uncompressed += line.len() as u64 + 1;
         Ok(())
@@ -164,15 +314,13 @@ impl ObjectWriter {
     }
 
     pub fn finish(self) -> io::Result<EncodedBody> {
-        let body = self
-            .body
-            .into_inner()
-            .map_err(io::IntoInnerError::into_error)?
-            .finish()?
-            .finish()?;
+        let (body, digest) = match self.sink {
+            Sink::Here(encoder) => (*encoder).finish()?,
+            Sink::Apart(apart) => apart.finish()?,
+        };
         Ok(EncodedBody {
             body,
-            digest: short_digest(&self.digest.finalize()),
+            digest,
             lines: self.lines,
             uncompressed: self.uncompressed,
         })
@@ -459,6 +607,77 @@ mod tests {
         assert_eq!(text, "{\"a\":1}\n{\"b\":2}\n");
         assert_eq!(out.lines, 2);
         assert_eq!(out.uncompressed, 16);
+    }
+
+    #[test]
+    fn a_body_compressed_on_its_own_thread_is_the_same_bytes_and_digest() {
+        // Given lines filling several blocks, an empty line and a short last block among them
+        let lines: Vec<String> = (0..30_000)
+            .map(|i| match i % 997 {
+                0 => String::new(),
+                _ => format!(
+                    r#"{{"record_id":{i},"url":"/api/products/{}"}}"#,
+                    i * 7919 % 104729
+                ),
+            })
+            .collect();
+        for (encoding, level) in [
+            (ObjectEncoding::GzipNdjson, DEFAULT_GZIP_LEVEL),
+            (ObjectEncoding::ZstdNdjson, DEFAULT_ZSTD_LEVEL),
+        ] {
+            // When they are written on the caller's thread and on a thread of the writer's own
+            let spool = SpoolPolicy::in_memory();
+            let mut here = ObjectWriter::encoding(encoding, level, &spool);
+            let mut apart = ObjectWriter::compressing_apart(encoding, level, &spool).unwrap();
+            for line in &lines {
+                here.write_line(line.as_bytes()).unwrap();
+                apart.write_line(line.as_bytes()).unwrap();
+            }
+            let (here, apart) = (here.finish().unwrap(), apart.finish().unwrap());
+            // Then the bodies, digests and counts are the same, and the lines read back
+            let body = here.body.to_vec().unwrap();
+            assert!(body == apart.body.to_vec().unwrap(), "{encoding:?}");
+            assert_eq!(
+                (here.digest, here.lines, here.uncompressed),
+                (apart.digest, apart.lines, apart.uncompressed)
+            );
+            let read: Vec<Vec<u8>> = read_lines(&body[..], ReadLimits::default())
+                .map(Result::unwrap)
+                .collect();
+            let expected: Vec<&[u8]> = lines
+                .iter()
+                .map(|l| l.as_bytes())
+                .filter(|l| !l.is_empty())
+                .collect();
+            assert_eq!(read, expected, "{encoding:?}");
+        }
+    }
+
+    #[test]
+    fn a_writer_abandoned_before_its_end_stops_its_thread_and_leaves_no_spill_file() {
+        // Given a writer compressing on its own thread into a spill file, blocks handed over
+        let dir = tempfile::tempdir().unwrap();
+        let spool = SpoolPolicy::spill_to(dir.path().to_owned(), 0);
+        let mut apart =
+            ObjectWriter::compressing_apart(ObjectEncoding::GzipNdjson, DEFAULT_GZIP_LEVEL, &spool)
+                .unwrap();
+        let files = || std::fs::read_dir(dir.path()).unwrap().count();
+        for i in 0..200_000u64 {
+            let n = i.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+            apart
+                .write_line(format!("{{\"n\":{n}}}").as_bytes())
+                .unwrap();
+        }
+        // (the thread compresses behind the writer: wait, bounded, for its file)
+        let started = std::time::Instant::now();
+        while files() == 0 && started.elapsed() < std::time::Duration::from_secs(10) {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert_eq!(files(), 1);
+        // When it is dropped unfinished (a run failing midway)
+        drop(apart);
+        // Then its thread has ended and dropped the half-written body with its file
+        assert_eq!(files(), 0);
     }
 
     #[test]

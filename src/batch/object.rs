@@ -25,6 +25,9 @@ pub struct ObjectSettings {
     pub spool: SpoolPolicy,
     /// Bounds on reading stored objects back.
     pub read: ReadLimits,
+    /// Each object compresses on a thread of its own ([`ObjectWriter::compressing_apart`]),
+    /// for a run whose records come from several cores; the bytes are the same either way.
+    pub compress_apart: bool,
 }
 
 impl ObjectSettings {
@@ -36,6 +39,15 @@ impl ObjectSettings {
             level: DEFAULT_GZIP_LEVEL,
             spool: SpoolPolicy::in_memory(),
             read: ReadLimits::default(),
+            compress_apart: false,
+        }
+    }
+
+    /// The same settings, each object compressing on a thread of its own.
+    pub fn compressing_apart(&self) -> Self {
+        Self {
+            compress_apart: true,
+            ..self.clone()
         }
     }
 
@@ -152,7 +164,7 @@ impl ObjectBuilder {
     pub fn new(kind: ObjectKind, settings: &ObjectSettings) -> Self {
         Self {
             kind,
-            writer: ObjectWriter::encoding(settings.encoding, settings.level, &settings.spool),
+            writer: writer(settings),
             first: None,
             last: Stamp::default(),
             hashes: LineHashes::default(),
@@ -201,6 +213,19 @@ impl ObjectBuilder {
         };
         Ok(Some((object, hashes)))
     }
+}
+
+/// The body's writer: on a thread of its own when the settings say so and a thread can be
+/// had, else on the caller's (the same bytes either way).
+fn writer(settings: &ObjectSettings) -> ObjectWriter {
+    let (encoding, level, spool) = (settings.encoding, settings.level, &settings.spool);
+    if settings.compress_apart {
+        match ObjectWriter::compressing_apart(encoding, level, spool) {
+            Ok(writer) => return writer,
+            Err(error) => tracing::warn!(%error, "no compressor thread: compressing in line"),
+        }
+    }
+    ObjectWriter::encoding(encoding, level, spool)
 }
 
 /// Hashes of lines' identities, to tell whether an object may hold a record twice. A list
