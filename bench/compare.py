@@ -92,9 +92,9 @@ sections (all, the default, runs them in this order):
 EPILOG = """\
 Generated responses of the offline, large, pass-memory, compaction, memory and scaling sections
 (about 540 bytes a record for the usual ones; 790 MB and 840 MB for the large ones; the memory
-section's three shapes of its own another 2.7 GB; 5.4 GB in all) and the bomb of the unreadable section
-(2 MB) are kept in target/bench-data/ and reused by later runs; outputs go to a temporary folder
-removed at the end.
+section's three shapes of its own another 2.7 GB; 5.4 GB in all) and the bomb of the
+unreadable section (2 MB) are kept in target/bench-data/ and reused by later runs; outputs go to
+a temporary folder removed at the end.
 Every peak RSS printed is the largest of its runs, measured as bench/harness.py says (GNU time
 when present). `all` takes about 25 minutes on 2 cores once built and cached (the Python reference
 alone 1.5 to 3 minutes and 2.4 GB of memory, the large section 4 minutes, memory 5 minutes),
