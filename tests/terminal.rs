@@ -97,6 +97,11 @@ fn keys_of(value: &Value) -> Vec<String> {
     keys
 }
 
+/// The quarantine line of the summary of the mixed response (6 records under another key, 2
+/// elements that are not JSON), processed once.
+const MIXED_REASONS: &str = "quarantined 8 record(s), 0 already in quarantine; by reason: \
+                             decrypt: no key matched 6, shape: element not JSON 2";
+
 #[test]
 fn the_progress_bar_is_drawn_on_a_terminal_stderr_and_never_into_a_pipe() {
     // Given a saved response
@@ -326,13 +331,7 @@ fn a_terminal_summary_counts_the_quarantined_records_by_reason() {
         .lines()
         .find(|l| l.trim_start().starts_with("quarantined"))
         .unwrap_or_else(|| panic!("no quarantine line: {seen}"));
-    assert!(
-        line.contains(
-            "quarantined 8 record(s), 0 already in quarantine; by reason: \
-             decrypt: no key matched 6, shape: element not JSON 2"
-        ),
-        "{line}"
-    );
+    assert!(line.contains(MIXED_REASONS), "{line}");
     // When the same response is processed again into the same folder
     let again = in_terminal(
         &format!(
@@ -415,13 +414,7 @@ fn backfill_and_demo_on_a_terminal_count_the_quarantined_records_by_reason() {
     );
     // Then the summary is for people, with the reasons counted
     assert!(seen.contains("Finished") && !seen.contains("{\""), "{seen}");
-    assert!(
-        seen.contains(
-            "quarantined 8 record(s), 0 already in quarantine; by reason: \
-             decrypt: no key matched 6, shape: element not JSON 2"
-        ),
-        "{seen}"
-    );
+    assert!(seen.contains(MIXED_REASONS), "{seen}");
     // When the demo runs a few passes (its simulator mixes in tokens that do not decrypt)
     let demo = in_terminal(
         &format!(

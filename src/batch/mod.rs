@@ -647,16 +647,9 @@ mod tests {
             .collect()
     }
 
-    #[test]
-    fn an_idle_open_hour_is_closed_for_another_and_its_later_records_overflow() {
-        // Given at most 2 open hours, 3 records per object, and an hour idle after 1 record
-        let ring = KeyRing::parse(&generate_key()).unwrap();
-        let mut s = settings();
-        s.max_open_hours = 2;
-        s.max_records_per_object = 3;
-        s.idle_after_records = 1;
-        // When hours 10, 11, 12 alternate and 10 comes back later
-        let dates: Vec<(String, u32)> = [
+    /// Hours 10, 11 and 12 alternating, 10 coming back once, then three more records of 12.
+    fn alternating_hours() -> Vec<(String, u32)> {
+        [
             "2023-03-18T10:00:00.000Z",
             "2023-03-18T11:00:00.000Z",
             "2023-03-18T12:00:00.000Z",
@@ -668,7 +661,19 @@ mod tests {
         .iter()
         .enumerate()
         .map(|(i, d)| (d.to_string(), i as u32))
-        .collect();
+        .collect()
+    }
+
+    #[test]
+    fn an_idle_open_hour_is_closed_for_another_and_its_later_records_overflow() {
+        // Given at most 2 open hours, 3 records per object, and an hour idle after 1 record
+        let ring = KeyRing::parse(&generate_key()).unwrap();
+        let mut s = settings();
+        s.max_open_hours = 2;
+        s.max_records_per_object = 3;
+        s.idle_after_records = 1;
+        // When hours 10, 11, 12 alternate and 10 comes back later
+        let dates = alternating_hours();
         let out = encode_dates(&ring, &s, &dates);
         // Then 10 was closed for 12, its record that came back is in an object of its own,
         // and 12 was split at 3 records
@@ -694,19 +699,7 @@ mod tests {
         let mut s = settings();
         s.max_open_hours = 2;
         s.max_records_per_object = 3;
-        let dates: Vec<(String, u32)> = [
-            "2023-03-18T10:00:00.000Z",
-            "2023-03-18T11:00:00.000Z",
-            "2023-03-18T12:00:00.000Z",
-            "2023-03-18T10:00:01.000Z",
-            "2023-03-18T12:00:01.000Z",
-            "2023-03-18T12:00:02.000Z",
-            "2023-03-18T12:00:03.000Z",
-        ]
-        .iter()
-        .enumerate()
-        .map(|(i, d)| (d.to_string(), i as u32))
-        .collect();
+        let dates = alternating_hours();
         // When the batch is encoded
         let out = encode_dates(&ring, &s, &dates);
         // Then 10 and 11 stay open, and 12, read back from the overflow, is split at 3 records
