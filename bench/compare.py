@@ -21,6 +21,7 @@ import memory
 import offline
 import pass_memory
 import pipeline
+import progress_bar
 import scaling
 import scheduled_pass
 import unreadable
@@ -33,7 +34,7 @@ from report import render, render_facts, summary
 SECTIONS = {"offline": offline, "large": large, "pass": scheduled_pass,
             "pass-memory": pass_memory, "compaction": compaction, "unreadable": unreadable,
             "day": day, "pipeline": pipeline, "encodings": zstd_gzip, "scaling": scaling,
-            "memory": memory, "cost": cost}
+            "memory": memory, "progress": progress_bar, "cost": cost}
 
 DESCRIPTION = """\
 Benchmarks log-etl against the Python script it replaces (bench/reference.py), both in the same
@@ -81,6 +82,9 @@ sections (all, the default, runs them in this order):
                --records in one hour and --records shuffled over many hours (--log-etl-runs
                each, worst peak RSS against 64 MiB, median time); LOG_ETL_BENCH_BASELINE=BINARY
                runs an earlier build on the same inputs, interleaved
+  progress     log-etl process of a 1,000,000-record response with stderr a terminal (script(1)),
+               the progress bar drawn, against --quiet under the same terminal, 5 runs each,
+               interleaved: what the bar costs
   cost         what a month of one deployment costs on AWS: an hour of passes (log-etl run, cold
                processes, against moto) at 100 and at 10,000 records a pass, and the
                compaction of that hour (log-etl compact --bucket): S3 requests by type from
