@@ -7,7 +7,7 @@
 //!   encoded of at most [`BatchSettings::max_records_per_object`] records (its compressor,
 //!   buffers of 64 KiB, a body of at most 256 KiB before it moves to a spill file, and 8 bytes
 //!   of line hash per record: about 1.5 MiB at 100,000 records; when it compresses on a thread
-//!   of its own, at most four more blocks of 64 KiB);
+//!   of its own, at most four more blocks, each of 64 KiB and the line that filled it);
 //! - a record of an hour that is not open takes the place of the least recently used open hour
 //!   only when that one has had no record for [`BatchSettings::idle_after_records`] records (it
 //!   is closed: a sorted input closes each hour once it is done). While every open hour is in
